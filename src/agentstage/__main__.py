@@ -1,0 +1,3 @@
+from agentstage.interfaces.cli.main import run
+
+run()

@@ -1,0 +1,90 @@
+"""The model protocol: one streaming method, everything else defaulted.
+
+A provider yields :class:`TextDelta` chunks as text arrives, :class:`ToolCallChunk` when the
+model asks for a tool, and exactly one :class:`ModelResponse` at the end. Wrappers that add
+resilience yield :class:`RetryNotice` / :class:`FallbackNotice` so the orchestrator can record
+each attempt as an event without knowing how retries work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, Protocol, runtime_checkable
+
+from pydantic import BaseModel, Field
+
+from agentstage.core.messages import Message, ToolCall, Usage
+
+
+class ToolSpec(BaseModel):
+    """What a model is told about a tool: its name (no version), description and argument schema."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+
+class ModelRequest(BaseModel):
+    messages: list[Message]
+    tools: list[ToolSpec] = Field(default_factory=list)
+    response_format: dict[str, Any] | None = Field(
+        default=None, description="A JSON schema the answer must follow (structured output)."
+    )
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class TextDelta(BaseModel):
+    text: str
+
+
+class ToolCallChunk(BaseModel):
+    tool_call: ToolCall
+
+
+class ModelResponse(BaseModel):
+    message: Message
+    usage: Usage = Field(default_factory=Usage)
+    finish_reason: str = "stop"
+    provider: str = ""
+    model: str = ""
+
+    @property
+    def tool_calls(self) -> list[ToolCall]:
+        return self.message.tool_calls
+
+
+class RetryNotice(BaseModel):
+    provider: str
+    attempt: int
+    code: str
+    message: str
+    delay: float
+
+
+class FallbackNotice(BaseModel):
+    from_provider: str
+    to_provider: str
+    code: str
+    message: str
+
+
+ModelChunk = TextDelta | ToolCallChunk | ModelResponse | RetryNotice | FallbackNotice
+
+
+@runtime_checkable
+class Model(Protocol):
+    """What every provider implements.
+
+    ``native_tools`` says whether the provider passes tool definitions to the model natively; when
+    false, orchestrators ask for a JSON action through ``response_format`` instead.
+    """
+
+    provider: str
+    model_name: str
+    native_tools: bool
+
+    def stream(self, request: ModelRequest) -> AsyncIterator[ModelChunk]: ...
+
+
+def describe(model: Model) -> str:
+    return f"{model.provider}/{model.model_name}"

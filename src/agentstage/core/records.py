@@ -1,0 +1,87 @@
+"""Stored records: a run, a conversation, a conversation message. Doors read these shapes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from agentstage.types import RunStatus
+
+
+class RunRecord(BaseModel):
+    id: str
+    status: RunStatus
+    input: str
+    mode: str
+    profile: str
+    options: dict[str, Any] = Field(default_factory=dict)
+    resolved_mode: str | None = None
+    conversation_id: str | None = None
+    correlation_id: str | None = None
+    output: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    usage: dict[str, int] = Field(default_factory=dict)
+    cost: float = 0.0
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    last_seq: int = 0
+    worker_id: str | None = None
+    heartbeat_at: datetime | None = None
+    cancel_requested: bool = False
+    trace_id: str | None = None
+    snapshot: dict[str, Any] | None = None
+    snapshot_hash: str | None = None
+
+    def timings(self) -> dict[str, Any]:
+        """Wall-clock facts about the run, in the shape every door returns."""
+        end = self.finished_at
+        return {
+            "created_at": self.created_at.isoformat(),
+            "started_at": self.started_at.isoformat() if self.started_at else None,
+            "finished_at": end.isoformat() if end else None,
+            "queue_ms": _ms(self.created_at, self.started_at),
+            "duration_ms": _ms(self.started_at, end),
+        }
+
+    def result(self) -> dict[str, Any]:
+        """The run's answer: what ``agent run --output json`` prints and ``POST /run`` returns."""
+        body: dict[str, Any] = {
+            "run_id": self.id,
+            "status": self.status.value,
+            "output": self.output,
+            "usage": self.usage,
+            "cost": self.cost,
+            "timings": self.timings(),
+            "mode": self.resolved_mode or self.mode,
+            "profile": self.profile,
+        }
+        if self.error_code:
+            body["error"] = {"code": self.error_code, "message": self.error_message}
+        return body
+
+
+def _ms(start: datetime | None, end: datetime | None) -> float | None:
+    if start is None or end is None:
+        return None
+    return round((end - start).total_seconds() * 1000, 3)
+
+
+class ConversationRecord(BaseModel):
+    id: str
+    title: str = ""
+    created_at: datetime
+    updated_at: datetime
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class MessageRecord(BaseModel):
+    conversation_id: str
+    position: int
+    role: str
+    content: str
+    run_id: str | None = None
+    created_at: datetime

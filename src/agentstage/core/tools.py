@@ -1,0 +1,184 @@
+"""The tool protocol, the context a tool runs in, and the toolset that runs calls safely.
+
+A bad argument or an exception inside a tool never crashes a run: :meth:`Toolset.execute` turns
+it into a :class:`ToolOutcome` carrying an error, which the orchestrator records as a
+``tool.result`` error and feeds back to the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ValidationError
+
+from agentstage.core.events import ErrorInfo
+from agentstage.core.messages import ToolCall
+from agentstage.core.model import ToolSpec
+from agentstage.errors import AgentstageError, ToolArgumentError, ToolError
+
+
+@dataclass
+class ToolContext:
+    """Handed to every tool call: who is calling, how to notice a cancel, and when time is up."""
+
+    run_id: str
+    call_id: str = ""
+    cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+    deadline: float | None = None  # time.monotonic() value
+
+    def remaining(self) -> float | None:
+        return None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
+
+    @property
+    def is_cancelled(self) -> bool:
+        return self.cancelled.is_set()
+
+
+@runtime_checkable
+class Tool(Protocol):
+    name: str
+    version: str
+    description: str
+    category: str
+
+    @property
+    def parameters(self) -> dict[str, Any]: ...
+
+    def validate_arguments(self, arguments: dict[str, Any]) -> dict[str, Any]: ...
+
+    async def run(self, arguments: dict[str, Any], context: ToolContext) -> Any: ...
+
+
+def tool_id(tool: Tool) -> str:
+    return f"{tool.name}:{tool.version}"
+
+
+def validation_details(error: ValidationError) -> list[dict[str, Any]]:
+    """Field-by-field errors in a stable shape: ``{"field": "a.b", "message": ..., "type": ...}``."""
+    return [
+        {
+            "field": ".".join(str(part) for part in item["loc"]) or "(root)",
+            "message": item["msg"],
+            "type": item["type"],
+        }
+        for item in error.errors(include_url=False)
+    ]
+
+
+class ArgumentsTool(ABC):
+    """A tool whose arguments are a pydantic model, which gives both its JSON schema and validation.
+
+    Validation is strict (``"5"`` is not an integer), matching what the JSON schema promises.
+    """
+
+    name: ClassVar[str]
+    version: ClassVar[str] = "v1"
+    description: ClassVar[str] = ""
+    category: ClassVar[str] = "general"
+    Arguments: ClassVar[type[BaseModel]]
+
+    @property
+    def parameters(self) -> dict[str, Any]:
+        return self.Arguments.model_json_schema()
+
+    def validate_arguments(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        try:
+            parsed = self.Arguments.model_validate(arguments, strict=True)
+        except ValidationError as error:
+            details = validation_details(error)
+            summary = "; ".join(f"{d['field']}: {d['message']}" for d in details)
+            raise ToolArgumentError(
+                f"invalid arguments for {self.name}:{self.version}: {summary}",
+                details={"errors": details},
+            ) from None
+        return parsed.model_dump()
+
+    @abstractmethod
+    async def run(self, arguments: dict[str, Any], context: ToolContext) -> Any:
+        """Do the work; ``arguments`` are already validated."""
+
+
+@dataclass
+class ToolOutcome:
+    output: Any = None
+    error: ErrorInfo | None = None
+    latency_ms: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def for_model(self, limit: int = 4000) -> str:
+        """The text a model sees: the JSON output, or the error so the model can correct itself."""
+        if self.error is not None:
+            return f"ERROR ({self.error.code}): {self.error.message}"
+        text = self.output if isinstance(self.output, str) else json.dumps(self.output, default=str)
+        return text if len(text) <= limit else text[:limit] + " …(truncated)"
+
+
+class Toolset:
+    """The tools a run may use, addressed by name; executes calls with validation and a deadline."""
+
+    def __init__(self, tools: Iterable[Tool] = (), *, call_timeout: float = 30.0):
+        self._tools: dict[str, Tool] = {tool.name: tool for tool in tools}
+        self.call_timeout = call_timeout
+
+    def __len__(self) -> int:
+        return len(self._tools)
+
+    def __iter__(self) -> Any:
+        return iter(self._tools.values())
+
+    def names(self) -> list[str]:
+        return sorted(self._tools)
+
+    def get(self, name: str) -> Tool | None:
+        return self._tools.get(name.split(":", 1)[0])
+
+    def specs(self) -> list[ToolSpec]:
+        return [
+            ToolSpec(name=t.name, description=t.description, parameters=t.parameters)
+            for t in self._tools.values()
+        ]
+
+    def qualified(self, name: str) -> str:
+        tool = self.get(name)
+        return tool_id(tool) if tool else name
+
+    async def execute(self, call: ToolCall, context: ToolContext) -> ToolOutcome:
+        started = time.perf_counter()
+        outcome = await self._execute(call, context)
+        outcome.latency_ms = round((time.perf_counter() - started) * 1000, 3)
+        return outcome
+
+    async def _execute(self, call: ToolCall, context: ToolContext) -> ToolOutcome:
+        tool = self.get(call.name)
+        if tool is None:
+            known = ", ".join(self.names()) or "none"
+            message = f"unknown tool {call.name!r} (available: {known})"
+            return ToolOutcome(error=ErrorInfo(code="tool_not_found", message=message))
+        try:
+            arguments = tool.validate_arguments(call.arguments)
+            timeout = self._timeout_for(context)
+            output = await asyncio.wait_for(tool.run(arguments, context), timeout)
+        except AgentstageError as error:
+            return ToolOutcome(error=ErrorInfo(code=error.code, message=error.message))
+        except TimeoutError:
+            message = f"{tool_id(tool)} did not finish within {self._timeout_for(context):.1f}s"
+            return ToolOutcome(error=ErrorInfo(code="tool_timeout", message=message))
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # a tool's own bug must not end the run
+            message = f"{tool_id(tool)} raised {type(error).__name__}: {error}"
+            return ToolOutcome(error=ErrorInfo(code=ToolError.default_code, message=message))
+        return ToolOutcome(output=output)
+
+    def _timeout_for(self, context: ToolContext) -> float:
+        remaining = context.remaining()
+        return self.call_timeout if remaining is None else min(self.call_timeout, remaining)

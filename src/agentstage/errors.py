@@ -1,0 +1,124 @@
+"""The one error tree of agentstage.
+
+Every error a user can see has a stable ``code`` so that doors can map it (HTTP problem+json,
+gRPC status, CLI exit code) without parsing messages::
+
+    AgentstageError                     code
+    ├── UserError                       bad input or configuration, shown to the user as is
+    │   ├── InvalidInputError           invalid_input
+    │   ├── UnknownModeError            unknown_mode
+    │   ├── UnknownProfileError         unknown_profile
+    │   ├── ConfigError                 config_invalid
+    │   ├── NotFoundError               not_found (run_not_found, conversation_not_found, tool_not_found)
+    │   ├── ConflictError               conflict (run_finished)
+    │   └── ToolArgumentError           invalid_tool_arguments
+    └── RunError                        something went wrong while a run executed
+        ├── ModelError                  model_error (+ model_timeout, provider_unavailable,
+        │                               rate_limited, circuit_open, invalid_action, model_unavailable)
+        ├── ToolError                   tool_error (+ tool_timeout, sql_not_read_only)
+        ├── LimitExceededError          max_steps, max_tokens, max_duration
+        ├── RunCancelledError           cancelled
+        └── WorkerLostError             worker_lost
+
+A ``RunError`` ends a run as ``failed`` (or ``cancelled``); a ``UserError`` is refused before a
+run starts, or becomes a recorded failed step when a model or tool produced it mid-run.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class AgentstageError(Exception):
+    """Base of every error agentstage raises on purpose."""
+
+    default_code: ClassVar[str] = "internal_error"
+
+    def __init__(self, message: str, *, code: str | None = None, details: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.code = code or self.default_code
+        self.details: dict[str, Any] = details or {}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape every door uses for an error: ``{"code", "message"}`` plus details."""
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details:
+            body["details"] = self.details
+        return body
+
+
+class UserError(AgentstageError):
+    default_code = "invalid_input"
+
+
+class InvalidInputError(UserError):
+    default_code = "invalid_input"
+
+
+class UnknownModeError(UserError):
+    default_code = "unknown_mode"
+
+
+class UnknownProfileError(UserError):
+    default_code = "unknown_profile"
+
+
+class ConfigError(UserError):
+    default_code = "config_invalid"
+
+
+class NotFoundError(UserError):
+    default_code = "not_found"
+
+
+class ConflictError(UserError):
+    default_code = "conflict"
+
+
+class ToolArgumentError(UserError):
+    """Arguments that do not match a tool's schema; ``details["errors"]`` names each field."""
+
+    default_code = "invalid_tool_arguments"
+
+
+class RunError(AgentstageError):
+    default_code = "run_error"
+
+
+class ModelError(RunError):
+    """A model call failed. ``retryable`` tells the resilience layer whether another try may help."""
+
+    default_code = "model_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        retryable: bool = False,
+        retry_after: float | None = None,
+        provider: str | None = None,
+        details: dict[str, Any] | None = None,
+    ):
+        super().__init__(message, code=code, details=details)
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.provider = provider
+        self.streamed = False  # set when output had already reached the user: never retried then
+
+
+class ToolError(RunError):
+    default_code = "tool_error"
+
+
+class LimitExceededError(RunError):
+    default_code = "limit_exceeded"
+
+
+class RunCancelledError(RunError):
+    default_code = "cancelled"
+
+
+class WorkerLostError(RunError):
+    default_code = "worker_lost"

@@ -1,0 +1,1 @@
+"""Model providers: the embedded local model, OpenAI-compatible servers, Anthropic, and scripted."""

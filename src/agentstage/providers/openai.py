@@ -1,0 +1,167 @@
+"""Any OpenAI-compatible server (OpenAI, vLLM, Ollama, llama.cpp server, LM Studio).
+
+Uses the official ``openai`` SDK (imported lazily) with ``base_url``. SDK-level retries are off:
+retries, backoff and fallback belong to :mod:`agentstage.providers.resilience` so that each
+attempt is recorded as an event.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from agentstage.core.messages import Message, ToolCall, Usage
+from agentstage.core.model import ModelChunk, ModelRequest, ModelResponse, TextDelta, ToolCallChunk
+from agentstage.errors import ModelError
+from agentstage.providers.wire import from_wire_name, parse_arguments, resolve_secret, to_wire_name
+
+
+def _message_to_openai(message: Message) -> dict[str, Any]:
+    if message.role == "tool":
+        return {"role": "tool", "content": message.content, "tool_call_id": message.tool_call_id}
+    item: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.tool_calls:
+        item["tool_calls"] = [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {"name": to_wire_name(call.name), "arguments": json.dumps(call.arguments)},
+            }
+            for call in message.tool_calls
+        ]
+    return item
+
+
+def _retry_after(headers: Any) -> float | None:
+    value = headers.get("retry-after") if headers is not None else None
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+class OpenAIModel:
+    native_tools = True
+
+    def __init__(
+        self,
+        model_name: str,
+        *,
+        provider: str = "openai",
+        base_url: str | None = None,
+        api_key: str | None = "env:OPENAI_API_KEY",
+        params: dict[str, Any] | None = None,
+        timeout: float = 60.0,
+    ):
+        self.provider = provider
+        self.model_name = model_name
+        self.base_url = base_url
+        self.api_key_ref = api_key
+        self.params = params or {}
+        self.timeout = timeout
+
+    def _client(self) -> Any:
+        from openai import AsyncOpenAI
+
+        key = resolve_secret(self.api_key_ref, provider=self.provider, required=self.base_url is None)
+        return AsyncOpenAI(
+            api_key=key or "not-needed", base_url=self.base_url, timeout=self.timeout, max_retries=0
+        )
+
+    def _kwargs(self, request: ModelRequest) -> dict[str, Any]:
+        params = {**self.params, **request.params}
+        kwargs: dict[str, Any] = {
+            "model": self.model_name,
+            "messages": [_message_to_openai(m) for m in request.messages],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        for name in ("temperature", "top_p", "max_tokens", "seed", "stop"):
+            if name in params:
+                kwargs[name] = params[name]
+        if request.tools:
+            kwargs["tools"] = [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": to_wire_name(spec.name),
+                        "description": spec.description,
+                        "parameters": spec.parameters,
+                    },
+                }
+                for spec in request.tools
+            ]
+        if request.response_format is not None:
+            kwargs["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "answer", "schema": request.response_format, "strict": False},
+            }
+        return kwargs
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[ModelChunk]:
+        import openai
+
+        client = self._client()
+        text: list[str] = []
+        calls: dict[int, dict[str, str]] = {}
+        usage = Usage()
+        finish_reason = "stop"
+        try:
+            stream = await client.chat.completions.create(**self._kwargs(request))
+            async for chunk in stream:
+                if chunk.usage is not None:
+                    cached = getattr(chunk.usage, "prompt_tokens_details", None)
+                    usage = Usage(
+                        input_tokens=chunk.usage.prompt_tokens,
+                        output_tokens=chunk.usage.completion_tokens,
+                        cached_input_tokens=getattr(cached, "cached_tokens", 0) or 0,
+                    )
+                for choice in chunk.choices:
+                    if choice.delta.content:
+                        text.append(choice.delta.content)
+                        yield TextDelta(text=choice.delta.content)
+                    for delta in choice.delta.tool_calls or []:
+                        slot = calls.setdefault(delta.index, {"id": "", "name": "", "arguments": ""})
+                        slot["id"] = delta.id or slot["id"]
+                        if delta.function is not None:
+                            slot["name"] += delta.function.name or ""
+                            slot["arguments"] += delta.function.arguments or ""
+                    if choice.finish_reason:
+                        finish_reason = choice.finish_reason
+        except openai.APIError as error:
+            raise self._translate(error) from None
+        finally:
+            await client.close()
+        tool_calls = [
+            ToolCall(id=slot["id"] or f"call_{index}", name=from_wire_name(slot["name"]), arguments=parse_arguments(slot["arguments"]))
+            for index, slot in sorted(calls.items())
+        ]
+        for call in tool_calls:
+            yield ToolCallChunk(tool_call=call)
+        yield ModelResponse(
+            message=Message.assistant("".join(text), tool_calls),
+            usage=usage,
+            finish_reason=finish_reason,
+            provider=self.provider,
+            model=self.model_name,
+        )
+
+    def _translate(self, error: Exception) -> ModelError:
+        import openai
+
+        where = f"{self.provider} ({self.base_url or 'api.openai.com'})"
+        if isinstance(error, openai.APITimeoutError):
+            return ModelError(f"{where} timed out", code="model_timeout", retryable=True, provider=self.provider)
+        if isinstance(error, openai.APIConnectionError):
+            return ModelError(f"{where} is unreachable: {error}", code="provider_unavailable", retryable=True, provider=self.provider)
+        if isinstance(error, openai.APIStatusError):
+            status = error.status_code
+            retry_after = _retry_after(error.response.headers)
+            if status == 429:
+                return ModelError(f"{where} rate limited the request", code="rate_limited", retryable=True, retry_after=retry_after, provider=self.provider)
+            if status in (401, 403):
+                return ModelError(f"{where} refused the API key (HTTP {status})", code="auth_failed", provider=self.provider)
+            retryable = status >= 500 or status == 408
+            return ModelError(f"{where} answered HTTP {status}: {error.message}", code="provider_error", retryable=retryable, retry_after=retry_after, provider=self.provider)
+        return ModelError(f"{where} failed: {error}", code="model_error", provider=self.provider)

@@ -1,0 +1,185 @@
+"""Resilience by wrapping: timeouts, retries with backoff, circuit breakers and fallback chains.
+
+:class:`ResilientModel` is itself a :class:`~agentstage.core.model.Model`. It tries each model of
+a profile's chain in turn; within one model it retries retryable errors (timeouts, rate limits,
+5xx, connection errors) with exponential backoff and jitter, honouring ``Retry-After``. Every retry
+and fallback is yielded as a notice, which the orchestrator records as an event. A call is only
+retried while nothing has been streamed yet, so the user never sees text twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel, Field
+
+from agentstage.core.model import (
+    FallbackNotice,
+    Model,
+    ModelChunk,
+    ModelRequest,
+    RetryNotice,
+    TextDelta,
+    ToolCallChunk,
+)
+from agentstage.errors import ModelError
+
+
+class RetryPolicy(BaseModel):
+    max_attempts: int = Field(default=3, ge=1, le=20)
+    base_delay: float = Field(default=0.5, ge=0)
+    max_delay: float = Field(default=20.0, ge=0)
+    max_retry_after: float = Field(default=60.0, ge=0)
+    timeout: float = Field(default=60.0, gt=0, description="Seconds a call may go without producing output.")
+    breaker_threshold: int = Field(default=5, ge=1)
+    breaker_reset: float = Field(default=30.0, ge=0)
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, self.max_retry_after)
+        backoff = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
+        return backoff * (0.5 + random.random() / 2)
+
+
+@dataclass
+class CircuitBreaker:
+    """Closed → open after ``threshold`` consecutive failures → half-open after ``reset`` seconds."""
+
+    threshold: int
+    reset: float
+    failures: int = 0
+    opened_at: float | None = None
+    _trial_running: bool = field(default=False)
+
+    def allow(self) -> bool:
+        if self.opened_at is None:
+            return True
+        if time.monotonic() - self.opened_at < self.reset or self._trial_running:
+            return False
+        self._trial_running = True
+        return True
+
+    def record(self, success: bool) -> None:
+        self._trial_running = False
+        if success:
+            self.failures, self.opened_at = 0, None
+            return
+        self.failures += 1
+        if self.failures >= self.threshold:
+            self.opened_at = time.monotonic()
+
+
+_breakers: dict[str, CircuitBreaker] = {}
+
+
+def breaker_for(endpoint: str, policy: RetryPolicy) -> CircuitBreaker:
+    """One breaker per provider endpoint per process, shared by every run that uses it."""
+    breaker = _breakers.get(endpoint)
+    if breaker is None:
+        breaker = _breakers[endpoint] = CircuitBreaker(policy.breaker_threshold, policy.breaker_reset)
+    return breaker
+
+
+def endpoint_of(model: Model) -> str:
+    return f"{model.provider}|{getattr(model, 'base_url', None) or ''}"
+
+
+class _Attempt:
+    """Streams one call to one model with an idle timeout, remembering whether output was sent."""
+
+    def __init__(self, model: Model, timeout: float):
+        self.model = model
+        self.timeout = timeout
+        self.streamed = False
+
+    async def chunks(self, request: ModelRequest) -> AsyncIterator[ModelChunk]:
+        iterator = aiter(self.model.stream(request))
+        try:
+            while True:
+                try:
+                    chunk = await asyncio.wait_for(anext(iterator), self.timeout)
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    raise ModelError(
+                        f"{self.model.provider} produced nothing for {self.timeout:g}s (timeout)",
+                        code="model_timeout",
+                        retryable=True,
+                        provider=self.model.provider,
+                    ) from None
+                if isinstance(chunk, TextDelta | ToolCallChunk):
+                    self.streamed = True
+                yield chunk
+        finally:
+            close = getattr(iterator, "aclose", None)
+            if close is not None:
+                await close()
+
+
+class ResilientModel:
+    def __init__(self, chain: Sequence[Model], policy: RetryPolicy | None = None):
+        if not chain:
+            raise ValueError("a model chain needs at least one model")
+        self.chain = list(chain)
+        self.policy = policy or RetryPolicy()
+        self.provider = self.chain[0].provider
+        self.model_name = self.chain[0].model_name
+        self.native_tools = all(model.native_tools for model in self.chain)
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[ModelChunk]:
+        last_error: ModelError | None = None
+        for index, model in enumerate(self.chain):
+            if last_error is not None:
+                yield FallbackNotice(
+                    from_provider=self.chain[index - 1].provider,
+                    to_provider=model.provider,
+                    code=last_error.code,
+                    message=last_error.message,
+                )
+            try:
+                async for chunk in self._with_retries(model, request):
+                    yield chunk
+                return
+            except ModelError as error:
+                if error.streamed:
+                    raise
+                last_error = error
+        assert last_error is not None
+        if len(self.chain) > 1:
+            tried = ", ".join(model.provider for model in self.chain)
+            last_error.message = f"every provider of the chain failed ({tried}); last: {last_error.message}"
+        raise last_error
+
+    async def _with_retries(self, model: Model, request: ModelRequest) -> AsyncIterator[ModelChunk]:
+        breaker = breaker_for(endpoint_of(model), self.policy)
+        for attempt_number in range(1, self.policy.max_attempts + 1):
+            if not breaker.allow():
+                raise ModelError(
+                    f"{model.provider} is failing repeatedly; its circuit breaker is open for up to "
+                    f"{self.policy.breaker_reset:g}s",
+                    code="circuit_open",
+                    provider=model.provider,
+                )
+            attempt = _Attempt(model, self.policy.timeout)
+            try:
+                async for chunk in attempt.chunks(request.model_copy(deep=True)):
+                    yield chunk
+            except ModelError as error:
+                breaker.record(success=False)
+                if attempt.streamed:
+                    error.streamed = True
+                    raise
+                if not error.retryable or attempt_number == self.policy.max_attempts:
+                    raise
+                delay = self.policy.delay(attempt_number, error.retry_after)
+                yield RetryNotice(
+                    provider=model.provider, attempt=attempt_number, code=error.code, message=error.message, delay=round(delay, 3)
+                )
+                await asyncio.sleep(delay)
+                continue
+            breaker.record(success=True)
+            return

@@ -1,0 +1,282 @@
+"""Settings and their precedence.
+
+Lowest first: built-in defaults < ``configs/instances/{env}.json`` < the user config file
+(``$AGENT_HOME/config.json`` or ``$AGENT_CONFIG``) < ``AGENT_*`` environment variables (nested
+keys with ``__``, values parsed as JSON when they can be: ``AGENT_RUNTIME__MAX_CONCURRENT_RUNS=4``)
+< explicit overrides (CLI flags, request fields). Dicts merge key by key; everything is validated
+once, after merging, so an invalid value anywhere is refused whole.
+Secrets are referenced (``env:OPENAI_API_KEY``), never written in config files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from agentstage.core.limits import RunLimits
+from agentstage.errors import ConfigError, UnknownProfileError
+from agentstage.providers.resilience import RetryPolicy
+from agentstage.resources import instance_config, sample_database
+from agentstage.types import Mode
+
+ENV_PREFIX = "AGENT_"
+_NOT_SETTINGS = {"AGENT_HOME", "AGENT_ENV", "AGENT_CONFIG"}
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ProviderSettings(BaseModel):
+    """A provider endpoint. Options beyond ``type`` depend on it: ``model_path``, ``n_ctx`` (local);
+    ``base_url``, ``api_key``, ``timeout`` (openai, anthropic); ``script`` (scripted)."""
+
+    model_config = ConfigDict(extra="allow")
+    type: Literal["local", "openai", "anthropic", "scripted"]
+
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class ChainEntry(Strict):
+    provider: str
+    model: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class ProfileSettings(Strict):
+    description: str = ""
+    chain: list[ChainEntry] = Field(min_length=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+    limits: dict[str, Any] = Field(default_factory=dict, description="Overrides of the global limits.")
+
+
+class StoreSettings(Strict):
+    url: str | None = Field(default=None, description="SQLAlchemy URL; default: SQLite in AGENT_HOME.")
+
+
+class ToolSettings(Strict):
+    sql_database: str | None = Field(default=None, description="SQLite file for sql.query; default: sample sales data.")
+    sql_max_rows: int = Field(default=200, ge=1, le=100_000)
+    sql_timeout: float = Field(default=5.0, gt=0)
+    call_timeout: float = Field(default=30.0, gt=0)
+
+
+class RuntimeSettings(Strict):
+    max_concurrent_runs: int = Field(default=16, ge=1, le=10_000)
+    heartbeat_interval: float = Field(default=2.0, gt=0)
+    worker_lost_after: float = Field(default=30.0, gt=0)
+    max_input_chars: int = Field(default=100_000, ge=1)
+
+
+class Price(Strict):
+    """US dollars per million tokens."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cached_input: float | None = Field(default=None, ge=0)
+
+
+class LoggingSettings(Strict):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+def _default_providers() -> dict[str, ProviderSettings]:
+    return {
+        "local": ProviderSettings(type="local"),
+        "openai": ProviderSettings(type="openai", api_key="env:OPENAI_API_KEY"),
+        "anthropic": ProviderSettings(type="anthropic", api_key="env:ANTHROPIC_API_KEY"),
+    }
+
+
+def _default_profiles() -> dict[str, ProfileSettings]:
+    local = ChainEntry(provider="local")
+    return {
+        "local": ProfileSettings(
+            description="The embedded model; no key, no network.",
+            chain=[local],
+            params={"temperature": 0.2, "max_tokens": 512},
+        ),
+        "fast": ProfileSettings(
+            description="The embedded model, greedy and short.",
+            chain=[local],
+            params={"temperature": 0.0, "max_tokens": 256},
+            limits={"max_steps": 4},
+        ),
+        "quality": ProfileSettings(
+            description="OpenAI, then Anthropic, then the embedded model.",
+            chain=[
+                ChainEntry(provider="openai", model="gpt-4o-mini"),
+                ChainEntry(provider="anthropic", model="claude-sonnet-4-5"),
+                local,
+            ],
+            params={"temperature": 0.2, "max_tokens": 1024},
+        ),
+    }
+
+
+def _default_pricing() -> dict[str, Price]:
+    return {
+        "local/*": Price(input=0, output=0),
+        "scripted/*": Price(input=0, output=0),
+        "openai/gpt-4o-mini": Price(input=0.15, output=0.60, cached_input=0.075),
+        "openai/gpt-4o": Price(input=2.50, output=10.00, cached_input=1.25),
+        "anthropic/claude-sonnet-4-5": Price(input=3.00, output=15.00, cached_input=0.30),
+        "anthropic/claude-haiku-4-5": Price(input=1.00, output=5.00, cached_input=0.10),
+    }
+
+
+class Settings(Strict):
+    description: str = ""
+    env: str = "local"
+    home: Path
+    default_profile: str = "local"
+    default_mode: Mode = Mode.AUTO
+    providers: dict[str, ProviderSettings] = Field(default_factory=_default_providers)
+    profiles: dict[str, ProfileSettings] = Field(default_factory=_default_profiles)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    tools: ToolSettings = Field(default_factory=ToolSettings)
+    runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
+    limits: RunLimits = Field(default_factory=RunLimits)
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    pricing: dict[str, Price] = Field(default_factory=_default_pricing)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    environment_allowlist: list[str] = Field(
+        default_factory=lambda: ["AGENT_ENV", "AGENT_PROFILE", "LANG", "TZ", "OPENAI_API_KEY", "ANTHROPIC_API_KEY"],
+        description="Environment variables recorded in run snapshots (secret-looking values masked).",
+    )
+
+    @model_validator(mode="after")
+    def _check_references(self) -> Settings:
+        for name, profile in self.profiles.items():
+            for entry in profile.chain:
+                if entry.provider not in self.providers:
+                    raise ValueError(f"profile {name!r} uses unknown provider {entry.provider!r}")
+            RunLimits.model_validate({**self.limits.model_dump(), **profile.limits})
+        if self.default_profile not in self.profiles:
+            raise ValueError(f"default_profile {self.default_profile!r} is not a defined profile")
+        return self
+
+    def profile(self, name: str | None) -> ProfileSettings:
+        name = name or self.default_profile
+        if name not in self.profiles:
+            known = ", ".join(sorted(self.profiles))
+            raise UnknownProfileError(f"unknown profile {name!r} (available: {known})")
+        return self.profiles[name]
+
+    def limits_for(self, profile: str | None, options: dict[str, Any] | None = None) -> RunLimits:
+        merged = {**self.limits.model_dump(), **self.profile(profile).limits}
+        merged.update({k: v for k, v in (options or {}).items() if k in RunLimits.model_fields})
+        return RunLimits.model_validate(merged)
+
+    def store_url(self) -> str:
+        url = self.store.url
+        if url and url.startswith("env:"):
+            url = os.environ.get(url[4:]) or None
+            if url is None:
+                raise ConfigError(f"store.url refers to {self.store.url[4:]}, which is not set")
+        return url or f"sqlite+aiosqlite:///{self.home / 'agentstage.db'}"
+
+    def sql_database(self) -> Path:
+        return Path(self.tools.sql_database).expanduser() if self.tools.sql_database else sample_database()
+
+
+def default_home() -> Path:
+    configured = os.environ.get("AGENT_HOME")
+    if configured:
+        return Path(configured).expanduser()
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("agentstage", appauthor=False))
+
+
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_file(path: Path, what: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ConfigError(f"cannot read {what} {str(path)!r}: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{what} {str(path)!r} is not valid JSON/YAML: {error}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} {str(path)!r} must hold an object, got {type(data).__name__}")
+    return data
+
+
+def _instance_layer(env: str) -> dict[str, Any]:
+    path = Path(env) if env.endswith((".json", ".yaml", ".yml")) else instance_config(env)
+    if not path.is_file():
+        if env == "local":
+            return {}  # the built-in defaults are the local instance
+        raise ConfigError(f"instance config {str(path)!r} for AGENT_ENV={env!r} does not exist")
+    data = _read_file(path, "instance config")
+    data.pop("$schema", None)
+    return data
+
+
+def _env_layer(environ: dict[str, str]) -> dict[str, Any]:
+    layer: dict[str, Any] = {}
+    for key, raw in environ.items():
+        if not key.startswith(ENV_PREFIX) or key in _NOT_SETTINGS:
+            continue
+        path = key[len(ENV_PREFIX) :].lower().split("__")
+        if path == ["profile"]:
+            path = ["default_profile"]
+        if path == ["mode"]:
+            path = ["default_mode"]
+        try:
+            value: Any = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        cursor = layer
+        for part in path[:-1]:
+            cursor = cursor.setdefault(part, {})
+        cursor[path[-1]] = value
+    return layer
+
+
+def load_layers(overrides: dict[str, Any] | None = None, environ: dict[str, str] | None = None) -> dict[str, Any]:
+    environ = dict(os.environ if environ is None else environ)
+    home = Path(environ["AGENT_HOME"]).expanduser() if environ.get("AGENT_HOME") else default_home()
+    env = (overrides or {}).get("env") or environ.get("AGENT_ENV") or "local"
+    merged: dict[str, Any] = {"home": str(home), "env": env}
+    merged = deep_merge(merged, _instance_layer(env))
+    user_file = Path(environ["AGENT_CONFIG"]).expanduser() if environ.get("AGENT_CONFIG") else home / "config.json"
+    if user_file.is_file() or environ.get("AGENT_CONFIG"):
+        merged = deep_merge(merged, _read_file(user_file, "config file"))
+    merged = deep_merge(merged, _env_layer(environ))
+    return deep_merge(merged, overrides or {})
+
+
+def validate_settings(data: dict[str, Any]) -> Settings:
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in item['loc']) or '(root)'}: {item['msg']}" for item in error.errors(include_url=False)
+        )
+        raise ConfigError(f"invalid configuration: {problems}") from None
+
+
+def load_settings(overrides: dict[str, Any] | None = None, environ: dict[str, str] | None = None) -> Settings:
+    return validate_settings(load_layers(overrides, environ))
+
+
+def user_config_path(settings: Settings) -> Path:
+    return Path(os.environ["AGENT_CONFIG"]).expanduser() if os.environ.get("AGENT_CONFIG") else settings.home / "config.json"

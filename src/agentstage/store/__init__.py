@@ -1,0 +1,1 @@
+"""Persistence of runs, events and conversations."""

@@ -1,0 +1,10 @@
+"""Alembic migrations, applied automatically when a store opens.
+
+``HEAD`` names the newest revision so the common case (schema already current) costs one query
+instead of loading Alembic; a test checks it matches the newest file in ``versions/``.
+"""
+
+from pathlib import Path
+
+HEAD = "0001"
+DIRECTORY = Path(__file__).parent

@@ -1,0 +1,265 @@
+"""The SQLAlchemy (async) store: SQLite by default (WAL), PostgreSQL by URL, same code.
+
+Writes arrive in :class:`~agentstage.store.base.Batch` objects and land in one transaction each,
+which lets the run service group many small event writes into few commits under load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, event, func, insert, select, text, update
+from sqlalchemy.engine import Connection, Row
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from agentstage.core.events import RunEvent
+from agentstage.core.records import ConversationRecord, MessageRecord, RunRecord
+from agentstage.errors import ConfigError
+from agentstage.store import migrations
+from agentstage.store.base import Batch
+from agentstage.store.tables import conversation_messages, conversations, run_events, runs
+from agentstage.types import RunStatus
+
+_TERMINAL = [s.value for s in RunStatus if s.terminal]
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _run_from_row(row: Row[Any]) -> RunRecord:
+    data = dict(row._mapping)
+    for key in ("created_at", "started_at", "finished_at", "heartbeat_at"):
+        data[key] = _utc(data[key])
+    return RunRecord.model_validate(data)
+
+
+def _event_from_row(row: Row[Any]) -> RunEvent:
+    data = dict(row._mapping)
+    data["ts"] = _utc(data["ts"])
+    return RunEvent.model_construct(**data)
+
+
+class SqlRunStore:
+    def __init__(self, url: str):
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        self._engine: AsyncEngine | None = None
+
+    @property
+    def engine(self) -> AsyncEngine:
+        if self._engine is None:
+            raise RuntimeError("the store is not open; call open() first")
+        return self._engine
+
+    async def open(self) -> None:
+        if self.is_sqlite:
+            self._prepare_sqlite_path()
+        try:
+            self._engine = create_async_engine(self.url)
+        except (SQLAlchemyError, ImportError, ValueError) as error:
+            raise ConfigError(f"cannot use store URL {self.url!r}: {error}") from None
+        if self.is_sqlite:
+            event.listen(self._engine.sync_engine, "connect", _sqlite_pragmas)
+        await self._migrate()
+
+    def _prepare_sqlite_path(self) -> None:
+        path = self.url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            try:
+                Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise ConfigError(f"cannot create the store directory for {path!r}: {error.strerror}") from None
+
+    async def _migrate(self) -> None:
+        for attempt in range(3):
+            try:
+                async with self.engine.begin() as connection:
+                    if await self._current_revision(connection) == migrations.HEAD:
+                        return
+                    await connection.run_sync(_upgrade)
+                return
+            except OperationalError:
+                if attempt == 2:
+                    raise
+                await asyncio.sleep(0.2)  # another process was migrating the same file
+
+    @staticmethod
+    async def _current_revision(connection: AsyncConnection) -> str | None:
+        try:
+            result = await connection.execute(text("SELECT version_num FROM alembic_version"))
+        except OperationalError:
+            await connection.rollback()
+            return None
+        except SQLAlchemyError:
+            await connection.rollback()
+            return None
+        row = result.first()
+        return row[0] if row else None
+
+    async def close(self) -> None:
+        if self._engine is not None:
+            await self._engine.dispose()
+            self._engine = None
+
+    async def ping(self) -> None:
+        async with self.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+
+    async def write(self, batch: Batch) -> None:
+        if not batch:
+            return
+        async with self.engine.begin() as connection:
+            if batch.new_runs:
+                await connection.execute(insert(runs), [r.model_dump() for r in batch.new_runs])
+            if batch.events:
+                await connection.execute(insert(run_events), [_event_row(e) for e in batch.events])
+            for run_id, fields in batch.updates.items():
+                await connection.execute(update(runs).where(runs.c.id == run_id).values(**fields))
+            if batch.messages:
+                await connection.execute(insert(conversation_messages), [m.model_dump() for m in batch.messages])
+                touched = {m.conversation_id for m in batch.messages}
+                await connection.execute(
+                    update(conversations)
+                    .where(conversations.c.id.in_(touched))
+                    .values(updated_at=max(m.created_at for m in batch.messages))
+                )
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        async with self.engine.connect() as connection:
+            row = (await connection.execute(select(runs).where(runs.c.id == run_id))).first()
+        return _run_from_row(row) if row else None
+
+    async def list_runs(self, *, status: RunStatus | None = None, limit: int = 50, offset: int = 0) -> list[RunRecord]:
+        query = select(runs).order_by(runs.c.created_at.desc(), runs.c.id.desc()).limit(limit).offset(offset)
+        if status is not None:
+            query = query.where(runs.c.status == status.value)
+        async with self.engine.connect() as connection:
+            return [_run_from_row(row) for row in await connection.execute(query)]
+
+    async def count_runs(self, *, status: RunStatus | None = None) -> int:
+        query = select(func.count()).select_from(runs)
+        if status is not None:
+            query = query.where(runs.c.status == status.value)
+        async with self.engine.connect() as connection:
+            return int((await connection.execute(query)).scalar_one())
+
+    async def unfinished_runs(self) -> list[RunRecord]:
+        query = select(runs).where(runs.c.status.not_in(_TERMINAL))
+        async with self.engine.connect() as connection:
+            return [_run_from_row(row) for row in await connection.execute(query)]
+
+    async def events(self, run_id: str, *, after: int = 0, limit: int | None = None) -> list[RunEvent]:
+        query = (
+            select(run_events)
+            .where(run_events.c.run_id == run_id, run_events.c.seq > after)
+            .order_by(run_events.c.seq)
+        )
+        if limit is not None:
+            query = query.limit(limit)
+        async with self.engine.connect() as connection:
+            return [_event_from_row(row) for row in await connection.execute(query)]
+
+    async def heartbeat(self, run_ids: Sequence[str], at: datetime) -> None:
+        if not run_ids:
+            return
+        async with self.engine.begin() as connection:
+            await connection.execute(update(runs).where(runs.c.id.in_(list(run_ids))).values(heartbeat_at=at))
+
+    async def cancel_requested(self, run_ids: Sequence[str]) -> set[str]:
+        if not run_ids:
+            return set()
+        query = select(runs.c.id).where(runs.c.id.in_(list(run_ids)), runs.c.cancel_requested.is_(True))
+        async with self.engine.connect() as connection:
+            return {row[0] for row in await connection.execute(query)}
+
+    async def request_cancel(self, run_id: str) -> None:
+        async with self.engine.begin() as connection:
+            await connection.execute(update(runs).where(runs.c.id == run_id).values(cancel_requested=True))
+
+    async def create_conversation(self, record: ConversationRecord) -> None:
+        async with self.engine.begin() as connection:
+            await connection.execute(insert(conversations).values(**record.model_dump()))
+
+    async def get_conversation(self, conversation_id: str) -> ConversationRecord | None:
+        async with self.engine.connect() as connection:
+            query = select(conversations).where(conversations.c.id == conversation_id)
+            row = (await connection.execute(query)).first()
+        if row is None:
+            return None
+        data = dict(row._mapping)
+        data["created_at"], data["updated_at"] = _utc(data["created_at"]), _utc(data["updated_at"])
+        return ConversationRecord.model_validate(data)
+
+    async def list_conversations(self, *, limit: int = 50, offset: int = 0) -> list[ConversationRecord]:
+        query = select(conversations.c.id).order_by(conversations.c.updated_at.desc()).limit(limit).offset(offset)
+        async with self.engine.connect() as connection:
+            ids = [row[0] for row in await connection.execute(query)]
+        found = [await self.get_conversation(i) for i in ids]
+        return [c for c in found if c is not None]
+
+    async def delete_conversation(self, conversation_id: str) -> bool:
+        async with self.engine.begin() as connection:
+            await connection.execute(
+                delete(conversation_messages).where(conversation_messages.c.conversation_id == conversation_id)
+            )
+            result = await connection.execute(delete(conversations).where(conversations.c.id == conversation_id))
+        return bool(result.rowcount)
+
+    async def messages(self, conversation_id: str) -> list[MessageRecord]:
+        query = (
+            select(conversation_messages)
+            .where(conversation_messages.c.conversation_id == conversation_id)
+            .order_by(conversation_messages.c.position)
+        )
+        async with self.engine.connect() as connection:
+            rows = list(await connection.execute(query))
+        return [
+            MessageRecord(
+                conversation_id=r.conversation_id,
+                position=r.position,
+                role=r.role,
+                content=r.content,
+                run_id=r.run_id,
+                created_at=_utc(r.created_at) or r.created_at,
+            )
+            for r in rows
+        ]
+
+
+def _event_row(event_: RunEvent) -> dict[str, Any]:
+    return {
+        "run_id": event_.run_id,
+        "seq": event_.seq,
+        "type": event_.type,
+        "ts": event_.ts,
+        "data": event_.data,
+        "trace_id": event_.trace_id,
+        "span_id": event_.span_id,
+    }
+
+
+def _upgrade(connection: Connection) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(migrations.DIRECTORY))
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")

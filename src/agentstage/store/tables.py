@@ -1,0 +1,88 @@
+"""The database schema, in SQLAlchemy Core. Alembic migrations create it; this mirrors them."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("input", Text, nullable=False),
+    Column("mode", String(16), nullable=False),
+    Column("resolved_mode", String(16)),
+    Column("profile", String(64), nullable=False),
+    Column("options", JSON, nullable=False),
+    Column("conversation_id", String(36)),
+    Column("correlation_id", String(128)),
+    Column("output", Text),
+    Column("error_code", String(64)),
+    Column("error_message", Text),
+    Column("usage", JSON, nullable=False),
+    Column("cost", Float, nullable=False, default=0.0),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("started_at", DateTime(timezone=True)),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("last_seq", Integer, nullable=False, default=0),
+    Column("worker_id", String(160)),
+    Column("heartbeat_at", DateTime(timezone=True)),
+    Column("cancel_requested", Boolean, nullable=False, default=False),
+    Column("trace_id", String(32)),
+    Column("snapshot", JSON),
+    Column("snapshot_hash", String(64)),
+    Index("ix_runs_status_created", "status", "created_at"),
+    Index("ix_runs_created", "created_at"),
+    Index("ix_runs_conversation", "conversation_id"),
+)
+
+run_events = Table(
+    "run_events",
+    metadata,
+    Column("run_id", String(36), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("type", String(32), nullable=False),
+    Column("ts", DateTime(timezone=True), nullable=False),
+    Column("data", JSON, nullable=False),
+    Column("trace_id", String(32)),
+    Column("span_id", String(16)),
+)
+
+conversations = Table(
+    "conversations",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("title", Text, nullable=False, default=""),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("metadata", JSON, nullable=False),
+)
+
+conversation_messages = Table(
+    "conversation_messages",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("conversation_id", String(36), ForeignKey("conversations.id", ondelete="CASCADE"), nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("content", Text, nullable=False),
+    Column("run_id", String(36)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("conversation_id", "position", name="uq_message_position"),
+)

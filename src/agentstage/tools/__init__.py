@@ -1,0 +1,1 @@
+"""Tools: the built-ins and the registry that names them ``name:version``."""

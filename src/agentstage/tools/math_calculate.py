@@ -1,0 +1,127 @@
+"""``math.calculate:v1`` — arithmetic and common functions through a safe AST evaluator.
+
+Only numbers, arithmetic operators, a fixed set of functions and constants are allowed; names,
+attributes, calls to anything else and huge powers are refused. ``eval`` is never used.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import operator
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from agentstage.core.tools import ArgumentsTool, ToolContext
+from agentstage.errors import ToolError
+
+_BINARY: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+    ast.Pow: operator.pow,
+}
+_UNARY: dict[type[ast.unaryop], Callable[[Any], Any]] = {ast.UAdd: operator.pos, ast.USub: operator.neg}
+FUNCTIONS: dict[str, Callable[..., Any]] = {
+    "abs": abs, "round": round, "min": min, "max": max, "pow": pow,
+    "sqrt": math.sqrt, "exp": math.exp, "log": math.log, "log10": math.log10, "log2": math.log2,
+    "sin": math.sin, "cos": math.cos, "tan": math.tan, "asin": math.asin, "acos": math.acos,
+    "atan": math.atan, "floor": math.floor, "ceil": math.ceil, "factorial": math.factorial,
+}  # fmt: skip
+CONSTANTS = {"pi": math.pi, "e": math.e, "tau": math.tau}
+MAX_EXPONENT = 10_000
+MAX_FACTORIAL = 1_000
+MAX_LENGTH = 1_000
+
+
+class Evaluator:
+    def __init__(self, variables: dict[str, float]):
+        self.names = {**CONSTANTS, **variables}
+
+    def evaluate(self, node: ast.AST) -> Any:
+        method = getattr(self, f"_{type(node).__name__}", None)
+        if method is None:
+            raise ToolError(f"{type(node).__name__} is not allowed in an expression", code="invalid_expression")
+        return method(node)
+
+    def _Expression(self, node: ast.Expression) -> Any:
+        return self.evaluate(node.body)
+
+    def _Constant(self, node: ast.Constant) -> Any:
+        if isinstance(node.value, bool) or not isinstance(node.value, int | float):
+            raise ToolError(f"only numbers are allowed, got {node.value!r}", code="invalid_expression")
+        return node.value
+
+    def _Name(self, node: ast.Name) -> Any:
+        if node.id not in self.names:
+            raise ToolError(f"unknown name {node.id!r}", code="invalid_expression")
+        return self.names[node.id]
+
+    def _UnaryOp(self, node: ast.UnaryOp) -> Any:
+        op = _UNARY.get(type(node.op))
+        if op is None:
+            raise ToolError(f"operator {type(node.op).__name__} is not allowed", code="invalid_expression")
+        return op(self.evaluate(node.operand))
+
+    def _BinOp(self, node: ast.BinOp) -> Any:
+        op = _BINARY.get(type(node.op))
+        if op is None:
+            raise ToolError(f"operator {type(node.op).__name__} is not allowed", code="invalid_expression")
+        left, right = self.evaluate(node.left), self.evaluate(node.right)
+        if op is operator.pow and abs(right) > MAX_EXPONENT:
+            raise ToolError(f"exponent {right!r} is too large (limit {MAX_EXPONENT})", code="invalid_expression")
+        return op(left, right)
+
+    def _Call(self, node: ast.Call) -> Any:
+        if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS or node.keywords:
+            raise ToolError(f"only these functions are allowed: {', '.join(FUNCTIONS)}", code="invalid_expression")
+        arguments = [self.evaluate(arg) for arg in node.args]
+        if node.func.id == "factorial" and arguments and arguments[0] > MAX_FACTORIAL:
+            raise ToolError(f"factorial argument is too large (limit {MAX_FACTORIAL})", code="invalid_expression")
+        return FUNCTIONS[node.func.id](*arguments)
+
+
+def calculate(expression: str, variables: dict[str, float] | None = None) -> float | int:
+    if len(expression) > MAX_LENGTH:
+        raise ToolError(f"expression is longer than {MAX_LENGTH} characters", code="invalid_expression")
+    text = expression.replace("^", "**").replace("×", "*").replace("÷", "/")
+    try:
+        tree = ast.parse(text, mode="eval")
+    except SyntaxError:
+        raise ToolError(f"cannot parse expression {expression!r}", code="invalid_expression") from None
+    try:
+        result = Evaluator(variables or {}).evaluate(tree)
+    except ZeroDivisionError:
+        raise ToolError(f"division by zero in {expression!r}", code="invalid_expression") from None
+    except (ValueError, OverflowError, TypeError) as error:
+        raise ToolError(f"cannot evaluate {expression!r}: {error}", code="invalid_expression") from None
+    if isinstance(result, float) and result.is_integer() and abs(result) < 2**53:
+        return int(result)
+    return result  # type: ignore[no-any-return]
+
+
+class CalculateArguments(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    expression: str = Field(description="An arithmetic expression, e.g. '(17 * 23) + sqrt(16)'.", min_length=1)
+    variables: dict[str, float] = Field(default_factory=dict, description="Values for names in the expression.")
+
+
+class MathCalculate(ArgumentsTool):
+    name: ClassVar[str] = "math.calculate"
+    version: ClassVar[str] = "v1"
+    category: ClassVar[str] = "math"
+    description: ClassVar[str] = (
+        "Evaluate an arithmetic expression (+ - * / // % ** and sqrt, log, sin, cos, round, min, max, "
+        "pi, e) and return the number."
+    )
+    keywords: ClassVar[tuple[str, ...]] = ("calculate", "compute", "sum", "multiply", "divide", "math", "percent")
+    Arguments = CalculateArguments
+
+    async def run(self, arguments: dict[str, Any], context: ToolContext) -> Any:
+        return {"result": calculate(arguments["expression"], arguments["variables"])}
