@@ -61,7 +61,9 @@ class StoreSettings(Strict):
 
 
 class ToolSettings(Strict):
-    sql_database: str | None = Field(default=None, description="SQLite file for sql.query; default: sample sales data.")
+    sql_database: str | None = Field(
+        default=None, description="SQLite file for sql.query; default: sample sales data."
+    )
     sql_max_rows: int = Field(default=200, ge=1, le=100_000)
     sql_timeout: float = Field(default=5.0, gt=0)
     call_timeout: float = Field(default=30.0, gt=0)
@@ -147,7 +149,14 @@ class Settings(Strict):
     pricing: dict[str, Price] = Field(default_factory=_default_pricing)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     environment_allowlist: list[str] = Field(
-        default_factory=lambda: ["AGENT_ENV", "AGENT_PROFILE", "LANG", "TZ", "OPENAI_API_KEY", "ANTHROPIC_API_KEY"],
+        default_factory=lambda: [
+            "AGENT_ENV",
+            "AGENT_PROFILE",
+            "LANG",
+            "TZ",
+            "OPENAI_API_KEY",
+            "ANTHROPIC_API_KEY",
+        ],
         description="Environment variables recorded in run snapshots (secret-looking values masked).",
     )
 
@@ -177,9 +186,10 @@ class Settings(Strict):
     def store_url(self) -> str:
         url = self.store.url
         if url and url.startswith("env:"):
-            url = os.environ.get(url[4:]) or None
+            variable = url[4:]
+            url = os.environ.get(variable) or None
             if url is None:
-                raise ConfigError(f"store.url refers to {self.store.url[4:]}, which is not set")
+                raise ConfigError(f"store.url refers to {variable}, which is not set")
         return url or f"sqlite+aiosqlite:///{self.home / 'agentstage.db'}"
 
     def sql_database(self) -> Path:
@@ -251,13 +261,17 @@ def _env_layer(environ: dict[str, str]) -> dict[str, Any]:
     return layer
 
 
-def load_layers(overrides: dict[str, Any] | None = None, environ: dict[str, str] | None = None) -> dict[str, Any]:
+def load_layers(
+    overrides: dict[str, Any] | None = None, environ: dict[str, str] | None = None
+) -> dict[str, Any]:
     environ = dict(os.environ if environ is None else environ)
     home = Path(environ["AGENT_HOME"]).expanduser() if environ.get("AGENT_HOME") else default_home()
     env = (overrides or {}).get("env") or environ.get("AGENT_ENV") or "local"
     merged: dict[str, Any] = {"home": str(home), "env": env}
     merged = deep_merge(merged, _instance_layer(env))
-    user_file = Path(environ["AGENT_CONFIG"]).expanduser() if environ.get("AGENT_CONFIG") else home / "config.json"
+    user_file = (
+        Path(environ["AGENT_CONFIG"]).expanduser() if environ.get("AGENT_CONFIG") else home / "config.json"
+    )
     if user_file.is_file() or environ.get("AGENT_CONFIG"):
         merged = deep_merge(merged, _read_file(user_file, "config file"))
     merged = deep_merge(merged, _env_layer(environ))
@@ -269,7 +283,8 @@ def validate_settings(data: dict[str, Any]) -> Settings:
         return Settings.model_validate(data)
     except ValidationError as error:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in item['loc']) or '(root)'}: {item['msg']}" for item in error.errors(include_url=False)
+            f"{'.'.join(str(p) for p in item['loc']) or '(root)'}: {item['msg']}"
+            for item in error.errors(include_url=False)
         )
         raise ConfigError(f"invalid configuration: {problems}") from None
 
@@ -279,4 +294,8 @@ def load_settings(overrides: dict[str, Any] | None = None, environ: dict[str, st
 
 
 def user_config_path(settings: Settings) -> Path:
-    return Path(os.environ["AGENT_CONFIG"]).expanduser() if os.environ.get("AGENT_CONFIG") else settings.home / "config.json"
+    return (
+        Path(os.environ["AGENT_CONFIG"]).expanduser()
+        if os.environ.get("AGENT_CONFIG")
+        else settings.home / "config.json"
+    )

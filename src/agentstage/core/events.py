@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -195,7 +195,7 @@ class EventDraft(BaseModel):
     @classmethod
     def of(cls, payload: Payload, span_id: str | None = None) -> EventDraft:
         return cls.model_construct(
-            type=payload.event_type, data=payload.model_dump(mode="json"), span_id=span_id
+            type=cast(EventType, payload.event_type), data=payload.model_dump(mode="json"), span_id=span_id
         )
 
 

@@ -42,10 +42,17 @@ class ToolContext:
 
 @runtime_checkable
 class Tool(Protocol):
-    name: str
-    version: str
-    description: str
-    category: str
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def description(self) -> str: ...
+
+    @property
+    def category(self) -> str: ...
 
     @property
     def parameters(self) -> dict[str, Any]: ...

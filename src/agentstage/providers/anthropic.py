@@ -77,13 +77,19 @@ class AnthropicModel:
             if name in params:
                 kwargs[name] = params[name]
         if "stop" in params:
-            kwargs["stop_sequences"] = params["stop"] if isinstance(params["stop"], list) else [params["stop"]]
+            kwargs["stop_sequences"] = (
+                params["stop"] if isinstance(params["stop"], list) else [params["stop"]]
+            )
         tools = [
             {"name": to_wire_name(s.name), "description": s.description, "input_schema": s.parameters}
             for s in request.tools
         ]
         if request.response_format is not None:
-            schema = {"type": "object", "properties": {"value": request.response_format}, "required": ["value"]}
+            schema = {
+                "type": "object",
+                "properties": {"value": request.response_format},
+                "required": ["value"],
+            }
             tools.append({"name": STRUCTURED_TOOL, "description": "Give the answer.", "input_schema": schema})
             kwargs["tool_choice"] = {"type": "tool", "name": STRUCTURED_TOOL}
         if tools:
@@ -113,7 +119,11 @@ class AnthropicModel:
                         cached_input_tokens=getattr(u, "cache_read_input_tokens", 0) or 0,
                     )
                 elif kind == "content_block_start" and event.content_block.type == "tool_use":
-                    blocks[event.index] = {"id": event.content_block.id, "name": event.content_block.name, "json": ""}
+                    blocks[event.index] = {
+                        "id": event.content_block.id,
+                        "name": event.content_block.name,
+                        "json": "",
+                    }
                 elif kind == "content_block_delta":
                     if event.delta.type == "text_delta":
                         text.append(event.delta.text)
@@ -151,17 +161,38 @@ class AnthropicModel:
 
         where = f"{self.provider} ({self.base_url or 'api.anthropic.com'})"
         if isinstance(error, anthropic.APITimeoutError):
-            return ModelError(f"{where} timed out", code="model_timeout", retryable=True, provider=self.provider)
+            return ModelError(
+                f"{where} timed out", code="model_timeout", retryable=True, provider=self.provider
+            )
         if isinstance(error, anthropic.APIConnectionError):
-            return ModelError(f"{where} is unreachable: {error}", code="provider_unavailable", retryable=True, provider=self.provider)
+            return ModelError(
+                f"{where} is unreachable: {error}",
+                code="provider_unavailable",
+                retryable=True,
+                provider=self.provider,
+            )
         if isinstance(error, anthropic.APIStatusError):
             status = error.status_code
             header = error.response.headers.get("retry-after")
             retry_after = float(header) if header and header.replace(".", "", 1).isdigit() else None
             if status == 429:
-                return ModelError(f"{where} rate limited the request", code="rate_limited", retryable=True, retry_after=retry_after, provider=self.provider)
+                return ModelError(
+                    f"{where} rate limited the request",
+                    code="rate_limited",
+                    retryable=True,
+                    retry_after=retry_after,
+                    provider=self.provider,
+                )
             if status in (401, 403):
-                return ModelError(f"{where} refused the API key (HTTP {status})", code="auth_failed", provider=self.provider)
+                return ModelError(
+                    f"{where} refused the API key (HTTP {status})", code="auth_failed", provider=self.provider
+                )
             retryable = status >= 500 or status in (408, 529)
-            return ModelError(f"{where} answered HTTP {status}: {error.message}", code="provider_error", retryable=retryable, retry_after=retry_after, provider=self.provider)
+            return ModelError(
+                f"{where} answered HTTP {status}: {error.message}",
+                code="provider_error",
+                retryable=retryable,
+                retry_after=retry_after,
+                provider=self.provider,
+            )
         return ModelError(f"{where} failed: {error}", code="model_error", provider=self.provider)

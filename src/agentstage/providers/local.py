@@ -68,7 +68,9 @@ def _load(path: Path, n_ctx: int, n_threads: int) -> Any:
             provider="local",
         ) from None
     if not path.is_file():
-        raise ModelError(f"model file {str(path)!r} does not exist", code="model_unavailable", provider="local")
+        raise ModelError(
+            f"model file {str(path)!r} does not exist", code="model_unavailable", provider="local"
+        )
     try:
         return Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads or None, verbose=False)
     except (ValueError, RuntimeError) as error:

@@ -134,7 +134,11 @@ class OpenAIModel:
         finally:
             await client.close()
         tool_calls = [
-            ToolCall(id=slot["id"] or f"call_{index}", name=from_wire_name(slot["name"]), arguments=parse_arguments(slot["arguments"]))
+            ToolCall(
+                id=slot["id"] or f"call_{index}",
+                name=from_wire_name(slot["name"]),
+                arguments=parse_arguments(slot["arguments"]),
+            )
             for index, slot in sorted(calls.items())
         ]
         for call in tool_calls:
@@ -152,16 +156,37 @@ class OpenAIModel:
 
         where = f"{self.provider} ({self.base_url or 'api.openai.com'})"
         if isinstance(error, openai.APITimeoutError):
-            return ModelError(f"{where} timed out", code="model_timeout", retryable=True, provider=self.provider)
+            return ModelError(
+                f"{where} timed out", code="model_timeout", retryable=True, provider=self.provider
+            )
         if isinstance(error, openai.APIConnectionError):
-            return ModelError(f"{where} is unreachable: {error}", code="provider_unavailable", retryable=True, provider=self.provider)
+            return ModelError(
+                f"{where} is unreachable: {error}",
+                code="provider_unavailable",
+                retryable=True,
+                provider=self.provider,
+            )
         if isinstance(error, openai.APIStatusError):
             status = error.status_code
             retry_after = _retry_after(error.response.headers)
             if status == 429:
-                return ModelError(f"{where} rate limited the request", code="rate_limited", retryable=True, retry_after=retry_after, provider=self.provider)
+                return ModelError(
+                    f"{where} rate limited the request",
+                    code="rate_limited",
+                    retryable=True,
+                    retry_after=retry_after,
+                    provider=self.provider,
+                )
             if status in (401, 403):
-                return ModelError(f"{where} refused the API key (HTTP {status})", code="auth_failed", provider=self.provider)
+                return ModelError(
+                    f"{where} refused the API key (HTTP {status})", code="auth_failed", provider=self.provider
+                )
             retryable = status >= 500 or status == 408
-            return ModelError(f"{where} answered HTTP {status}: {error.message}", code="provider_error", retryable=retryable, retry_after=retry_after, provider=self.provider)
+            return ModelError(
+                f"{where} answered HTTP {status}: {error.message}",
+                code="provider_error",
+                retryable=retryable,
+                retry_after=retry_after,
+                provider=self.provider,
+            )
         return ModelError(f"{where} failed: {error}", code="model_error", provider=self.provider)

@@ -41,8 +41,8 @@ class RetryPolicy(BaseModel):
     def delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
             return min(retry_after, self.max_retry_after)
-        backoff = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
-        return backoff * (0.5 + random.random() / 2)
+        backoff = min(self.max_delay, self.base_delay * 2.0 ** (attempt - 1))
+        return float(backoff * (0.5 + random.random() / 2))
 
 
 @dataclass
@@ -177,7 +177,11 @@ class ResilientModel:
                     raise
                 delay = self.policy.delay(attempt_number, error.retry_after)
                 yield RetryNotice(
-                    provider=model.provider, attempt=attempt_number, code=error.code, message=error.message, delay=round(delay, 3)
+                    provider=model.provider,
+                    attempt=attempt_number,
+                    code=error.code,
+                    message=error.message,
+                    delay=round(delay, 3),
                 )
                 await asyncio.sleep(delay)
                 continue

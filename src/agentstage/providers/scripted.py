@@ -140,7 +140,10 @@ class ScriptedModel:
             if index and entry.delta_delay:
                 await asyncio.sleep(entry.delta_delay)
             yield TextDelta(text=piece)
-        calls = [ToolCall(id=c.id or new_call_id("tool"), name=c.name, arguments=c.arguments) for c in entry.tool_calls]
+        calls = [
+            ToolCall(id=c.id or new_call_id("tool"), name=c.name, arguments=c.arguments)
+            for c in entry.tool_calls
+        ]
         for call in calls:
             yield ToolCallChunk(tool_call=call)
         text = "".join(pieces)

@@ -22,7 +22,7 @@ def resolve_secret(reference: str | None, *, provider: str, required: bool = Tru
     """Resolve ``env:NAME`` references; secrets are never written literally in config files."""
     if reference is None:
         if required:
-            raise ConfigError(f"provider {provider!r} needs an api_key (e.g. \"env:OPENAI_API_KEY\")")
+            raise ConfigError(f'provider {provider!r} needs an api_key (e.g. "env:OPENAI_API_KEY")')
         return None
     if reference.startswith("env:"):
         variable = reference[4:]

@@ -85,14 +85,17 @@ class SqlRunStore:
             try:
                 Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
             except OSError as error:
-                raise ConfigError(f"cannot create the store directory for {path!r}: {error.strerror}") from None
+                raise ConfigError(
+                    f"cannot create the store directory for {path!r}: {error.strerror}"
+                ) from None
 
     async def _migrate(self) -> None:
+        """Bring the schema to HEAD; cheap when it is already there (one SELECT)."""
         for attempt in range(3):
             try:
+                if await self._current_revision() == migrations.HEAD:
+                    return
                 async with self.engine.begin() as connection:
-                    if await self._current_revision(connection) == migrations.HEAD:
-                        return
                     await connection.run_sync(_upgrade)
                 return
             except OperationalError:
@@ -100,18 +103,14 @@ class SqlRunStore:
                     raise
                 await asyncio.sleep(0.2)  # another process was migrating the same file
 
-    @staticmethod
-    async def _current_revision(connection: AsyncConnection) -> str | None:
-        try:
-            result = await connection.execute(text("SELECT version_num FROM alembic_version"))
-        except OperationalError:
-            await connection.rollback()
-            return None
-        except SQLAlchemyError:
-            await connection.rollback()
-            return None
-        row = result.first()
-        return row[0] if row else None
+    async def _current_revision(self) -> str | None:
+        async with self.engine.connect() as connection:
+            try:
+                result = await connection.execute(text("SELECT version_num FROM alembic_version"))
+            except SQLAlchemyError:
+                return None
+            row = result.first()
+            return str(row[0]) if row else None
 
     async def close(self) -> None:
         if self._engine is not None:
@@ -133,7 +132,9 @@ class SqlRunStore:
             for run_id, fields in batch.updates.items():
                 await connection.execute(update(runs).where(runs.c.id == run_id).values(**fields))
             if batch.messages:
-                await connection.execute(insert(conversation_messages), [m.model_dump() for m in batch.messages])
+                await connection.execute(
+                    insert(conversation_messages), [m.model_dump() for m in batch.messages]
+                )
                 touched = {m.conversation_id for m in batch.messages}
                 await connection.execute(
                     update(conversations)
@@ -146,7 +147,9 @@ class SqlRunStore:
             row = (await connection.execute(select(runs).where(runs.c.id == run_id))).first()
         return _run_from_row(row) if row else None
 
-    async def list_runs(self, *, status: RunStatus | None = None, limit: int = 50, offset: int = 0) -> list[RunRecord]:
+    async def list_runs(
+        self, *, status: RunStatus | None = None, limit: int = 50, offset: int = 0
+    ) -> list[RunRecord]:
         query = select(runs).order_by(runs.c.created_at.desc(), runs.c.id.desc()).limit(limit).offset(offset)
         if status is not None:
             query = query.where(runs.c.status == status.value)
@@ -208,7 +211,9 @@ class SqlRunStore:
         return ConversationRecord.model_validate(data)
 
     async def list_conversations(self, *, limit: int = 50, offset: int = 0) -> list[ConversationRecord]:
-        query = select(conversations.c.id).order_by(conversations.c.updated_at.desc()).limit(limit).offset(offset)
+        query = (
+            select(conversations.c.id).order_by(conversations.c.updated_at.desc()).limit(limit).offset(offset)
+        )
         async with self.engine.connect() as connection:
             ids = [row[0] for row in await connection.execute(query)]
         found = [await self.get_conversation(i) for i in ids]
@@ -217,9 +222,13 @@ class SqlRunStore:
     async def delete_conversation(self, conversation_id: str) -> bool:
         async with self.engine.begin() as connection:
             await connection.execute(
-                delete(conversation_messages).where(conversation_messages.c.conversation_id == conversation_id)
+                delete(conversation_messages).where(
+                    conversation_messages.c.conversation_id == conversation_id
+                )
             )
-            result = await connection.execute(delete(conversations).where(conversations.c.id == conversation_id))
+            result = await connection.execute(
+                delete(conversations).where(conversations.c.id == conversation_id)
+            )
         return bool(result.rowcount)
 
     async def messages(self, conversation_id: str) -> list[MessageRecord]:

@@ -46,7 +46,9 @@ class Evaluator:
     def evaluate(self, node: ast.AST) -> Any:
         method = getattr(self, f"_{type(node).__name__}", None)
         if method is None:
-            raise ToolError(f"{type(node).__name__} is not allowed in an expression", code="invalid_expression")
+            raise ToolError(
+                f"{type(node).__name__} is not allowed in an expression", code="invalid_expression"
+            )
         return method(node)
 
     def _Expression(self, node: ast.Expression) -> Any:
@@ -74,22 +76,28 @@ class Evaluator:
             raise ToolError(f"operator {type(node.op).__name__} is not allowed", code="invalid_expression")
         left, right = self.evaluate(node.left), self.evaluate(node.right)
         if op is operator.pow and abs(right) > MAX_EXPONENT:
-            raise ToolError(f"exponent {right!r} is too large (limit {MAX_EXPONENT})", code="invalid_expression")
+            raise ToolError(
+                f"exponent {right!r} is too large (limit {MAX_EXPONENT})", code="invalid_expression"
+            )
         return op(left, right)
 
     def _Call(self, node: ast.Call) -> Any:
         if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS or node.keywords:
-            raise ToolError(f"only these functions are allowed: {', '.join(FUNCTIONS)}", code="invalid_expression")
+            raise ToolError(
+                f"only these functions are allowed: {', '.join(FUNCTIONS)}", code="invalid_expression"
+            )
         arguments = [self.evaluate(arg) for arg in node.args]
         if node.func.id == "factorial" and arguments and arguments[0] > MAX_FACTORIAL:
-            raise ToolError(f"factorial argument is too large (limit {MAX_FACTORIAL})", code="invalid_expression")
+            raise ToolError(
+                f"factorial argument is too large (limit {MAX_FACTORIAL})", code="invalid_expression"
+            )
         return FUNCTIONS[node.func.id](*arguments)
 
 
 def calculate(expression: str, variables: dict[str, float] | None = None) -> float | int:
     if len(expression) > MAX_LENGTH:
         raise ToolError(f"expression is longer than {MAX_LENGTH} characters", code="invalid_expression")
-    text = expression.replace("^", "**").replace("×", "*").replace("÷", "/")
+    text = expression.replace("^", "**").replace("x", "*").replace("÷", "/")
     try:
         tree = ast.parse(text, mode="eval")
     except SyntaxError:
@@ -108,8 +116,12 @@ def calculate(expression: str, variables: dict[str, float] | None = None) -> flo
 class CalculateArguments(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    expression: str = Field(description="An arithmetic expression, e.g. '(17 * 23) + sqrt(16)'.", min_length=1)
-    variables: dict[str, float] = Field(default_factory=dict, description="Values for names in the expression.")
+    expression: str = Field(
+        description="An arithmetic expression, e.g. '(17 * 23) + sqrt(16)'.", min_length=1
+    )
+    variables: dict[str, float] = Field(
+        default_factory=dict, description="Values for names in the expression."
+    )
 
 
 class MathCalculate(ArgumentsTool):
@@ -120,7 +132,15 @@ class MathCalculate(ArgumentsTool):
         "Evaluate an arithmetic expression (+ - * / // % ** and sqrt, log, sin, cos, round, min, max, "
         "pi, e) and return the number."
     )
-    keywords: ClassVar[tuple[str, ...]] = ("calculate", "compute", "sum", "multiply", "divide", "math", "percent")
+    keywords: ClassVar[tuple[str, ...]] = (
+        "calculate",
+        "compute",
+        "sum",
+        "multiply",
+        "divide",
+        "math",
+        "percent",
+    )
     Arguments = CalculateArguments
 
     async def run(self, arguments: dict[str, Any], context: ToolContext) -> Any:

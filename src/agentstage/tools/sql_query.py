@@ -42,7 +42,10 @@ def describe_schema(path: Path) -> str:
     except (ToolError, sqlite3.Error):
         return "(database not available)"
     try:
-        tables = [r[0] for r in connection.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")]
+        tables = [
+            r[0]
+            for r in connection.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")
+        ]
         lines = []
         for table in tables:
             columns = connection.execute(f'PRAGMA table_info("{table}")').fetchall()
@@ -80,7 +83,9 @@ class SqlQuery(ArgumentsTool):
 
     async def run(self, arguments: dict[str, Any], context: ToolContext) -> Any:
         limit = min(arguments.get("max_rows") or self.max_rows, self.max_rows)
-        budget = self.timeout if context.remaining() is None else min(self.timeout, context.remaining() or 0.0)
+        budget = (
+            self.timeout if context.remaining() is None else min(self.timeout, context.remaining() or 0.0)
+        )
         stop = threading.Event()
         watcher = asyncio.create_task(self._relay_cancel(context, stop))
         try:

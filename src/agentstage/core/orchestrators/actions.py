@@ -74,7 +74,9 @@ def _load_object(text: str, what: str) -> dict[str, Any]:
             code="invalid_action",
         ) from None
     if not isinstance(value, dict):
-        raise ModelError(f"the model's {what} must be a JSON object, got {text[:200]!r}", code="invalid_action")
+        raise ModelError(
+            f"the model's {what} must be a JSON object, got {text[:200]!r}", code="invalid_action"
+        )
     return value
 
 

@@ -52,7 +52,10 @@ class PlannerOrchestrator:
             step = Step(ctx, "plan", "plan")
             yield step.started()
             call = ModelCall(
-                ctx, ModelRequest(messages=list(messages), response_format=schema), span_id=step.span_id, stream_text=False
+                ctx,
+                ModelRequest(messages=list(messages), response_format=schema),
+                span_id=step.span_id,
+                stream_text=False,
             )
             async for draft in call.run():
                 yield draft

@@ -39,7 +39,9 @@ class ReactOrchestrator:
                 yield step.finished(ErrorInfo(code=error.code, message=error.message))
                 messages += [
                     Message.assistant(call.response.message.content),
-                    Message.user(f"That was not a valid action: {error.message}. Reply with one valid JSON action."),
+                    Message.user(
+                        f"That was not a valid action: {error.message}. Reply with one valid JSON action."
+                    ),
                 ]
                 continue
             yield step.finished()
@@ -49,7 +51,9 @@ class ReactOrchestrator:
                     yield EventDraft.of(MessageDelta(call_id=call.call_id, text=actions.text), step.span_id)
                 ctx.output = actions.text
                 return
-            messages.append(Message.assistant(call.response.message.content, actions if not json_actions else None))
+            messages.append(
+                Message.assistant(call.response.message.content, actions if not json_actions else None)
+            )
             for tool_call in actions:
                 async for draft in self._tool_step(ctx, tool_call, messages, json_actions):
                     yield draft
@@ -60,7 +64,9 @@ class ReactOrchestrator:
             return ModelRequest(messages=list(messages), response_format=action_schema(ctx.tools))
         return ModelRequest(messages=list(messages), tools=ctx.tools.specs())
 
-    def _actions(self, ctx: AgentContext, response: ModelResponse, json_actions: bool) -> Answer | list[ToolCall]:
+    def _actions(
+        self, ctx: AgentContext, response: ModelResponse, json_actions: bool
+    ) -> Answer | list[ToolCall]:
         if not json_actions:
             return response.tool_calls or Answer(text=response.message.content)
         action = parse_action(response.message.content, ctx.tools)

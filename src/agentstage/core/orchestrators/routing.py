@@ -11,7 +11,7 @@ import re
 from agentstage.core.tools import Toolset
 from agentstage.types import Mode
 
-_ARITHMETIC = re.compile(r"\d\s*[-+*/^%×÷]\s*\(?\s*\d|\b(sqrt|log|sin|cos|percent(age)?)\b", re.I)
+_ARITHMETIC = re.compile(r"\d\s*[-+*/^%x÷]\s*\(?\s*\d|\b(sqrt|log|sin|cos|percent(age)?)\b", re.I)
 _MULTI_STEP = re.compile(
     r"\b(then|after that|afterwards|step by step|first\b.*\bthen|plan|and also|finally)\b", re.I | re.S
 )

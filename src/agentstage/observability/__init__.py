@@ -1,0 +1,1 @@
+"""Observation of runs: masking here; tracing, metrics and logs hang off the event stream."""

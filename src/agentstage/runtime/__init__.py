@@ -1,0 +1,1 @@
+"""The run service: the one place runs are scheduled, recorded and streamed."""

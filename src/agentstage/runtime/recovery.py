@@ -1,0 +1,89 @@
+"""Finding runs whose process died and failing them with ``worker_lost``, events kept.
+
+A run belongs to the worker that queued it (``host:pid``). On the same host we ask the operating
+system whether that process still exists; across hosts we trust the heartbeat. At start-up, a run
+recorded under our own pid can only be a dead predecessor's (containers reuse pid 1).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+
+from agentstage.core.events import ErrorInfo, RunEvent, RunFailed, utc_now
+from agentstage.core.records import RunRecord
+from agentstage.store.base import Batch, RunStore
+from agentstage.types import RunStatus
+
+log = logging.getLogger("agentstage.runtime")
+
+
+class LostRunSweeper:
+    def __init__(self, store: RunStore, worker_id: str, lost_after: float):
+        self.store = store
+        self.worker_id = worker_id
+        self.lost_after = lost_after
+
+    async def sweep(self, *, at_startup: bool) -> list[str]:
+        """Fail every unfinished run whose worker is gone; return their ids."""
+        failed = []
+        for record in await self.store.unfinished_runs():
+            if self._worker_alive(record, at_startup):
+                continue
+            if await self._fail(record):
+                failed.append(record.id)
+        return failed
+
+    def _worker_alive(self, record: RunRecord, at_startup: bool) -> bool:
+        if record.worker_id == self.worker_id:
+            return not at_startup
+        host, _, pid_text = (record.worker_id or "").rpartition(":")
+        if host == socket.gethostname() and pid_text.isdigit():
+            return _process_exists(int(pid_text))
+        last_sign = record.heartbeat_at or record.created_at
+        return (utc_now() - last_sign).total_seconds() < self.lost_after
+
+    async def _fail(self, record: RunRecord) -> bool:
+        tail = await self.store.events(record.id, after=max(record.last_seq - 1, 0))
+        if tail and tail[-1].terminal:
+            return False
+        last_seq = tail[-1].seq if tail else record.last_seq
+        now = utc_now()
+        message = f"the process running this run ({record.worker_id}) stopped before it finished"
+        payload = RunFailed(
+            error=ErrorInfo(code="worker_lost", message=message), usage=record.usage, cost=record.cost
+        )
+        event = RunEvent(
+            run_id=record.id,
+            seq=last_seq + 1,
+            type="run.failed",
+            ts=now,
+            data=payload.model_dump(mode="json"),
+            trace_id=record.trace_id,
+        )
+        batch = Batch(events=[event])
+        batch.update(
+            record.id,
+            status=RunStatus.FAILED,
+            error_code="worker_lost",
+            error_message=message,
+            finished_at=now,
+            last_seq=event.seq,
+        )
+        try:
+            await self.store.write(batch)
+        except Exception as error:  # another process recovered it first (the seq is taken)
+            log.info("run %s was already recovered elsewhere: %s", record.id, error)
+            return False
+        return True
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
