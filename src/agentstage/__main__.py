@@ -1,3 +1,3 @@
-from agentstage.interfaces.cli.main import run
+from agentstage.interfaces.cli.main import entry
 
-run()
+entry()

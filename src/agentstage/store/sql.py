@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import delete, event, func, insert, select, text, update
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from agentstage.core.events import RunEvent
 from agentstage.core.records import ConversationRecord, MessageRecord, RunRecord

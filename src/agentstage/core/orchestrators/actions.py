@@ -22,8 +22,21 @@ class Answer(BaseModel):
     text: str
 
 
+_GRAMMAR_UNFRIENDLY = frozenset({"maxLength", "minLength", "pattern", "format", "maxItems", "maxProperties"})
+
+
+def grammar_friendly(schema: Any) -> Any:
+    """Drop constraints that explode a llama.cpp grammar (a ``maxLength`` of 10,000 becomes 10,000
+    nested rules). The tool still validates its arguments strictly, so nothing is lost."""
+    if isinstance(schema, dict):
+        return {k: grammar_friendly(v) for k, v in schema.items() if k not in _GRAMMAR_UNFRIENDLY}
+    if isinstance(schema, list):
+        return [grammar_friendly(item) for item in schema]
+    return schema
+
+
 def _tool_option(name: str, parameters: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    properties = {**extra, "tool": {"const": name}, "arguments": parameters}
+    properties = {**extra, "tool": {"const": name}, "arguments": grammar_friendly(parameters)}
     return {
         "type": "object",
         "properties": properties,

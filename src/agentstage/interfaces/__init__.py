@@ -1,0 +1,1 @@
+"""The doors: each calls the run service and nothing below it."""

@@ -1,0 +1,43 @@
+"""The ``agent`` command: wiring of command groups only; each group lives in its own module."""
+
+from __future__ import annotations
+
+import typer
+
+from agentstage import __version__
+from agentstage.interfaces.cli import batch, chat, config, run, runs, tools
+
+app = typer.Typer(
+    name="agent",
+    help="agentstage: run AI agents, watch them stream, and keep a complete record of every run.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"agentstage {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Show the version."
+    ),
+) -> None:
+    """Run `agent run "question"` to start; `agent COMMAND --help` for each command."""
+
+
+app.command("run")(run.run)
+app.command("chat")(chat.chat)
+app.command("batch")(batch.batch)
+app.add_typer(runs.app, name="runs")
+app.add_typer(config.config_app, name="config")
+app.add_typer(config.profile_app, name="profile")
+app.add_typer(tools.app, name="tool")
+
+
+def entry() -> None:
+    app()
