@@ -229,6 +229,16 @@ def _read_file(path: Path, what: str) -> dict[str, Any]:
     return data
 
 
+def _default_tables() -> dict[str, Any]:
+    """Built-in providers, profiles and prices as the first layer, so a config file that adds one
+    entry extends these tables instead of replacing them."""
+    return {
+        "providers": {k: v.model_dump() for k, v in _default_providers().items()},
+        "profiles": {k: v.model_dump() for k, v in _default_profiles().items()},
+        "pricing": {k: v.model_dump() for k, v in _default_pricing().items()},
+    }
+
+
 def _instance_layer(env: str) -> dict[str, Any]:
     path = Path(env) if env.endswith((".json", ".yaml", ".yml")) else instance_config(env)
     if not path.is_file():
@@ -267,7 +277,7 @@ def load_layers(
     environ = dict(os.environ if environ is None else environ)
     home = Path(environ["AGENT_HOME"]).expanduser() if environ.get("AGENT_HOME") else default_home()
     env = (overrides or {}).get("env") or environ.get("AGENT_ENV") or "local"
-    merged: dict[str, Any] = {"home": str(home), "env": env}
+    merged: dict[str, Any] = {"home": str(home), "env": env, **_default_tables()}
     merged = deep_merge(merged, _instance_layer(env))
     user_file = (
         Path(environ["AGENT_CONFIG"]).expanduser() if environ.get("AGENT_CONFIG") else home / "config.json"
