@@ -194,6 +194,9 @@ class RunService:
     async def _execute(self, live: LiveRun) -> None:
         live.scheduled = True
         try:
+            if live.cancel_reason is not None:  # cancelled before this task first ran
+                await self.finish_cancelled(live)
+                return
             async with self._slots:
                 if live.cancel_reason is not None:
                     await self.finish_cancelled(live)
