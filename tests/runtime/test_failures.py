@@ -196,6 +196,6 @@ async def test_a_missing_api_key_fails_the_run_with_a_clear_error(home: Any) -> 
         "default_profile": "r",
     }
     async with build_service(make_settings(home, config)) as service:
-        final, events = await run_and_log(service, input="hi", mode="chat")
+        final, _ = await run_and_log(service, input="hi", mode="chat")
     assert final.status == "failed"
     assert final.error_message is not None and "AGENTSTAGE_TEST_UNSET_KEY" in final.error_message

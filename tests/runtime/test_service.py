@@ -199,7 +199,7 @@ async def test_bad_requests_are_refused_before_anything_is_stored(
 
 
 async def test_unknown_request_fields_are_refused_by_name() -> None:
-    with pytest.raises(InvalidInputError, match="options.temperature"):
+    with pytest.raises(InvalidInputError, match=r"options\.temperature"):
         RunRequest.parse({"input": "hi", "options": {"temperature": 2}})
 
 
