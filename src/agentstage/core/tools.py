@@ -8,6 +8,7 @@ it into a :class:`ToolOutcome` carrying an error, which the orchestrator records
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from abc import ABC, abstractmethod
@@ -78,6 +79,12 @@ def validation_details(error: ValidationError) -> list[dict[str, Any]]:
     ]
 
 
+@functools.cache
+def _schema_of(model: type[BaseModel]) -> dict[str, Any]:
+    """JSON schemas are costly to build and never change for a class: build each once."""
+    return model.model_json_schema()
+
+
 class ArgumentsTool(ABC):
     """A tool whose arguments are a pydantic model, which gives both its JSON schema and validation.
 
@@ -92,7 +99,7 @@ class ArgumentsTool(ABC):
 
     @property
     def parameters(self) -> dict[str, Any]:
-        return self.Arguments.model_json_schema()
+        return _schema_of(self.Arguments)
 
     def validate_arguments(self, arguments: dict[str, Any]) -> dict[str, Any]:
         try:

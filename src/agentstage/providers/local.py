@@ -69,13 +69,17 @@ def _load(path: Path, n_ctx: int, n_threads: int) -> Any:
         ) from None
     if not path.is_file():
         raise ModelError(
-            f"model file {str(path)!r} does not exist", code="model_unavailable", provider="local"
+            f"model file {str(path)!r} does not exist; set providers.local.model_path to a GGUF file, "
+            "or remove it to use the embedded SmolLM2 model",
+            code="model_unavailable",
+            provider="local",
         )
     try:
         return Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads or None, verbose=False)
     except (ValueError, RuntimeError) as error:
         raise ModelError(
-            f"llama.cpp could not load {str(path)!r}: {error}; check that it is a valid GGUF model",
+            f"llama.cpp could not load {str(path)!r}: {error}; point providers.local.model_path at a "
+            "valid GGUF model, or remove it to use the embedded SmolLM2 model",
             code="model_unavailable",
             provider="local",
         ) from None

@@ -166,7 +166,7 @@ class ResilientModel:
                 )
             attempt = _Attempt(model, self.policy.timeout)
             try:
-                async for chunk in attempt.chunks(request.model_copy(deep=True)):
+                async for chunk in attempt.chunks(request):
                     yield chunk
             except ModelError as error:
                 breaker.record(success=False)

@@ -288,7 +288,7 @@ class RunService:
         live = self._live.get(run_id)
         if live is not None:
             await live.done.wait()
-            return await self.status(run_id)
+            return live.record.model_copy()
         while True:
             record = await self.status(run_id)
             if record.status.terminal:

@@ -70,6 +70,7 @@ class EventWriter:
     async def _loop(self) -> None:
         while True:
             await self._wake.wait()
+            await asyncio.sleep(0)  # let every run that is ready this tick add its events first
             self._wake.clear()
             batch, waiters = self._pending, self._waiters
             self._pending, self._waiters = Batch(), []

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, event, func, insert, select, text, update
-from sqlalchemy.engine import Connection, Row
+from sqlalchemy import bindparam, create_engine, delete, event, func, insert, select, text, update
+from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -61,6 +62,10 @@ class SqlRunStore:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         self._engine: AsyncEngine | None = None
+        # SQLite writes go through one thread with a plain connection: a whole batch costs one
+        # thread hop instead of one per statement (aiosqlite's model).
+        self._sync_engine: Engine | None = None
+        self._write_thread: ThreadPoolExecutor | None = None
 
     @property
     def engine(self) -> AsyncEngine:
@@ -77,6 +82,9 @@ class SqlRunStore:
             raise ConfigError(f"cannot use store URL {self.url!r}: {error}") from None
         if self.is_sqlite:
             event.listen(self._engine.sync_engine, "connect", _sqlite_pragmas)
+            self._sync_engine = create_engine(self.url.replace("+aiosqlite", "", 1))
+            event.listen(self._sync_engine, "connect", _sqlite_pragmas)
+            self._write_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agentstage-store")
         await self._migrate()
 
     def _prepare_sqlite_path(self) -> None:
@@ -113,6 +121,12 @@ class SqlRunStore:
             return str(row[0]) if row else None
 
     async def close(self) -> None:
+        if self._sync_engine is not None:
+            self._sync_engine.dispose()
+            self._sync_engine = None
+        if self._write_thread is not None:
+            self._write_thread.shutdown(wait=True)
+            self._write_thread = None
         if self._engine is not None:
             await self._engine.dispose()
             self._engine = None
@@ -124,23 +138,14 @@ class SqlRunStore:
     async def write(self, batch: Batch) -> None:
         if not batch:
             return
+        statements = _batch_statements(batch)
+        if self._sync_engine is not None:
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._write_thread, _write_sync, self._sync_engine, statements)
+            return
         async with self.engine.begin() as connection:
-            if batch.new_runs:
-                await connection.execute(insert(runs), [r.model_dump() for r in batch.new_runs])
-            if batch.events:
-                await connection.execute(insert(run_events), [_event_row(e) for e in batch.events])
-            for run_id, fields in batch.updates.items():
-                await connection.execute(update(runs).where(runs.c.id == run_id).values(**fields))
-            if batch.messages:
-                await connection.execute(
-                    insert(conversation_messages), [m.model_dump() for m in batch.messages]
-                )
-                touched = {m.conversation_id for m in batch.messages}
-                await connection.execute(
-                    update(conversations)
-                    .where(conversations.c.id.in_(touched))
-                    .values(updated_at=max(m.created_at for m in batch.messages))
-                )
+            for statement, rows in statements:
+                await connection.execute(statement, rows)
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         async with self.engine.connect() as connection:
@@ -250,6 +255,41 @@ class SqlRunStore:
             )
             for r in rows
         ]
+
+
+def _batch_statements(batch: Batch) -> list[tuple[Any, Any]]:
+    """The statements of one batch, each an executemany where it can be (one round trip each)."""
+    statements: list[tuple[Any, Any]] = []
+    if batch.new_runs:
+        statements.append((insert(runs), [r.model_dump() for r in batch.new_runs]))
+    if batch.events:
+        statements.append((insert(run_events), [_event_row(e) for e in batch.events]))
+    statements.extend(_grouped_updates(batch.updates))
+    if batch.messages:
+        statements.append((insert(conversation_messages), [m.model_dump() for m in batch.messages]))
+        touched = {m.conversation_id for m in batch.messages}
+        newest = max(m.created_at for m in batch.messages)
+        statements.append(
+            (update(conversations).where(conversations.c.id.in_(touched)).values(updated_at=newest), None)
+        )
+    return statements
+
+
+def _write_sync(engine: Engine, statements: list[tuple[Any, Any]]) -> None:
+    with engine.begin() as connection:
+        for statement, rows in statements:
+            connection.execute(statement, rows)
+
+
+def _grouped_updates(updates: dict[str, dict[str, Any]]) -> list[tuple[Any, list[dict[str, Any]]]]:
+    """Run updates grouped by the columns they set, so each group is one executemany round trip."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for run_id, fields in updates.items():
+        groups.setdefault(tuple(sorted(fields)), []).append({"run_id_": run_id, **fields})
+    return [
+        (update(runs).where(runs.c.id == bindparam("run_id_")).values({k: bindparam(k) for k in keys}), rows)
+        for keys, rows in groups.items()
+    ]
 
 
 def _event_row(event_: RunEvent) -> dict[str, Any]:

@@ -97,7 +97,7 @@ class Evaluator:
 def calculate(expression: str, variables: dict[str, float] | None = None) -> float | int:
     if len(expression) > MAX_LENGTH:
         raise ToolError(f"expression is longer than {MAX_LENGTH} characters", code="invalid_expression")
-    text = expression.replace("^", "**").replace("x", "*").replace("÷", "/")
+    text = expression.replace("^", "**").replace("\u00d7", "*").replace("\u00f7", "/")
     try:
         tree = ast.parse(text, mode="eval")
     except SyntaxError:

@@ -27,12 +27,12 @@ def show(
     section: Annotated[str | None, typer.Argument(help="Only this top-level key (e.g. profiles).")] = None,
 ) -> None:
     """Print the effective configuration (all layers merged), secrets masked, as JSON."""
-    from agentstage.observability.masking import mask
+    from agentstage.runtime.config_view import masked_config
     from agentstage.settings import Settings
 
     settings = _settings_or_fail()
     assert isinstance(settings, Settings)
-    data = mask(settings.model_dump(mode="json"))
+    data = masked_config(settings)
     if section is not None:
         if section not in data:
             fail(f"unknown config section {section!r} (sections: {', '.join(data)})")

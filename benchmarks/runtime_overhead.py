@@ -1,0 +1,110 @@
+#!/usr/bin/env python3
+"""What the run service costs: react runs through RunService (events stamped, persisted to SQLite,
+streamed) against the same orchestrator loop with no store and no events.
+
+Each run is one react loop with the scripted provider at zero latency: one tool call
+(math.calculate), then an answer. Prints runs/s for both and the ratio (aim: >= 0.5).
+
+    python benchmarks/runtime_overhead.py [--runs 1000] [--concurrency 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+from _common import machine, temporary_home
+
+from agentstage.core.orchestrators import AgentContext, ReactOrchestrator
+from agentstage.core.prompts import PromptLibrary
+from agentstage.providers.scripted import Script, ScriptedModel
+from agentstage.runtime.requests import RunRequest
+from agentstage.runtime.wiring import build_service, tool_catalog
+from agentstage.settings import load_settings
+
+SCRIPT = {
+    "responses": [
+        {
+            "tool_calls": [{"name": "math.calculate", "arguments": {"expression": "6*7"}}],
+            "usage": {"input_tokens": 50, "output_tokens": 5},
+        },
+        {"text": "The answer is 42.", "usage": {"input_tokens": 60, "output_tokens": 5}},
+    ]
+}
+
+
+async def with_concurrency(total: int, concurrency: int, one: Callable[[], Awaitable[object]]) -> float:
+    """Runs/s of ``total`` runs with at most ``concurrency`` in flight (a new one starts as one ends)."""
+    gate = asyncio.Semaphore(concurrency)
+
+    async def gated() -> None:
+        async with gate:
+            await one()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(gated() for _ in range(total)))
+    return total / (time.perf_counter() - started)
+
+
+async def bare_loop(runs: int, concurrency: int) -> float:
+    settings = load_settings({"home": str(temporary_home())})
+    toolset = tool_catalog(settings).toolset()
+    prompts = PromptLibrary()
+    script = Script.load(SCRIPT)
+
+    async def one() -> None:
+        context = AgentContext(
+            run_id="bare",
+            input="what is 6*7?",
+            model=ScriptedModel(script, provider="s"),
+            tools=toolset,
+            prompts=prompts,
+        )
+        async for _ in ReactOrchestrator().run(context):
+            pass
+        assert context.output == "The answer is 42."
+
+    return await with_concurrency(runs, concurrency, one)
+
+
+async def through_service(runs: int, concurrency: int) -> float:
+    config = {
+        "home": str(temporary_home()),
+        "providers": {"s": {"type": "scripted", "script": SCRIPT}},
+        "profiles": {"t": {"chain": [{"provider": "s"}]}},
+        "default_profile": "t",
+        "runtime": {"max_concurrent_runs": max(concurrency, 1)},
+    }
+    async with build_service(load_settings(config)) as service:
+
+        async def one() -> None:
+            record = await service.run(RunRequest(input="what is 6*7?", mode="react"))
+            assert record.output == "The answer is 42.", record.error_message
+
+        rate = await with_concurrency(runs, concurrency, one)
+        assert await service.count_runs() == runs
+    return rate
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--runs", type=int, default=1000)
+    parser.add_argument("--concurrency", type=int, default=50)
+    args = parser.parse_args()
+    print(f"machine: {machine()}")
+    await bare_loop(50, 10)  # warm imports and caches
+    for concurrency in (1, args.concurrency):
+        bare = await bare_loop(args.runs, concurrency)
+        full = await through_service(args.runs, concurrency)
+        print(
+            f"{args.runs} react runs, {concurrency} at a time: bare loop {bare:,.0f} runs/s · "
+            f"RunService + SQLite {full:,.0f} runs/s · ratio {full / bare:.2f}"
+        )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,55 @@
+"""The SQL store: migrations applied on open, HEAD kept in step, events append-only."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from agentstage.core.events import RunEvent, utc_now
+from agentstage.core.records import RunRecord
+from agentstage.store import migrations
+from agentstage.store.base import Batch
+from agentstage.store.sql import SqlRunStore
+from agentstage.types import RunStatus
+
+pytestmark = pytest.mark.anyio
+
+
+def test_head_names_the_newest_migration() -> None:
+    revisions = []
+    for path in (migrations.DIRECTORY / "versions").glob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        if "revision = " in text:
+            revisions.append(text.split('revision = "', 1)[1].split('"', 1)[0])
+    assert migrations.HEAD == max(revisions)
+
+
+async def test_open_migrates_a_new_file_and_reopening_is_a_no_op(tmp_path: Path) -> None:
+    path = tmp_path / "nested" / "store.db"
+    store = SqlRunStore(f"sqlite+aiosqlite:///{path}")
+    await store.open()
+    await store.close()
+    with sqlite3.connect(path) as connection:
+        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        assert {"runs", "run_events", "conversations", "conversation_messages", "alembic_version"} <= tables
+        assert connection.execute("SELECT version_num FROM alembic_version").fetchone() == (migrations.HEAD,)
+        assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    again = SqlRunStore(f"sqlite+aiosqlite:///{path}")
+    await again.open()
+    await again.ping()
+    await again.close()
+
+
+async def test_a_seq_can_never_be_written_twice(tmp_path: Path) -> None:
+    store = SqlRunStore(f"sqlite+aiosqlite:///{tmp_path / 's.db'}")
+    await store.open()
+    now = utc_now()
+    run = RunRecord(id="r1", status=RunStatus.RUNNING, input="x", mode="chat", profile="p", created_at=now)
+    event = RunEvent(run_id="r1", seq=1, type="run.queued", ts=now, data={})
+    await store.write(Batch(new_runs=[run], events=[event]))
+    with pytest.raises(Exception, match=r"UNIQUE|unique|IntegrityError"):
+        await store.write(Batch(events=[event.model_copy(update={"data": {"other": True}})]))
+    assert [e.data for e in await store.events("r1")] == [{}]
+    await store.close()

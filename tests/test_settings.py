@@ -1,0 +1,113 @@
+"""Settings: the precedence of ARCHITECTURE.md, the shipped instance files, whole refusal of bad values."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from agentstage.errors import ConfigError, UnknownProfileError
+from agentstage.observability.masking import MASK, mask, masked_environment
+from agentstage.resources import resource_dir
+from agentstage.settings import load_settings
+
+
+def environ(home: Path, **variables: str) -> dict[str, str]:
+    return {"AGENT_HOME": str(home), **variables}
+
+
+@pytest.mark.parametrize("env", ["local", "cloud", "onprem"])
+def test_every_instance_file_is_valid_and_documented(home: Path, env: str) -> None:
+    path = resource_dir("configs") / "instances" / f"{env}.json"
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    assert raw["description"], "each instance file says what it is for"
+    settings = load_settings(environ=environ(home, AGENT_ENV=env))
+    assert settings.env == env and settings.default_profile in settings.profiles
+    assert env in (Path(__file__).parents[1] / "docs" / "configuration.md").read_text(encoding="utf-8")
+
+
+def test_layers_override_in_order(home: Path) -> None:
+    defaults = load_settings(environ=environ(home))
+    assert defaults.runtime.max_concurrent_runs == 4  # local.json over the built-in 16
+    (home / "config.json").write_text(
+        json.dumps({"runtime": {"max_concurrent_runs": 7, "heartbeat_interval": 3}}), encoding="utf-8"
+    )
+    user = load_settings(environ=environ(home))
+    assert (user.runtime.max_concurrent_runs, user.runtime.heartbeat_interval) == (7, 3)
+    env = load_settings(environ=environ(home, AGENT_RUNTIME__MAX_CONCURRENT_RUNS="9", AGENT_PROFILE="fast"))
+    assert (env.runtime.max_concurrent_runs, env.runtime.heartbeat_interval, env.default_profile) == (
+        9,
+        3,
+        "fast",
+    )
+    flags = load_settings(
+        {"runtime": {"max_concurrent_runs": 11}},
+        environ=environ(home, AGENT_RUNTIME__MAX_CONCURRENT_RUNS="9"),
+    )
+    assert flags.runtime.max_concurrent_runs == 11
+
+
+def test_a_config_file_extends_provider_and_profile_tables(home: Path) -> None:
+    (home / "config.json").write_text(
+        json.dumps(
+            {
+                "providers": {"vllm": {"type": "openai", "base_url": "http://127.0.0.1:9/v1"}},
+                "profiles": {"mine": {"chain": [{"provider": "vllm", "model": "m"}, {"provider": "local"}]}},
+            }
+        ),
+        encoding="utf-8",
+    )
+    settings = load_settings(environ=environ(home))
+    assert {"local", "fast", "quality", "mine"} <= settings.profiles.keys()
+    assert {"local", "openai", "anthropic", "vllm"} <= settings.providers.keys()
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"runtime": {"max_concurrent_runs": 0}}, "runtime.max_concurrent_runs"),
+        ({"default_profile": "ghost"}, "default_profile 'ghost'"),
+        ({"profiles": {"x": {"chain": [{"provider": "ghost"}]}}}, "unknown provider 'ghost'"),
+        ({"limits": {"max_steps": "many"}}, "limits.max_steps"),
+        ({"runtime": {"no_such_key": 1}}, "runtime.no_such_key"),
+    ],
+)
+def test_an_invalid_value_is_refused_whole(home: Path, config: dict[str, object], message: str) -> None:
+    (home / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    with pytest.raises(ConfigError, match="invalid configuration") as raised:
+        load_settings(environ=environ(home))
+    assert message in str(raised.value)
+
+
+def test_broken_config_files_and_unknown_envs_are_clear(home: Path) -> None:
+    (home / "config.json").write_text("{not: valid: yaml: [", encoding="utf-8")
+    with pytest.raises(ConfigError, match="not valid JSON/YAML"):
+        load_settings(environ=environ(home))
+    with pytest.raises(ConfigError, match="AGENT_ENV='mars'"):
+        load_settings(environ=environ(home, AGENT_ENV="mars", AGENT_CONFIG=str(home / "absent.json")))
+
+
+def test_unknown_profiles_name_the_known_ones(home: Path) -> None:
+    settings = load_settings(environ=environ(home))
+    with pytest.raises(UnknownProfileError, match="available: fast, local, quality"):
+        settings.profile("turbo")
+
+
+def test_masking_hides_secret_names_and_secret_looking_values() -> None:
+    masked = mask(
+        {
+            "api_key": "abc123",
+            "base_url": "https://user:hunter2@example.com/v1",
+            "note": "sk-proj-abcdefghijklmnop",
+            "ref": "env:OPENAI_API_KEY",
+            "nested": [{"password": "p"}, {"model": "gpt-4o"}],
+        }
+    )
+    assert masked["api_key"] == MASK and masked["note"] == MASK and masked["ref"] == "env:OPENAI_API_KEY"
+    assert masked["base_url"] == f"https://user:{MASK}@example.com/v1"
+    assert masked["nested"] == [{"password": MASK}, {"model": "gpt-4o"}]
+    captured = masked_environment(
+        {"ANTHROPIC_API_KEY": "x", "LANG": "C", "OTHER": "y"}, ["ANTHROPIC_API_KEY", "LANG"]
+    )
+    assert captured == {"ANTHROPIC_API_KEY": MASK, "LANG": "C"}
