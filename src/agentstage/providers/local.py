@@ -7,6 +7,7 @@ constrained ``response_format``, so even a small model produces a valid JSON act
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import threading
 import time
@@ -45,6 +46,19 @@ def default_model_path() -> Path:
             provider="local",
         )
     return path
+
+
+def _close_models() -> None:
+    """Free llama.cpp models before the interpreter tears down the modules their finalizers need."""
+    with _registry_lock:
+        for llama in _models.values():
+            close = getattr(llama, "close", None)
+            if close is not None:
+                close()
+        _models.clear()
+
+
+atexit.register(_close_models)
 
 
 def load_llama(path: Path, n_ctx: int, n_threads: int) -> tuple[Any, threading.Lock]:
