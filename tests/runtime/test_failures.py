@@ -199,3 +199,14 @@ async def test_a_missing_api_key_fails_the_run_with_a_clear_error(home: Any) -> 
         final, _ = await run_and_log(service, input="hi", mode="chat")
     assert final.status == "failed"
     assert final.error_message is not None and "AGENTSTAGE_TEST_UNSET_KEY" in final.error_message
+
+
+async def test_the_circuit_breaker_opens_after_repeated_failures(
+    make_service: Callable[..., RunService],
+) -> None:
+    down = {"responses": [{"error": {"code": "provider_unavailable", "message": "connection refused"}}]}
+    async with make_service(
+        down, retry={"max_attempts": 1, "breaker_threshold": 2, "breaker_reset": 60}
+    ) as service:
+        codes = [(await service.run(RunRequest(input="hi", mode="chat"))).error_code for _ in range(3)]
+    assert codes == ["provider_unavailable", "provider_unavailable", "circuit_open"]

@@ -143,6 +143,8 @@ class OpenAIModel:
         ]
         for call in tool_calls:
             yield ToolCallChunk(tool_call=call)
+        if usage.total_tokens == 0:
+            usage = _estimated_usage(request, text, calls)
         yield ModelResponse(
             message=Message.assistant("".join(text), tool_calls),
             usage=usage,
@@ -190,3 +192,11 @@ class OpenAIModel:
                 provider=self.provider,
             )
         return ModelError(f"{where} failed: {error}", code="model_error", provider=self.provider)
+
+
+def _estimated_usage(request: ModelRequest, text: list[str], calls: dict[int, dict[str, str]]) -> Usage:
+    """Some compatible servers (llama.cpp's, older vLLM) send no usage when streaming. Rather than
+    record a free call, estimate: one token per streamed chunk, about four characters per token in."""
+    prompt_chars = sum(len(m.content) for m in request.messages)
+    call_chars = sum(len(c["name"]) + len(c["arguments"]) for c in calls.values())
+    return Usage(input_tokens=max(1, prompt_chars // 4), output_tokens=len(text) + call_chars // 4)

@@ -73,15 +73,21 @@ class CircuitBreaker:
             self.opened_at = time.monotonic()
 
 
-_breakers: dict[str, CircuitBreaker] = {}
+class BreakerRegistry:
+    """One breaker per provider endpoint, shared by every run of one service (so one failing
+    endpoint is skipped quickly by all of them)."""
 
+    def __init__(self, policy: RetryPolicy):
+        self.policy = policy
+        self._breakers: dict[str, CircuitBreaker] = {}
 
-def breaker_for(endpoint: str, policy: RetryPolicy) -> CircuitBreaker:
-    """One breaker per provider endpoint per process, shared by every run that uses it."""
-    breaker = _breakers.get(endpoint)
-    if breaker is None:
-        breaker = _breakers[endpoint] = CircuitBreaker(policy.breaker_threshold, policy.breaker_reset)
-    return breaker
+    def for_endpoint(self, endpoint: str) -> CircuitBreaker:
+        breaker = self._breakers.get(endpoint)
+        if breaker is None:
+            breaker = self._breakers[endpoint] = CircuitBreaker(
+                self.policy.breaker_threshold, self.policy.breaker_reset
+            )
+        return breaker
 
 
 def endpoint_of(model: Model) -> str:
@@ -121,11 +127,17 @@ class _Attempt:
 
 
 class ResilientModel:
-    def __init__(self, chain: Sequence[Model], policy: RetryPolicy | None = None):
+    def __init__(
+        self,
+        chain: Sequence[Model],
+        policy: RetryPolicy | None = None,
+        breakers: BreakerRegistry | None = None,
+    ):
         if not chain:
             raise ValueError("a model chain needs at least one model")
         self.chain = list(chain)
         self.policy = policy or RetryPolicy()
+        self.breakers = breakers or BreakerRegistry(self.policy)
         self.provider = self.chain[0].provider
         self.model_name = self.chain[0].model_name
         self.native_tools = all(model.native_tools for model in self.chain)
@@ -155,7 +167,7 @@ class ResilientModel:
         raise last_error
 
     async def _with_retries(self, model: Model, request: ModelRequest) -> AsyncIterator[ModelChunk]:
-        breaker = breaker_for(endpoint_of(model), self.policy)
+        breaker = self.breakers.for_endpoint(endpoint_of(model))
         for attempt_number in range(1, self.policy.max_attempts + 1):
             if not breaker.allow():
                 raise ModelError(

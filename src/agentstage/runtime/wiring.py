@@ -11,7 +11,7 @@ from agentstage.core.model import Model
 from agentstage.core.prompts import PromptLibrary
 from agentstage.errors import ConfigError
 from agentstage.providers.registry import build_model
-from agentstage.providers.resilience import ResilientModel
+from agentstage.providers.resilience import BreakerRegistry, ResilientModel
 from agentstage.runtime.catalog import ToolCatalog
 from agentstage.runtime.service import ModelFactory, RunService
 from agentstage.settings import Settings
@@ -21,6 +21,7 @@ from agentstage.tools.registry import builtin_tools
 
 def model_factory(settings: Settings) -> ModelFactory:
     """A function that builds a fresh model chain for one run of a profile."""
+    breakers = BreakerRegistry(settings.retry)
 
     def build(profile_name: str) -> Model:
         profile = settings.profile(profile_name)
@@ -29,7 +30,7 @@ def model_factory(settings: Settings) -> ModelFactory:
             provider = settings.providers[entry.provider]
             params = {**profile.params, **entry.params}
             chain.append(build_model(provider.type, entry.provider, entry.model, provider.options(), params))
-        return ResilientModel(chain, settings.retry)
+        return ResilientModel(chain, settings.retry, breakers)
 
     return build
 
