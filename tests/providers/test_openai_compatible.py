@@ -13,11 +13,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import make_settings
 
 from agentstage.providers.local import default_model_path
 from agentstage.runtime.requests import RunRequest
 from agentstage.runtime.wiring import build_service
+from conftest import make_settings
 
 pytestmark = [pytest.mark.anyio, pytest.mark.model]
 
