@@ -8,6 +8,7 @@ Each payload class below is the contract for the ``data`` of one event type.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, cast
 
@@ -185,8 +186,12 @@ class RunCancelled(Payload):
     cost: float
 
 
-class EventDraft(BaseModel):
-    """An event before the run service gives it a place in the run's sequence."""
+@dataclass(slots=True)
+class EventDraft:
+    """An event before the run service gives it a place in the run's sequence.
+
+    A plain dataclass, not a model: one is made per streamed token, and its payload was already
+    validated by the payload class it came from."""
 
     type: EventType
     data: dict[str, Any]
@@ -194,9 +199,7 @@ class EventDraft(BaseModel):
 
     @classmethod
     def of(cls, payload: Payload, span_id: str | None = None) -> EventDraft:
-        return cls.model_construct(
-            type=cast(EventType, payload.event_type), data=payload.model_dump(mode="json"), span_id=span_id
-        )
+        return cls(cast(EventType, payload.event_type), payload.model_dump(mode="json"), span_id)
 
 
 class RunEvent(BaseModel):

@@ -107,7 +107,10 @@ class _Attempt:
         try:
             while True:
                 try:
-                    chunk = await asyncio.wait_for(anext(iterator), self.timeout)
+                    # One timeout moved forward per chunk: cheaper than wait_for, which makes a task.
+                    async with asyncio.timeout(self.timeout) as idle:
+                        chunk = await anext(iterator)
+                        idle.reschedule(None)
                 except StopAsyncIteration:
                     return
                 except TimeoutError:

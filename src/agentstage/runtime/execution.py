@@ -60,6 +60,10 @@ class RunExecution:
                 async for draft in orchestrator.run(context):
                     self._observe(draft)
                     service.emit(live, draft)
+                    if live.cancel_reason is not None:
+                        # The cancel may have been swallowed below us (asyncio.wait_for can lose
+                        # one when its inner future finishes at the same moment): honour it here.
+                        raise asyncio.CancelledError
         except asyncio.CancelledError:
             if live.cancel_reason is None:
                 raise

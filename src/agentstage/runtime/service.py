@@ -49,6 +49,7 @@ from agentstage.types import RunStatus
 
 ModelFactory = Callable[[str], Model]
 STORE_POLL_SECONDS = 0.2
+CANCEL_RETRY_SECONDS = 0.5
 
 
 @dataclass
@@ -341,8 +342,7 @@ class RunService:
                 live.cancel_reason = reason
                 if live.context is not None:
                     live.context.cancelled.set()
-                if live.scheduled and live.task is not None and not live.task.done():
-                    live.task.cancel()
+                self._interrupt(live)
             return live.record.model_copy()
         record = await self.status(run_id)
         if record.status.terminal:
@@ -353,6 +353,13 @@ class RunService:
             )
         await self.store.request_cancel(run_id)
         return record
+
+    def _interrupt(self, live: LiveRun) -> None:
+        """Cancel the run's task, and again shortly after if a cancellation was swallowed on the way."""
+        if live.record.status.terminal or not live.scheduled or live.task is None or live.task.done():
+            return
+        live.task.cancel()
+        asyncio.get_running_loop().call_later(CANCEL_RETRY_SECONDS, self._interrupt, live)
 
     # batches --------------------------------------------------------------------------------------
 
