@@ -76,6 +76,21 @@ class RuntimeSettings(Strict):
     max_input_chars: int = Field(default=100_000, ge=1)
 
 
+class HttpSettings(Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    auth: Literal["api_keys", "off"] = Field(
+        default="api_keys", description="'off' only for local use; the server says so at start-up."
+    )
+    requests_per_minute: int = Field(default=600, ge=1, description="Default rate limit per API key.")
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    max_batch_inputs: int = Field(default=500, ge=1)
+    max_parallel: int = Field(default=32, ge=1)
+    sse_keepalive: float = Field(default=15.0, gt=0, description="Seconds between SSE keep-alive comments.")
+    ws_heartbeat: float = Field(default=15.0, gt=0, description="Seconds between WebSocket pings.")
+    ws_buffer: int = Field(default=1000, ge=10, description="Events buffered for a slow WebSocket client.")
+
+
 class Price(Strict):
     """US dollars per million tokens."""
 
@@ -148,6 +163,7 @@ class Settings(Strict):
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     pricing: dict[str, Price] = Field(default_factory=_default_pricing)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
     environment_allowlist: list[str] = Field(
         default_factory=lambda: [
             "AGENT_ENV",

@@ -85,3 +85,23 @@ class MessageRecord(BaseModel):
     content: str
     run_id: str | None = None
     created_at: datetime
+
+
+class ApiKeyRecord(BaseModel):
+    """An API key as stored: only its SHA-256 hash and a short prefix to recognise it by."""
+
+    id: str
+    name: str
+    prefix: str
+    key_hash: str
+    requests_per_minute: int | None = None
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
+class BatchRecord(BaseModel):
+    """A batch request: for each input, in order, its run id or why it was rejected."""
+
+    id: str
+    created_at: datetime
+    items: list[dict[str, Any]]

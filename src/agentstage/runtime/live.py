@@ -22,6 +22,7 @@ class LiveRun:
     context: AgentContext | None = None
     cancel_reason: str | None = None
     scheduled: bool = False
+    gate: asyncio.Semaphore | None = None  # a batch's own parallelism bound, if any
     done: asyncio.Event = field(default_factory=asyncio.Event)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 

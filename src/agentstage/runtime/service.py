@@ -125,8 +125,10 @@ class RunService:
 
     # starting -----------------------------------------------------------------------------------
 
-    async def start(self, request: RunRequest) -> RunRecord:
-        """Validate, record the run as ``queued`` (durably) and schedule it; return its record."""
+    async def start(self, request: RunRequest, *, gate: asyncio.Semaphore | None = None) -> RunRecord:
+        """Validate, record the run as ``queued`` (durably) and schedule it; return its record.
+
+        ``gate`` bounds how many runs sharing it execute at once (a batch's ``parallel``)."""
         text = self._validated_input(request.input)
         mode = RunExecution.requested_mode(request.mode or self.settings.default_mode.value)
         profile = request.profile or self.settings.default_profile
@@ -153,7 +155,7 @@ class RunService:
             heartbeat_at=now,
             trace_id=secrets.token_hex(16),
         )
-        live = LiveRun(record=record, request=request)
+        live = LiveRun(record=record, request=request, gate=gate)
         self._live[record.id] = live
         self._writer.add_run(record.model_copy())
         self.emit(
@@ -198,7 +200,7 @@ class RunService:
             if live.cancel_reason is not None:  # cancelled before this task first ran
                 await self.finish_cancelled(live)
                 return
-            async with self._slots:
+            async with live.gate or contextlib.nullcontext(), self._slots:
                 if live.cancel_reason is not None:
                     await self.finish_cancelled(live)
                     return

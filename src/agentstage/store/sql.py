@@ -19,11 +19,11 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from agentstage.core.events import RunEvent
-from agentstage.core.records import ConversationRecord, MessageRecord, RunRecord
+from agentstage.core.records import ApiKeyRecord, BatchRecord, ConversationRecord, MessageRecord, RunRecord
 from agentstage.errors import ConfigError
 from agentstage.store import migrations
 from agentstage.store.base import Batch
-from agentstage.store.tables import conversation_messages, conversations, run_events, runs
+from agentstage.store.tables import api_keys, batches, conversation_messages, conversations, run_events, runs
 from agentstage.types import RunStatus
 
 _TERMINAL = [s.value for s in RunStatus if s.terminal]
@@ -255,6 +255,49 @@ class SqlRunStore:
             )
             for r in rows
         ]
+
+    async def create_api_key(self, record: ApiKeyRecord) -> None:
+        async with self.engine.begin() as connection:
+            await connection.execute(insert(api_keys), [record.model_dump()])
+
+    async def api_key_by_hash(self, key_hash: str) -> ApiKeyRecord | None:
+        async with self.engine.connect() as connection:
+            row = (await connection.execute(select(api_keys).where(api_keys.c.key_hash == key_hash))).first()
+        return _key_from_row(row) if row else None
+
+    async def list_api_keys(self) -> list[ApiKeyRecord]:
+        async with self.engine.connect() as connection:
+            rows = (await connection.execute(select(api_keys).order_by(api_keys.c.created_at))).all()
+        return [_key_from_row(row) for row in rows]
+
+    async def revoke_api_key(self, name: str, at: datetime) -> bool:
+        async with self.engine.begin() as connection:
+            result = await connection.execute(
+                update(api_keys)
+                .where(api_keys.c.name == name, api_keys.c.revoked_at.is_(None))
+                .values(revoked_at=at)
+            )
+        return bool(result.rowcount)
+
+    async def create_batch(self, record: BatchRecord) -> None:
+        async with self.engine.begin() as connection:
+            await connection.execute(insert(batches), [record.model_dump()])
+
+    async def get_batch(self, batch_id: str) -> BatchRecord | None:
+        async with self.engine.connect() as connection:
+            row = (await connection.execute(select(batches).where(batches.c.id == batch_id))).first()
+        if row is None:
+            return None
+        data = dict(row._mapping)
+        data["created_at"] = _utc(data["created_at"])
+        return BatchRecord.model_validate(data)
+
+
+def _key_from_row(row: Row[Any]) -> ApiKeyRecord:
+    data = dict(row._mapping)
+    data["created_at"] = _utc(data["created_at"])
+    data["revoked_at"] = _utc(data["revoked_at"])
+    return ApiKeyRecord.model_validate(data)
 
 
 def _batch_statements(batch: Batch) -> list[tuple[Any, Any]]:

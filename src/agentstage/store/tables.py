@@ -86,3 +86,23 @@ conversation_messages = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("conversation_id", "position", name="uq_message_position"),
 )
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("name", String(128), nullable=False, unique=True),
+    Column("prefix", String(16), nullable=False),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("requests_per_minute", Integer),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True)),
+)
+
+batches = Table(
+    "batches",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("items", JSON, nullable=False),
+)

@@ -1,0 +1,1 @@
+"""The HTTP door: FastAPI routes over the run service, SSE and WebSocket streams."""
