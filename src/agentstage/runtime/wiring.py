@@ -5,11 +5,12 @@ Doors call :func:`build_service`; they never import a provider, a store or a too
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from agentstage.core.model import Model
 from agentstage.core.prompts import PromptLibrary
-from agentstage.errors import ConfigError
+from agentstage.errors import AgentstageError, ConfigError
 from agentstage.providers.registry import build_model
 from agentstage.providers.resilience import BreakerRegistry, ResilientModel
 from agentstage.runtime.catalog import ToolCatalog
@@ -55,3 +56,48 @@ def build_service(settings: Settings) -> RunService:
         tool_catalog(settings),
         prompts,
     )
+
+
+async def readiness(settings: Settings, service: RunService) -> dict[str, str]:
+    """What ``/health/ready`` reports: the store answers, and the default profile's primary
+    provider can be used (its model file exists, its key reference resolves, its script loads)."""
+    checks: dict[str, str] = {}
+    try:
+        await service.store.ping()
+        checks["store"] = "ok"
+    except Exception as error:  # any failure means not ready; the reason is what matters
+        checks["store"] = f"unavailable: {type(error).__name__}: {error}"
+    entry = settings.profile(None).chain[0]
+    provider = settings.providers[entry.provider]
+    checks[f"provider:{entry.provider}"] = _provider_check(provider.type, provider.options())
+    return checks
+
+
+def _provider_check(kind: str, options: dict[str, object]) -> str:
+    try:
+        if kind == "local":
+            from agentstage.providers.local import default_model_path
+
+            path = (
+                Path(str(options["model_path"])).expanduser()
+                if options.get("model_path")
+                else default_model_path()
+            )
+            if not path.is_file():
+                return f"unavailable: model file {str(path)!r} does not exist"
+        elif kind in {"openai", "anthropic"}:
+            reference = str(options.get("api_key", ""))
+            if (
+                reference.startswith("env:")
+                and not options.get("base_url")
+                and not os.environ.get(reference[4:])
+            ):
+                return f"unavailable: {reference[4:]} is not set"
+        elif kind == "scripted":
+            from agentstage.providers.scripted import Script
+
+            source = options.get("script")
+            Script.load(source if isinstance(source, dict) else str(source))
+    except AgentstageError as error:
+        return f"unavailable: {error.message}"
+    return "ok"

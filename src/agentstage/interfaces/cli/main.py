@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from agentstage import __version__
-from agentstage.interfaces.cli import batch, chat, config, run, runs, tools
+from agentstage.interfaces.cli import batch, chat, config, keys, run, runs, serve, tools
 
 app = typer.Typer(
     name="agent",
@@ -37,6 +37,8 @@ app.add_typer(runs.app, name="runs")
 app.add_typer(config.config_app, name="config")
 app.add_typer(config.profile_app, name="profile")
 app.add_typer(tools.app, name="tool")
+app.command("serve")(serve.serve)
+app.add_typer(keys.app, name="keys")
 
 
 def entry() -> None:

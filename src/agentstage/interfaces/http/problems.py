@@ -84,7 +84,9 @@ def problem(
     )
 
 
-def problem_for(error: AgentstageError, *, instance: str | None = None, request_id: str | None = None) -> Response:
+def problem_for(
+    error: AgentstageError, *, instance: str | None = None, request_id: str | None = None
+) -> Response:
     return problem(
         status_for(error),
         error.code,

@@ -1,0 +1,83 @@
+"""The FastAPI application: routes over the runtime, middleware around them, problem+json errors.
+
+``create_app()`` reads the configuration like every door (``AGENT_*``, the user config file…);
+``agent serve`` runs it on uvicorn."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.middleware.gzip import GZipMiddleware
+
+from agentstage import __version__
+from agentstage.interfaces.http import errors, ws
+from agentstage.interfaces.http.deps import Runtime
+from agentstage.interfaces.http.middleware.auth import AuthMiddleware
+from agentstage.interfaces.http.middleware.body_limit import BodyLimitMiddleware
+from agentstage.interfaces.http.middleware.correlation import CorrelationIdMiddleware
+from agentstage.interfaces.http.middleware.rate_limit import RateLimitMiddleware
+from agentstage.interfaces.http.middleware.request_log import RequestLogMiddleware
+from agentstage.interfaces.http.openapi import build_openapi
+from agentstage.interfaces.http.routes import config, conversations, health, runs, tools
+from agentstage.runtime.batches import BatchService
+from agentstage.runtime.conversations import ConversationService
+from agentstage.runtime.keys import KeyService
+from agentstage.runtime.wiring import build_service
+from agentstage.settings import Settings, load_settings
+
+log = logging.getLogger("agentstage.http")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or load_settings()
+    service = build_service(settings)
+    rt = Runtime(
+        settings=settings,
+        runs=service,
+        conversations=ConversationService(service),
+        batches=BatchService(service),
+        keys=KeyService(service.store),
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await service.open()
+        rt.started = True
+        if settings.http.auth == "off":
+            log.warning(
+                "authentication is OFF (http.auth = off): anyone who can reach this port can run agents"
+            )
+        try:
+            yield
+        finally:
+            rt.started = False
+            await service.close()
+
+    app = FastAPI(
+        title="agentstage",
+        version=__version__,
+        description="Run AI agents, stream their events, cancel them, and keep a complete record of every run.",
+        lifespan=lifespan,
+    )
+    app.state.runtime = rt
+    for module in (runs, conversations, tools, config, health):
+        app.include_router(module.router)
+    app.include_router(ws.router)
+    errors.install(app)
+
+    def openapi() -> dict[str, Any]:
+        return build_openapi(app)
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    # Added innermost first: gzip < rate limit < auth < body limit < request log < correlation id.
+    app.add_middleware(GZipMiddleware, minimum_size=1024)
+    app.add_middleware(RateLimitMiddleware, default_per_minute=settings.http.requests_per_minute)
+    app.add_middleware(AuthMiddleware, keys=rt.keys, enabled=settings.http.auth != "off")
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.http.max_body_bytes)
+    app.add_middleware(RequestLogMiddleware)
+    app.add_middleware(CorrelationIdMiddleware)
+    return app

@@ -1,0 +1,92 @@
+"""Conversations: create, read, delete, talk (with the conversation's history), history."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+
+from agentstage.core.records import ConversationRecord
+from agentstage.interfaces.http.deps import request_id, runtime
+from agentstage.interfaces.http.routes import problems
+from agentstage.interfaces.http.routes.runs import SSE_RESPONSE
+from agentstage.interfaces.http.schemas import Conversation, ConversationBody, History, MessageBody, RunResult
+from agentstage.interfaces.http.sse import event_stream
+from agentstage.runtime.requests import RunRequest
+
+router = APIRouter(prefix="/api/v1/conversations", tags=["conversations"])
+
+
+def conversation_body(record: ConversationRecord) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "title": record.title,
+        "created_at": record.created_at.isoformat(),
+        "updated_at": record.updated_at.isoformat(),
+        "metadata": record.metadata,
+    }
+
+
+@router.post("", status_code=201, response_model=Conversation, responses=problems(401, 413, 422, 429))
+async def create(body: ConversationBody, request: Request) -> dict[str, Any]:
+    """Start a conversation."""
+    return conversation_body(await runtime(request).conversations.create(body.title, body.metadata))
+
+
+@router.get("/{conversation_id}", response_model=Conversation, responses=problems(401, 404, 429))
+async def get(conversation_id: str, request: Request) -> dict[str, Any]:
+    return conversation_body(await runtime(request).conversations.get(conversation_id))
+
+
+@router.delete("/{conversation_id}", status_code=204, responses=problems(401, 404, 429))
+async def delete(conversation_id: str, request: Request) -> Response:
+    """Delete a conversation and its messages (its runs stay on record)."""
+    await runtime(request).conversations.delete(conversation_id)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/{conversation_id}/messages",
+    response_model=RunResult,
+    responses={**SSE_RESPONSE, **problems(401, 404, 413, 422, 429)},
+)
+async def send(
+    conversation_id: str,
+    body: MessageBody,
+    request: Request,
+    stream: Annotated[bool, Query(description="Stream the run's events as SSE.")] = False,
+) -> Any:
+    """Run the agent on a new message with the conversation's history; the answer joins the history."""
+    rt = runtime(request)
+    await rt.conversations.get(conversation_id)
+    record = await rt.runs.start(
+        RunRequest(
+            input=body.input,
+            mode=body.mode,
+            profile=body.profile,
+            options=body.options,
+            conversation_id=conversation_id,
+            correlation_id=request_id(request),
+        )
+    )
+    if stream:
+        return event_stream(rt, record.id, cancel_on_disconnect=body.on_disconnect == "cancel")
+    return (await rt.runs.wait(record.id)).result()
+
+
+@router.get("/{conversation_id}/history", response_model=History, responses=problems(401, 404, 429))
+async def history(conversation_id: str, request: Request) -> dict[str, Any]:
+    messages = await runtime(request).conversations.history(conversation_id)
+    return {
+        "conversation_id": conversation_id,
+        "messages": [
+            {
+                "position": m.position,
+                "role": m.role,
+                "content": m.content,
+                "run_id": m.run_id,
+                "created_at": m.created_at.isoformat(),
+            }
+            for m in messages
+        ],
+    }
