@@ -63,17 +63,13 @@ def serve(
     typer.secho(
         f"agentstage serving on http://{host}:{port} · auth: {auth} · store: {settings.store_url()}", err=True
     )
-    if workers == 1:
-        from agentstage.interfaces.http.app import create_app
-
-        uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", access_log=False)
-    else:
-        uvicorn.run(
-            "agentstage.interfaces.http.app:create_app",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            log_level="warning",
-            access_log=False,
-        )
+    # The HTTP door is named by its import string, never imported here: doors stay independent.
+    uvicorn.run(
+        "agentstage.interfaces.http.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+        access_log=False,
+    )
