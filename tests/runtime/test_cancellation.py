@@ -118,7 +118,7 @@ async def test_cancel_after_completion_changes_nothing(chat_service: RunService)
     with pytest.raises(ConflictError) as raised:
         await chat_service.cancel(final.id)
     assert raised.value.code == "run_finished"
-    assert raised.value.details == {"status": "completed"}
+    assert raised.value.details == {"run_status": "completed"}
     after = await chat_service.status(final.id)
     assert after.status == "completed" and after.last_seq == final.last_seq
     assert (await chat_service.events(final.id))[-1].type == "run.completed"

@@ -351,7 +351,7 @@ class RunService:
             raise ConflictError(
                 f"run {run_id!r} has already ended ({record.status.value}); it cannot be cancelled",
                 code="run_finished",
-                details={"status": record.status.value},
+                details={"run_status": record.status.value},
             )
         await self.store.request_cancel(run_id)
         return record

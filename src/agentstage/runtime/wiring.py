@@ -11,6 +11,7 @@ from pathlib import Path
 from agentstage.core.model import Model
 from agentstage.core.prompts import PromptLibrary
 from agentstage.errors import AgentstageError, ConfigError
+from agentstage.observability.logging import configure_json_logging
 from agentstage.providers.registry import build_model
 from agentstage.providers.resilience import BreakerRegistry, ResilientModel
 from agentstage.runtime.catalog import ToolCatalog
@@ -101,3 +102,8 @@ def _provider_check(kind: str, options: dict[str, object]) -> str:
     except AgentstageError as error:
         return f"unavailable: {error.message}"
     return "ok"
+
+
+def configure_logging(settings: Settings) -> None:
+    """Server processes log JSON lines to stderr at the configured level."""
+    configure_json_logging(settings.logging.level)

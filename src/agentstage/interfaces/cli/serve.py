@@ -2,36 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import logging
-import sys
 from typing import Annotated
 
 import typer
 
 from agentstage.interfaces.cli.common import fail, load_settings
-
-
-class JsonLines(logging.Formatter):
-    """Access lines are already JSON; other records become JSON objects too."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        message = record.getMessage()
-        if message.startswith("{"):
-            return message
-        body = {"level": record.levelname.lower(), "logger": record.name, "event": message}
-        if record.exc_info:
-            body["exception"] = self.formatException(record.exc_info)
-        return json.dumps(body)
-
-
-def configure_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonLines())
-    root = logging.getLogger("agentstage")
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    root.propagate = False
 
 
 def serve(
@@ -58,7 +33,6 @@ def serve(
         fail(error.message)
     host = host or settings.http.host
     port = settings.http.port if port is None else port
-    configure_logging(settings.logging.level)
     auth = "API keys" if settings.http.auth != "off" else "OFF (http.auth = off; local use only)"
     typer.secho(
         f"agentstage serving on http://{host}:{port} · auth: {auth} · store: {settings.store_url()}", err=True

@@ -26,7 +26,7 @@ from agentstage.interfaces.http.routes import config, conversations, health, run
 from agentstage.runtime.batches import BatchService
 from agentstage.runtime.conversations import ConversationService
 from agentstage.runtime.keys import KeyService
-from agentstage.runtime.wiring import build_service
+from agentstage.runtime.wiring import build_service, configure_logging
 from agentstage.settings import Settings, load_settings
 
 log = logging.getLogger("agentstage.http")
@@ -34,6 +34,7 @@ log = logging.getLogger("agentstage.http")
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
+    configure_logging(settings)
     service = build_service(settings)
     rt = Runtime(
         settings=settings,

@@ -78,7 +78,7 @@ def problem(
     if request_id:
         body["request_id"] = request_id
     if extra:
-        body.update(extra)
+        body.update({key: value for key, value in extra.items() if key not in body})
     return Response(
         json.dumps(body, ensure_ascii=False), status_code=status, media_type=PROBLEM_TYPE, headers=headers
     )
