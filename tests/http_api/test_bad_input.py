@@ -1,0 +1,85 @@
+"""Bad input over HTTP: each gets a precise 4xx problem, the server keeps serving, nothing half-written."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+PROBLEM = "application/problem+json"
+
+
+def assert_problem(response: httpx.Response, status: int, code: str, mentions: str = "") -> dict[str, object]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == PROBLEM
+    body = response.json()
+    assert body["status"] == status and body["code"] == code and body["type"].endswith(code)
+    assert body["request_id"] == response.headers["x-request-id"]
+    assert "Traceback" not in response.text
+    assert mentions in str(body["detail"]) + str(body.get("errors", ""))
+    return dict(body)
+
+
+@pytest.mark.parametrize(
+    ("content", "status", "code", "mentions"),
+    [
+        (b'{"input": "hi"', 400, "malformed_json", "not valid JSON"),
+        (b'{"input": "\xff\xfe"}', 400, "malformed_body", ""),
+        (b'{"input": 42}', 422, "invalid_request", "input"),
+        (b'{"input": "hi", "mode": 3}', 422, "invalid_request", "mode"),
+        (b'{"input": "hi", "colour": "blue"}', 422, "invalid_request", "colour"),
+        (b'{"input": "hi", "options": {"max_steps": 0}}', 422, "invalid_request", "options.max_steps"),
+        (b'{"input": ""}', 422, "empty_input", "empty"),
+        (b'{"input": "hi", "profile": "nope"}', 422, "unknown_profile", "'nope'"),
+        (b'{"input": "hi", "mode": "telepathy"}', 422, "unknown_mode", "'telepathy'"),
+        (b'{"input": "hi", "conversation_id": "nope"}', 404, "conversation_not_found", "'nope'"),
+        (b"[1, 2]", 422, "invalid_request", ""),
+    ],
+)
+def test_bad_run_requests(http: httpx.Client, content: bytes, status: int, code: str, mentions: str) -> None:
+    before = http.get("/api/v1/agent/runs").json()["total"]
+    response = http.post("/api/v1/agent/run", content=content, headers={"content-type": "application/json"})
+    assert_problem(response, status, code, mentions)
+    assert http.get("/api/v1/agent/runs").json()["total"] == before
+
+
+def test_a_10_mb_body_is_refused_and_the_server_keeps_serving(http: httpx.Client) -> None:
+    body = b'{"input": "' + b"a" * 10_000_000 + b'"}'
+    assert_problem(http.post("/api/v1/agent/run", content=body), 413, "body_too_large", "limit")
+
+    def chunks() -> object:
+        for _ in range(20):
+            yield b"a" * 100_000
+
+    chunked = http.post("/api/v1/agent/run", content=chunks(), headers={"content-type": "application/json"})  # type: ignore[arg-type]
+    assert_problem(chunked, 413, "body_too_large")
+    assert http.get("/health/live").status_code == 200
+    assert http.post("/api/v1/agent/run", json={"input": "hi", "mode": "chat"}).json()["status"] == "completed"
+
+
+def test_wrong_media_type(http: httpx.Client) -> None:
+    response = http.post("/api/v1/agent/run", content=b"input=hi", headers={"content-type": "application/x-www-form-urlencoded"})
+    assert_problem(response, 415, "unsupported_media_type", "application/json")
+
+
+def test_unknown_routes_and_methods(http: httpx.Client) -> None:
+    assert_problem(http.get("/api/v1/nothing-here"), 404, "not_found", "/api/v1/nothing-here")
+    assert_problem(http.put("/api/v1/agent/run"), 405, "method_not_allowed", "PUT")
+    assert_problem(http.get("/api/v1/agent/status/nope"), 404, "run_not_found", "'nope'")
+    assert_problem(http.get("/api/v1/agent/runs/nope/events"), 404, "run_not_found")
+    assert_problem(
+        http.get("/api/v1/agent/runs/x/events", headers={"Last-Event-ID": "abc"}), 404, "run_not_found"
+    )
+
+
+def test_a_bad_last_event_id_is_refused(http: httpx.Client) -> None:
+    run_id = http.post("/api/v1/agent/run", json={"input": "hi", "mode": "chat"}).json()["run_id"]
+    response = http.get(f"/api/v1/agent/runs/{run_id}/events", headers={"Last-Event-ID": "abc"})
+    assert_problem(response, 422, "invalid_request", "Last-Event-ID")
+    assert_problem(http.get(f"/api/v1/agent/runs/{run_id}/events", params={"after": -1}), 422, "invalid_request", "after")
+
+
+def test_batch_limits(http: httpx.Client) -> None:
+    assert_problem(http.post("/api/v1/agent/batch", json={"inputs": []}), 422, "invalid_request", "inputs")
+    too_many = {"inputs": ["x"] * 501}
+    assert_problem(http.post("/api/v1/agent/batch", json=too_many), 422, "batch_too_large", "500")
+    assert_problem(http.post("/api/v1/agent/batch", json={"inputs": ["x"], "parallel": 1000}), 422, "invalid_parallel")
