@@ -54,7 +54,9 @@ class Server:
         self.headers = {"Authorization": f"Bearer {self.key}"}
 
     def agent(self, *args: str) -> str:
-        done = subprocess.run([AGENT, *args], env=self.env, capture_output=True, text=True, check=True, timeout=60)
+        done = subprocess.run(
+            [AGENT, *args], env=self.env, capture_output=True, text=True, check=True, timeout=60
+        )
         return done.stdout
 
     def start(self) -> Server:

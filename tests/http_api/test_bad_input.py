@@ -53,11 +53,17 @@ def test_a_10_mb_body_is_refused_and_the_server_keeps_serving(http: httpx.Client
     chunked = http.post("/api/v1/agent/run", content=chunks(), headers={"content-type": "application/json"})  # type: ignore[arg-type]
     assert_problem(chunked, 413, "body_too_large")
     assert http.get("/health/live").status_code == 200
-    assert http.post("/api/v1/agent/run", json={"input": "hi", "mode": "chat"}).json()["status"] == "completed"
+    assert (
+        http.post("/api/v1/agent/run", json={"input": "hi", "mode": "chat"}).json()["status"] == "completed"
+    )
 
 
 def test_wrong_media_type(http: httpx.Client) -> None:
-    response = http.post("/api/v1/agent/run", content=b"input=hi", headers={"content-type": "application/x-www-form-urlencoded"})
+    response = http.post(
+        "/api/v1/agent/run",
+        content=b"input=hi",
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
     assert_problem(response, 415, "unsupported_media_type", "application/json")
 
 
@@ -75,11 +81,15 @@ def test_a_bad_last_event_id_is_refused(http: httpx.Client) -> None:
     run_id = http.post("/api/v1/agent/run", json={"input": "hi", "mode": "chat"}).json()["run_id"]
     response = http.get(f"/api/v1/agent/runs/{run_id}/events", headers={"Last-Event-ID": "abc"})
     assert_problem(response, 422, "invalid_request", "Last-Event-ID")
-    assert_problem(http.get(f"/api/v1/agent/runs/{run_id}/events", params={"after": -1}), 422, "invalid_request", "after")
+    assert_problem(
+        http.get(f"/api/v1/agent/runs/{run_id}/events", params={"after": -1}), 422, "invalid_request", "after"
+    )
 
 
 def test_batch_limits(http: httpx.Client) -> None:
     assert_problem(http.post("/api/v1/agent/batch", json={"inputs": []}), 422, "invalid_request", "inputs")
     too_many = {"inputs": ["x"] * 501}
     assert_problem(http.post("/api/v1/agent/batch", json=too_many), 422, "batch_too_large", "500")
-    assert_problem(http.post("/api/v1/agent/batch", json={"inputs": ["x"], "parallel": 1000}), 422, "invalid_parallel")
+    assert_problem(
+        http.post("/api/v1/agent/batch", json={"inputs": ["x"], "parallel": 1000}), 422, "invalid_parallel"
+    )

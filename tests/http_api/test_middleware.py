@@ -56,7 +56,9 @@ def test_rate_limit_per_key(server: Server) -> None:
 def test_correlation_id_is_echoed_generated_and_carried_into_runs(http: httpx.Client) -> None:
     generated = http.get("/api/v1/tools").headers["x-request-id"]
     assert len(generated) >= 16
-    response = http.post("/api/v1/agent/run", json={"input": "hi", "mode": "chat"}, headers={"X-Request-ID": "trace-me-42"})
+    response = http.post(
+        "/api/v1/agent/run", json={"input": "hi", "mode": "chat"}, headers={"X-Request-ID": "trace-me-42"}
+    )
     assert response.headers["x-request-id"] == "trace-me-42"
     run_id = response.json()["run_id"]
     with http.stream("GET", f"/api/v1/agent/runs/{run_id}/events") as events:

@@ -17,7 +17,10 @@ def test_conversations_keep_history_and_survive_restarts(tmp_path: Path) -> None
             created = http.post("/api/v1/conversations", json={"title": "intro"})
             assert created.status_code == 201
             conversation = created.json()["id"]
-            first = http.post(f"/api/v1/conversations/{conversation}/messages", json={"input": "My name is Ada.", "mode": "chat"})
+            first = http.post(
+                f"/api/v1/conversations/{conversation}/messages",
+                json={"input": "My name is Ada.", "mode": "chat"},
+            )
             assert first.json()["output"] == "Hello Ada."
             with http.stream(
                 "POST", f"/api/v1/conversations/{conversation}/messages", params={"stream": "true"},
@@ -49,14 +52,20 @@ def test_conversations_keep_history_and_survive_restarts(tmp_path: Path) -> None
 def test_tools_catalog_and_direct_execution(http: httpx.Client) -> None:
     tools = http.get("/api/v1/tools").json()
     assert {t["id"] for t in tools} >= {"math.calculate:v1", "sql.query:v1"}
-    assert [t["id"] for t in http.get("/api/v1/tools", params={"category": "data"}).json()] == ["sql.query:v1"]
+    assert [t["id"] for t in http.get("/api/v1/tools", params={"category": "data"}).json()] == [
+        "sql.query:v1"
+    ]
     tool = http.get("/api/v1/tools/math.calculate:v1").json()
     assert tool["version"] == "v1" and tool["parameters"]["required"] == ["expression"]
-    result = http.post("/api/v1/tools/math.calculate/execute", json={"arguments": {"expression": "6*7"}}).json()
+    result = http.post(
+        "/api/v1/tools/math.calculate/execute", json={"arguments": {"expression": "6*7"}}
+    ).json()
     assert result["output"] == {"result": 42} and result["error"] is None
     bad = http.post("/api/v1/tools/math.calculate/execute", json={"arguments": {"expression": 5}})
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "expression"
-    refused = http.post("/api/v1/tools/sql.query/execute", json={"arguments": {"query": "DELETE FROM orders"}}).json()
+    refused = http.post(
+        "/api/v1/tools/sql.query/execute", json={"arguments": {"query": "DELETE FROM orders"}}
+    ).json()
     assert refused["error"]["code"] == "sql_not_read_only"
     assert http.get("/api/v1/tools/nope").status_code == 404
 
@@ -81,13 +90,19 @@ def test_config_is_masked_and_changed_whole_or_not_at_all(tmp_path: Path) -> Non
             config = http.get("/api/v1/config").json()
             assert config["providers"]["remote"]["base_url"] == "http://u:***@h/v1"
             before = (tmp_path / "config.json").read_text()
-            invalid = http.put("/api/v1/config", json={"limits": {"max_steps": 5}, "runtime": {"max_concurrent_runs": -1}})
+            invalid = http.put(
+                "/api/v1/config", json={"limits": {"max_steps": 5}, "runtime": {"max_concurrent_runs": -1}}
+            )
             assert invalid.status_code == 422 and "runtime.max_concurrent_runs" in invalid.json()["detail"]
-            literal = http.put("/api/v1/config", json={"providers": {"remote": {"api_key": "sk-literal-secret"}}})
+            literal = http.put(
+                "/api/v1/config", json={"providers": {"remote": {"api_key": "sk-literal-secret"}}}
+            )
             assert literal.status_code == 422 and "env:" in literal.json()["detail"]
             assert (tmp_path / "config.json").read_text() == before
             assert http.get("/api/v1/config").json()["limits"]["max_steps"] != 5
-            applied = http.put("/api/v1/config", json={"limits": {"max_steps": 5}, "runtime": {"max_concurrent_runs": 3}})
+            applied = http.put(
+                "/api/v1/config", json={"limits": {"max_steps": 5}, "runtime": {"max_concurrent_runs": 3}}
+            )
             assert applied.status_code == 200 and applied.json()["restart_required"] == ["runtime"]
             assert http.get("/api/v1/config").json()["limits"]["max_steps"] == 5
             assert json.loads((tmp_path / "config.json").read_text())["limits"]["max_steps"] == 5
@@ -96,7 +111,9 @@ def test_config_is_masked_and_changed_whole_or_not_at_all(tmp_path: Path) -> Non
             assert http.post("/api/v1/config/profiles", json=profile).status_code == 409
             names = [p["name"] for p in http.get("/api/v1/config/profiles").json()]
             assert "echo" in names
-            run = http.post("/api/v1/agent/run", json={"input": "hi", "profile": "echo", "mode": "chat"}).json()
+            run = http.post(
+                "/api/v1/agent/run", json={"input": "hi", "profile": "echo", "mode": "chat"}
+            ).json()
             assert run["status"] == "completed" and run["profile"] == "echo"
             broken = {"name": "broken", "chain": [{"provider": "ghost"}]}
             assert http.post("/api/v1/config/profiles", json=broken).status_code == 422
@@ -110,7 +127,9 @@ def test_health_probes(server: Server, tmp_path: Path) -> None:
         ready = http.get("/health/ready").json()
         assert ready["status"] == "ok" and ready["checks"]["store"] == "ok"
         assert http.get("/health/startup").status_code == 200
-    unready = Server(tmp_path, {"providers": {"s": {"type": "scripted", "script": str(tmp_path / "missing.yaml")}}})
+    unready = Server(
+        tmp_path, {"providers": {"s": {"type": "scripted", "script": str(tmp_path / "missing.yaml")}}}
+    )
     unready.start()
     try:
         response = httpx.get(f"{unready.url}/health/ready")

@@ -14,7 +14,12 @@ def test_resume_after_the_server_was_killed(tmp_path: Path) -> None:
     server = Server(tmp_path).start()
     seen: list[dict[str, object]] = []
     try:
-        with server.client() as http, http.stream("POST", "/api/v1/agent/run/stream", json={"input": "slow", "mode": "chat"}) as response:
+        with (
+            server.client() as http,
+            http.stream(
+                "POST", "/api/v1/agent/run/stream", json={"input": "slow", "mode": "chat"}
+            ) as response,
+        ):
             run_id = response.headers["x-run-id"]
             try:
                 for event in sse_events(response.iter_lines()):
@@ -26,7 +31,9 @@ def test_resume_after_the_server_was_killed(tmp_path: Path) -> None:
         assert 8 <= len(seen) < 40
         server.start()
         with server.client() as http:
-            with http.stream("GET", f"/api/v1/agent/runs/{run_id}/events", headers={"Last-Event-ID": str(seen[-1]["id"])}) as response:
+            with http.stream(
+                "GET", f"/api/v1/agent/runs/{run_id}/events", headers={"Last-Event-ID": str(seen[-1]["id"])}
+            ) as response:
                 rest = list(sse_events(response.iter_lines()))
             with http.stream("GET", f"/api/v1/agent/runs/{run_id}/events") as response:
                 everything = list(sse_events(response.iter_lines()))

@@ -51,13 +51,17 @@ def test_events_resume_exactly_after_a_seq(http: httpx.Client) -> None:
     with http.stream("GET", f"/api/v1/agent/runs/{run_id}/events", params={"after": 3}) as response:
         tail = list(sse_events(response.iter_lines()))
     assert [e["id"] for e in tail] == [e["id"] for e in everything[3:]]
-    with http.stream("GET", f"/api/v1/agent/runs/{run_id}/events", headers={"Last-Event-ID": "5"}) as response:
+    with http.stream(
+        "GET", f"/api/v1/agent/runs/{run_id}/events", headers={"Last-Event-ID": "5"}
+    ) as response:
         tail = list(sse_events(response.iter_lines()))
     assert [e["id"] for e in tail] == [e["id"] for e in everything[5:]]
 
 
 def test_a_live_stream_can_be_followed_from_another_request(http: httpx.Client) -> None:
-    run_id = http.post("/api/v1/agent/batch", json={"inputs": ["slow one"], "mode": "chat"}).json()["run_ids"][0]
+    run_id = http.post("/api/v1/agent/batch", json={"inputs": ["slow one"], "mode": "chat"}).json()[
+        "run_ids"
+    ][0]
     with http.stream("GET", f"/api/v1/agent/runs/{run_id}/events") as response:
         events = list(sse_events(response.iter_lines()))
     assert events[-1]["event"] == "run.completed"
@@ -65,7 +69,9 @@ def test_a_live_stream_can_be_followed_from_another_request(http: httpx.Client) 
 
 
 def test_cancel_contract(http: httpx.Client) -> None:
-    run_id = http.post("/api/v1/agent/batch", json={"inputs": ["slow please"], "mode": "chat"}).json()["run_ids"][0]
+    run_id = http.post("/api/v1/agent/batch", json={"inputs": ["slow please"], "mode": "chat"}).json()[
+        "run_ids"
+    ][0]
     wait_for(http, run_id, {"running"})
     accepted = http.delete(f"/api/v1/agent/cancel/{run_id}")
     assert accepted.status_code == 202 and accepted.json()["run_id"] == run_id
@@ -84,9 +90,14 @@ def test_cancel_contract(http: httpx.Client) -> None:
 def test_disconnecting_does_not_cancel_unless_asked(server: Server, http: httpx.Client) -> None:
     outcomes = {}
     for policy in ("continue", "cancel"):
-        with server.client() as client, client.stream(
-            "POST", "/api/v1/agent/run/stream", json={"input": "slow", "mode": "chat", "on_disconnect": policy}
-        ) as response:
+        with (
+            server.client() as client,
+            client.stream(
+                "POST",
+                "/api/v1/agent/run/stream",
+                json={"input": "slow", "mode": "chat", "on_disconnect": policy},
+            ) as response,
+        ):
             run_id = response.headers["x-run-id"]
             for line in response.iter_lines():
                 if line.startswith("event: message.delta"):
@@ -108,7 +119,8 @@ def test_list_filters_and_pages(http: httpx.Client) -> None:
 
 def test_batch_runs_in_order_with_progress(http: httpx.Client) -> None:
     accepted = http.post(
-        "/api/v1/agent/batch", json={"inputs": ["first", "fail this", "   ", "last"], "parallel": 2, "mode": "chat"}
+        "/api/v1/agent/batch",
+        json={"inputs": ["first", "fail this", "   ", "last"], "parallel": 2, "mode": "chat"},
     )
     assert accepted.status_code == 202
     body = accepted.json()

@@ -128,7 +128,9 @@ async def test_a_slow_reader_is_told_it_fell_behind_and_never_slows_the_run(tmp_
     (tmp_path / "script.json").write_text(json.dumps(script))
     server.start()
     try:
-        async with connect(ws_url(server, "/ws/agent/stream"), additional_headers=server.headers, max_queue=1) as socket:
+        async with connect(
+            ws_url(server, "/ws/agent/stream"), additional_headers=server.headers, max_queue=1
+        ) as socket:
             await socket.send(json.dumps({"type": "run", "input": "flood", "mode": "chat"}))
             first = json.loads(await socket.recv())
             run_id = first["run_id"]

@@ -27,9 +27,18 @@ from agentstage.types import RunStatus
 
 router = APIRouter(prefix="/api/v1/agent", tags=["runs"])
 
+SSE_EVENT_SCHEMA = {
+    "type": "object",
+    "description": "One Server-Sent Event: id = the event's seq, event = its type, data = the event as JSON.",
+    "properties": {
+        "id": {"type": "string", "pattern": "^[0-9]+$"},
+        "event": {"type": "string"},
+        "data": {"type": "string"},
+    },
+}
 SSE_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        "content": {"text/event-stream": {"schema": SSE_EVENT_SCHEMA}},
         "description": "The run's events.",
     }
 }
