@@ -93,3 +93,12 @@ def test_batch_limits(http: httpx.Client) -> None:
     assert_problem(
         http.post("/api/v1/agent/batch", json={"inputs": ["x"], "parallel": 1000}), 422, "invalid_parallel"
     )
+
+
+def test_numbers_beyond_any_log_are_refused_not_crashed(http: httpx.Client) -> None:
+    assert_problem(
+        http.get("/api/v1/agent/runs", params={"offset": 10**25}), 422, "invalid_request", "offset"
+    )
+    run_id = http.post("/api/v1/agent/run", json={"input": "hi", "mode": "chat"}).json()["run_id"]
+    huge = http.get(f"/api/v1/agent/runs/{run_id}/events", headers={"Last-Event-ID": "9" * 30})
+    assert_problem(huge, 422, "invalid_request", "Last-Event-ID")

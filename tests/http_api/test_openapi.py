@@ -70,7 +70,13 @@ def test_the_live_api_matches_its_description(fuzz_server: Server) -> None:
         operations += 1
 
         @given(case=operation.as_strategy())
-        @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @settings(
+            max_examples=15,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            database=None,
+            derandomize=True,
+        )
         def check(case: Any) -> None:
             case.call_and_validate(
                 headers=fuzz_server.headers,

@@ -20,7 +20,7 @@ def list_runs(
         str | None, typer.Option(help=f"Only runs in this state ({', '.join(STATUSES)}).")
     ] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000, help="How many runs (newest first).")] = 20,
-    offset: Annotated[int, typer.Option(min=0, help="Skip this many runs.")] = 0,
+    offset: Annotated[int, typer.Option(min=0, max=2**53, help="Skip this many runs.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines instead of a table.")] = False,
 ) -> None:
     """List runs, newest first."""

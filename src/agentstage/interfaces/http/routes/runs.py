@@ -26,6 +26,7 @@ from agentstage.runtime.requests import RunRequest
 from agentstage.types import RunStatus
 
 router = APIRouter(prefix="/api/v1/agent", tags=["runs"])
+MAX_SEQ = 2**53  # beyond any real log; keeps numbers inside what every database and JSON client holds
 
 SSE_EVENT_SCHEMA = {
     "type": "object",
@@ -131,7 +132,7 @@ async def list_runs(
     request: Request,
     status: Annotated[RunStatus | None, Query(description="Only runs in this state.")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
 ) -> dict[str, Any]:
     """Runs, newest first."""
     runs = runtime(request).runs
@@ -148,7 +149,7 @@ async def list_runs(
 async def run_events(
     run_id: str,
     request: Request,
-    after: Annotated[int | None, Query(ge=0, description="Resume after this seq.")] = None,
+    after: Annotated[int | None, Query(ge=0, le=MAX_SEQ, description="Resume after this seq.")] = None,
     last_event_id: Annotated[
         str | None, Header(description="SSE reconnection: resume after this seq.")
     ] = None,
@@ -159,7 +160,7 @@ async def run_events(
     await rt.runs.status(run_id)
     resume = after or 0
     if last_event_id is not None:
-        if not last_event_id.strip().isdigit():
+        if not last_event_id.strip().isdigit() or int(last_event_id) > MAX_SEQ:
             raise InvalidInputError(
                 f"Last-Event-ID must be an event seq (a whole number), got {last_event_id!r}",
                 code="invalid_request",
