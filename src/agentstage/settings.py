@@ -67,6 +67,10 @@ class ToolSettings(Strict):
     sql_max_rows: int = Field(default=200, ge=1, le=100_000)
     sql_timeout: float = Field(default=5.0, gt=0)
     call_timeout: float = Field(default=30.0, gt=0)
+    mcp_servers: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="MCP servers whose tools agents may use: {name, command, args, env} or {name, url}.",
+    )
 
 
 class RuntimeSettings(Strict):

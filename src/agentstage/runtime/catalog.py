@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agentstage.core.messages import ToolCall, new_call_id
 from agentstage.core.tools import Tool, ToolContext, ToolOutcome, Toolset, tool_id
-from agentstage.errors import NotFoundError
+from agentstage.errors import ConfigError, ConflictError, NotFoundError
 
 
 def schema_hash(tool: Tool) -> str:
@@ -34,12 +36,77 @@ def describe(tool: Tool) -> dict[str, Any]:
     }
 
 
+class ToolServerSpec(BaseModel):
+    """An MCP server to take tools from: a command (stdio) or a URL (streamable HTTP)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$", description="Prefix of its tools' names.")
+    command: str | None = None
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    url: str | None = Field(default=None, pattern=r"^https?://")
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> ToolServerSpec:
+        if (self.command is None) == (self.url is None):
+            raise ValueError("give exactly one of 'command' (stdio) or 'url' (streamable HTTP)")
+        return self
+
+
+class ToolSource(Protocol):
+    """A connected tool server: its tools, and a way to disconnect."""
+
+    tools: list[Tool]
+
+    async def close(self) -> None: ...
+
+
+Connector = Callable[[ToolServerSpec], Awaitable[ToolSource]]
+
+
 class ToolCatalog:
-    def __init__(self, tools: Iterable[Tool] = (), *, call_timeout: float = 30.0):
+    def __init__(
+        self, tools: Iterable[Tool] = (), *, call_timeout: float = 30.0, connector: Connector | None = None
+    ):
         self.call_timeout = call_timeout
+        self.connector = connector
         self._tools: dict[str, Tool] = {}
+        self._servers: dict[str, tuple[ToolServerSpec, ToolSource]] = {}
         for tool in tools:
             self.register(tool)
+
+    async def connect(self, spec: ToolServerSpec) -> list[Tool]:
+        """Connect a tool server and add its tools; its name must be new."""
+        if self.connector is None:
+            raise ConfigError("this catalog cannot connect tool servers")
+        if spec.name in self._servers:
+            raise ConflictError(
+                f"a tool server named {spec.name!r} is already registered", code="tool_server_exists"
+            )
+        source = await self.connector(spec)
+        clashes = [tool_id(t) for t in source.tools if tool_id(t) in self._tools]
+        if clashes:
+            await source.close()
+            raise ConflictError(f"tools already registered: {', '.join(clashes)}", code="tool_exists")
+        self._servers[spec.name] = (spec, source)
+        for tool in source.tools:
+            self.register(tool)
+        return list(source.tools)
+
+    def servers(self) -> list[ToolServerSpec]:
+        return [spec for spec, _ in self._servers.values()]
+
+    async def disconnect(self, name: str) -> None:
+        spec_source = self._servers.pop(name, None)
+        if spec_source is None:
+            raise NotFoundError(f"unknown tool server {name!r}", code="tool_not_found")
+        for tool in spec_source[1].tools:
+            self._tools.pop(tool_id(tool), None)
+        await spec_source[1].close()
+
+    async def close(self) -> None:
+        for name in list(self._servers):
+            await self.disconnect(name)
 
     def register(self, tool: Tool) -> None:
         self._tools[tool_id(tool)] = tool

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import secrets
 import socket
@@ -20,6 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
 from uuid6 import uuid7
 
 from agentstage.core.events import (
@@ -37,7 +39,7 @@ from agentstage.core.model import Model
 from agentstage.core.prompts import PromptLibrary
 from agentstage.core.records import RunRecord
 from agentstage.errors import AgentstageError, ConflictError, InvalidInputError, NotFoundError
-from agentstage.runtime.catalog import ToolCatalog
+from agentstage.runtime.catalog import ToolCatalog, ToolServerSpec
 from agentstage.runtime.execution import RunExecution
 from agentstage.runtime.live import LiveRun
 from agentstage.runtime.recovery import LostRunSweeper
@@ -48,6 +50,7 @@ from agentstage.store.base import RunStore
 from agentstage.types import RunStatus
 
 ModelFactory = Callable[[str], Model]
+log = logging.getLogger("agentstage.runtime")
 STORE_POLL_SECONDS = 0.2
 CANCEL_RETRY_SECONDS = 0.5
 
@@ -95,9 +98,18 @@ class RunService:
         """Open the store (migrating it), fail runs whose process died, start the background tasks."""
         await self.store.open()
         await self._sweeper.sweep(at_startup=True)
+        await self._connect_tool_servers()
         self._writer.start()
         self._heartbeat = asyncio.create_task(self._heartbeat_loop(), name="agentstage-heartbeat")
         self._opened = True
+
+    async def _connect_tool_servers(self) -> None:
+        """Connect the configured MCP servers; one that fails is logged and skipped, not fatal."""
+        for entry in self.settings.tools.mcp_servers:
+            try:
+                await self.catalog.connect(ToolServerSpec.model_validate(entry))
+            except (AgentstageError, ValidationError) as error:
+                log.warning("tool server %r not connected: %s", entry.get("name"), error)
 
     async def close(self) -> None:
         if not self._opened:
@@ -114,6 +126,7 @@ class RunService:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._heartbeat
         await self._writer.close()
+        await self.catalog.close()
         await self.store.close()
 
     async def __aenter__(self) -> RunService:

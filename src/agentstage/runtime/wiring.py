@@ -14,7 +14,7 @@ from agentstage.errors import AgentstageError, ConfigError
 from agentstage.observability.logging import configure_json_logging
 from agentstage.providers.registry import build_model
 from agentstage.providers.resilience import BreakerRegistry, ResilientModel
-from agentstage.runtime.catalog import ToolCatalog
+from agentstage.runtime.catalog import ToolCatalog, ToolServerSpec, ToolSource
 from agentstage.runtime.service import ModelFactory, RunService
 from agentstage.settings import Settings
 from agentstage.store.sql import SqlRunStore
@@ -44,7 +44,13 @@ def tool_catalog(settings: Settings) -> ToolCatalog:
     tools = builtin_tools(
         database, sql_max_rows=settings.tools.sql_max_rows, sql_timeout=settings.tools.sql_timeout
     )
-    return ToolCatalog(tools, call_timeout=settings.tools.call_timeout)
+    return ToolCatalog(tools, call_timeout=settings.tools.call_timeout, connector=connect_tool_server)
+
+
+async def connect_tool_server(spec: ToolServerSpec) -> ToolSource:
+    from agentstage.tools.mcp import connect
+
+    return await connect(spec)
 
 
 def build_service(settings: Settings) -> RunService:

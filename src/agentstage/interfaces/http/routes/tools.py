@@ -7,10 +7,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 
 from agentstage.core.tools import tool_id
+from agentstage.errors import AgentstageError
 from agentstage.interfaces.http.deps import runtime
 from agentstage.interfaces.http.routes import problems
 from agentstage.interfaces.http.schemas import Tool, ToolExecuteBody, ToolResult
-from agentstage.runtime.catalog import describe
+from agentstage.runtime.catalog import ToolServerSpec, describe
+from agentstage.runtime.config_view import apply_changes
 
 router = APIRouter(prefix="/api/v1/tools", tags=["tools"])
 
@@ -20,6 +22,24 @@ async def list_tools(
     request: Request, category: Annotated[str | None, Query(description="Only this category.")] = None
 ) -> list[dict[str, Any]]:
     return [describe(tool) for tool in runtime(request).runs.catalog.list_tools(category)]
+
+
+@router.post(
+    "/register", status_code=201, response_model=list[Tool], responses=problems(401, 409, 413, 422, 429)
+)
+async def register(spec: ToolServerSpec, request: Request) -> list[dict[str, Any]]:
+    """Connect an MCP server (a `command` run over stdio, or a streamable-HTTP `url`); its tools
+    join the catalog as `<name>.<tool>:mcp` and the registration is kept in the user config."""
+    rt = runtime(request)
+    tools = await rt.runs.catalog.connect(spec)
+    servers = [s.model_dump(exclude_defaults=True) for s in rt.runs.catalog.servers()]
+    try:
+        rt.settings, _ = apply_changes(rt.settings, {"tools": {"mcp_servers": servers}})
+    except AgentstageError:
+        await rt.runs.catalog.disconnect(spec.name)  # nothing half-applied
+        raise
+    rt.runs.settings = rt.settings
+    return [describe(tool) for tool in tools]
 
 
 @router.get("/{tool_id}", response_model=Tool, responses=problems(401, 404, 429))
@@ -44,8 +64,16 @@ async def execute(tool_id: str, body: ToolExecuteBody, request: Request) -> dict
 
 @router.delete("/{tool_id}", status_code=204, responses=problems(401, 404, 429))
 async def remove(tool_id: str, request: Request) -> Response:
-    """Remove a tool from this server's catalog (runs started afterwards cannot use it)."""
-    runtime(request).runs.catalog.unregister(tool_id)
+    """Remove a tool, or a registered MCP server (by its name) with all its tools."""
+    rt = runtime(request)
+    catalog = rt.runs.catalog
+    if tool_id in {spec.name for spec in catalog.servers()}:
+        await catalog.disconnect(tool_id)
+        servers = [s.model_dump(exclude_defaults=True) for s in catalog.servers()]
+        rt.settings, _ = apply_changes(rt.settings, {"tools": {"mcp_servers": servers}})
+        rt.runs.settings = rt.settings
+    else:
+        catalog.unregister(tool_id)
     return Response(status_code=204)
 
 
