@@ -31,6 +31,20 @@ from agentstage.settings import Settings, load_settings
 
 log = logging.getLogger("agentstage.http")
 
+DESCRIPTION = """Run AI agents, stream their events, cancel them, and keep a complete record of every run.
+
+Authenticate with `Authorization: Bearer <key>` or `X-API-Key: <key>` (keys from `agent keys create`).
+Errors are `application/problem+json` with a stable `code`.
+
+**WebSocket** (not listed below, as OpenAPI cannot describe them):
+`/ws/agent/stream` — send `{"type": "run", "input": ...}` (a run request), receive one JSON frame per
+event; `{"type": "cancel", "run_id"?}`, `{"type": "resume", "run_id", "after"}`, `{"type": "ping"}`.
+`/ws/agent/chat` — `{"type": "message", "input": ...}` runs on one conversation; `{"type": "reset"}`
+starts a new one. The server sends `{"type": "ping"}` every `http.ws_heartbeat` seconds and closes a
+peer that answers none of two; a slow reader gets `{"type": "lagged", "last_seq"}` and resumes from there.
+A frame that is not JSON closes the socket with code 1003; a missing key with 1008 (`?api_key=` works too).
+"""
+
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
@@ -61,7 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="agentstage",
         version=__version__,
-        description="Run AI agents, stream their events, cancel them, and keep a complete record of every run.",
+        description=DESCRIPTION,
         lifespan=lifespan,
     )
     app.state.runtime = rt
