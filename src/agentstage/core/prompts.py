@@ -33,6 +33,7 @@ class PromptLibrary:
             autoescape=False,
         )
         self._env.filters["tojson_compact"] = _tojson_compact
+        self._hashes: dict[str, str] = {}
 
     def render(self, name: str, **variables: Any) -> str:
         try:
@@ -42,10 +43,15 @@ class PromptLibrary:
         return template.render(**variables).strip()
 
     def source_hash(self, name: str) -> str:
+        """A short hash of the template's text (templates are read once per process)."""
+        known = self._hashes.get(name)
+        if known is not None:
+            return known
         for directory in self.directories:
             path = directory / name
             if path.is_file():
-                return _hash_file(path)
+                self._hashes[name] = _hash_file(path)
+                return self._hashes[name]
         raise ConfigError(f"prompt template {name!r} not found in {self.directories}")
 
 
