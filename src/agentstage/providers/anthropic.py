@@ -13,7 +13,13 @@ from typing import Any
 from agentstage.core.messages import Message, ToolCall, Usage
 from agentstage.core.model import ModelChunk, ModelRequest, ModelResponse, TextDelta, ToolCallChunk
 from agentstage.errors import ModelError
-from agentstage.providers.wire import from_wire_name, parse_arguments, resolve_secret, to_wire_name
+from agentstage.providers.wire import (
+    from_wire_name,
+    parse_arguments,
+    resolve_secret,
+    to_wire_name,
+    translate_sdk_error,
+)
 
 STRUCTURED_TOOL = "structured_answer"
 
@@ -160,39 +166,6 @@ class AnthropicModel:
         import anthropic
 
         where = f"{self.provider} ({self.base_url or 'api.anthropic.com'})"
-        if isinstance(error, anthropic.APITimeoutError):
-            return ModelError(
-                f"{where} timed out", code="model_timeout", retryable=True, provider=self.provider
-            )
-        if isinstance(error, anthropic.APIConnectionError):
-            return ModelError(
-                f"{where} is unreachable: {error}",
-                code="provider_unavailable",
-                retryable=True,
-                provider=self.provider,
-            )
-        if isinstance(error, anthropic.APIStatusError):
-            status = error.status_code
-            header = error.response.headers.get("retry-after")
-            retry_after = float(header) if header and header.replace(".", "", 1).isdigit() else None
-            if status == 429:
-                return ModelError(
-                    f"{where} rate limited the request",
-                    code="rate_limited",
-                    retryable=True,
-                    retry_after=retry_after,
-                    provider=self.provider,
-                )
-            if status in (401, 403):
-                return ModelError(
-                    f"{where} refused the API key (HTTP {status})", code="auth_failed", provider=self.provider
-                )
-            retryable = status >= 500 or status in (408, 529)
-            return ModelError(
-                f"{where} answered HTTP {status}: {error.message}",
-                code="provider_error",
-                retryable=retryable,
-                retry_after=retry_after,
-                provider=self.provider,
-            )
-        return ModelError(f"{where} failed: {error}", code="model_error", provider=self.provider)
+        return translate_sdk_error(
+            anthropic, error, where=where, provider=self.provider, retryable_statuses=frozenset({408, 529})
+        )

@@ -14,7 +14,13 @@ from typing import Any
 from agentstage.core.messages import Message, ToolCall, Usage
 from agentstage.core.model import ModelChunk, ModelRequest, ModelResponse, TextDelta, ToolCallChunk
 from agentstage.errors import ModelError
-from agentstage.providers.wire import from_wire_name, parse_arguments, resolve_secret, to_wire_name
+from agentstage.providers.wire import (
+    from_wire_name,
+    parse_arguments,
+    resolve_secret,
+    to_wire_name,
+    translate_sdk_error,
+)
 
 
 def _message_to_openai(message: Message) -> dict[str, Any]:
@@ -31,14 +37,6 @@ def _message_to_openai(message: Message) -> dict[str, Any]:
             for call in message.tool_calls
         ]
     return item
-
-
-def _retry_after(headers: Any) -> float | None:
-    value = headers.get("retry-after") if headers is not None else None
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
 
 
 class OpenAIModel:
@@ -157,41 +155,7 @@ class OpenAIModel:
         import openai
 
         where = f"{self.provider} ({self.base_url or 'api.openai.com'})"
-        if isinstance(error, openai.APITimeoutError):
-            return ModelError(
-                f"{where} timed out", code="model_timeout", retryable=True, provider=self.provider
-            )
-        if isinstance(error, openai.APIConnectionError):
-            return ModelError(
-                f"{where} is unreachable: {error}",
-                code="provider_unavailable",
-                retryable=True,
-                provider=self.provider,
-            )
-        if isinstance(error, openai.APIStatusError):
-            status = error.status_code
-            retry_after = _retry_after(error.response.headers)
-            if status == 429:
-                return ModelError(
-                    f"{where} rate limited the request",
-                    code="rate_limited",
-                    retryable=True,
-                    retry_after=retry_after,
-                    provider=self.provider,
-                )
-            if status in (401, 403):
-                return ModelError(
-                    f"{where} refused the API key (HTTP {status})", code="auth_failed", provider=self.provider
-                )
-            retryable = status >= 500 or status == 408
-            return ModelError(
-                f"{where} answered HTTP {status}: {error.message}",
-                code="provider_error",
-                retryable=retryable,
-                retry_after=retry_after,
-                provider=self.provider,
-            )
-        return ModelError(f"{where} failed: {error}", code="model_error", provider=self.provider)
+        return translate_sdk_error(openai, error, where=where, provider=self.provider)
 
 
 def _estimated_usage(request: ModelRequest, text: list[str], calls: dict[int, dict[str, str]]) -> Usage:
