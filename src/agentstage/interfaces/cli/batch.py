@@ -8,7 +8,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from agentstage.interfaces.cli.common import Exit, fail, load_settings, open_service, run_command
+from agentstage.interfaces.cli.common import (
+    Exit,
+    fail,
+    load_settings,
+    open_service,
+    read_text_file,
+    run_command,
+)
 from agentstage.interfaces.cli.run import ModeOption, ProfileOption
 
 if TYPE_CHECKING:
@@ -17,16 +24,7 @@ if TYPE_CHECKING:
 
 def read_lines(path: Path) -> list[tuple[int, str]]:
     """(line number, text) for every non-blank line."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        fail(f"input file {str(path)!r} does not exist")
-    except IsADirectoryError:
-        fail(f"input file {str(path)!r} is a directory")
-    except PermissionError:
-        fail(f"input file {str(path)!r} is not readable (permission denied)")
-    except UnicodeDecodeError:
-        fail(f"input file {str(path)!r} is not UTF-8 text")
+    text = read_text_file(path)
     lines = [(number, line.strip()) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
     if not lines:
         fail(f"input file {str(path)!r} has no questions (one per line)")

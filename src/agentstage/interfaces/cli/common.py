@@ -11,6 +11,7 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from enum import IntEnum
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import typer
@@ -79,6 +80,20 @@ def _quiet_logs() -> None:
     logging.basicConfig(
         level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
     )
+
+
+def read_text_file(path: Path) -> str:
+    """A user-given text file (``-`` = stdin), or one red line saying why it cannot be read."""
+    try:
+        return sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        fail(f"input file {str(path)!r} does not exist")
+    except IsADirectoryError:
+        fail(f"input file {str(path)!r} is a directory")
+    except PermissionError:
+        fail(f"input file {str(path)!r} is not readable (permission denied)")
+    except UnicodeDecodeError:
+        fail(f"input file {str(path)!r} is not UTF-8 text")
 
 
 def stdout_is_terminal() -> bool:

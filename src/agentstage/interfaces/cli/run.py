@@ -11,7 +11,14 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from agentstage.interfaces.cli.common import Exit, fail, load_settings, open_service, run_command
+from agentstage.interfaces.cli.common import (
+    Exit,
+    fail,
+    load_settings,
+    open_service,
+    read_text_file,
+    run_command,
+)
 
 if TYPE_CHECKING:
     from agentstage.core.records import RunRecord
@@ -39,16 +46,7 @@ def read_question(question: str | None, input_file: Path | None) -> str:
     """The question from the argument, a file (``-`` for stdin), or both (file appended)."""
     parts = [question] if question is not None else []
     if input_file is not None:
-        try:
-            text = sys.stdin.read() if str(input_file) == "-" else input_file.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            fail(f"input file {str(input_file)!r} does not exist")
-        except IsADirectoryError:
-            fail(f"input file {str(input_file)!r} is a directory")
-        except PermissionError:
-            fail(f"input file {str(input_file)!r} is not readable (permission denied)")
-        except UnicodeDecodeError:
-            fail(f"input file {str(input_file)!r} is not UTF-8 text")
+        text = read_text_file(input_file)
         parts.append(text)
     if not parts:
         fail('give a question, e.g. agent run "Summarize the sales data", or --input-file FILE')

@@ -13,14 +13,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
+from agentstage.core.records import RunRecord
 from agentstage.core.tools import validation_details
 from agentstage.errors import AgentstageError
-from agentstage.interfaces.http.deps import Runtime, runtime
+from agentstage.interfaces.http.deps import Runtime, request_id, runtime
 from agentstage.interfaces.http.schemas import MessageBody, RunBody
 
 router = APIRouter()
@@ -166,13 +168,27 @@ async def serve(socket: WebSocket, handle: Any) -> None:
         session.stop_following()
 
 
-def parse(
-    model: type[RunBody] | type[MessageBody], frame: dict[str, Any]
-) -> RunBody | MessageBody | list[dict[str, Any]]:
+async def start_from_frame(
+    session: Session,
+    model: type[RunBody] | type[MessageBody],
+    frame: dict[str, Any],
+    start: Callable[[Any], Awaitable[RunRecord]],
+) -> None:
+    """Validate a frame as ``model``, start its run with ``start`` and follow it; errors go back as
+    error frames and the socket stays open."""
     try:
-        return model.model_validate({k: v for k, v in frame.items() if k != "type"})
+        body = model.model_validate({k: v for k, v in frame.items() if k != "type"})
     except ValidationError as error:
-        return validation_details(error)
+        await session.error(
+            "invalid_request", f"invalid {frame.get('type')} frame", errors=validation_details(error)
+        )
+        return
+    try:
+        record = await start(body)
+    except AgentstageError as error:
+        await session.error(error.code, error.message)
+        return
+    session.follow(record.id)
 
 
 @router.websocket("/ws/agent/stream")
@@ -180,17 +196,9 @@ async def stream_socket(socket: WebSocket) -> None:
     async def handle(session: Session, kind: Any, frame: dict[str, Any]) -> bool:
         if kind != "run":
             return False
-        body = parse(RunBody, frame)
-        if isinstance(body, list):
-            await session.error("invalid_request", "invalid run frame", errors=body)
-            return True
-        assert isinstance(body, RunBody)
-        try:
-            record = await session.rt.runs.start(body.to_request(None))
-        except AgentstageError as error:
-            await session.error(error.code, error.message)
-            return True
-        session.follow(record.id)
+        await start_from_frame(
+            session, RunBody, frame, lambda body: session.rt.runs.start(body.to_request(request_id(socket)))
+        )
         return True
 
     await serve(socket, handle)
@@ -209,19 +217,14 @@ async def chat_socket(socket: WebSocket) -> None:
                 return True
         if kind != "message":
             return False
-        body = parse(MessageBody, frame)
-        if isinstance(body, list):
-            await session.error("invalid_request", "invalid message frame", errors=body)
-            return True
-        assert isinstance(body, MessageBody)
-        try:
-            record = await session.rt.conversations.send(
+        await start_from_frame(
+            session,
+            MessageBody,
+            frame,
+            lambda body: session.rt.conversations.send(
                 conversation["id"], body.input, mode=body.mode, profile=body.profile, options=body.options
-            )
-        except AgentstageError as error:
-            await session.error(error.code, error.message)
-            return True
-        session.follow(record.id)
+            ),
+        )
         return True
 
     await serve(socket, handle)
