@@ -6,7 +6,6 @@ so its progress can be read from any process, also after a restart.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,7 +13,7 @@ from uuid6 import uuid7
 
 from agentstage.core.events import utc_now
 from agentstage.core.records import BatchRecord
-from agentstage.errors import AgentstageError, InvalidInputError, NotFoundError
+from agentstage.errors import InvalidInputError, NotFoundError
 from agentstage.runtime.requests import RunRequest
 from agentstage.runtime.service import RunService
 
@@ -26,17 +25,11 @@ class BatchService:
     async def submit(self, requests: Sequence[RunRequest], parallel: int) -> BatchRecord:
         if not requests:
             raise InvalidInputError("a batch needs at least one input", code="empty_batch")
-        if parallel < 1:
-            raise InvalidInputError(f"parallel must be at least 1, got {parallel!r}", code="invalid_parallel")
-        gate = asyncio.Semaphore(parallel)
-        items: list[dict[str, Any]] = []
-        for index, request in enumerate(requests):
-            try:
-                record = await self.runs.start(request, gate=gate)
-            except AgentstageError as error:
-                items.append({"index": index, "run_id": None, "error": error.to_dict()})
-            else:
-                items.append({"index": index, "run_id": record.id, "error": None})
+        started = await self.runs.start_batch(requests, parallel)
+        items = [
+            {"index": item.index, "run_id": item.record.id if item.record else None, "error": item.error}
+            for item in started
+        ]
         batch = BatchRecord(id=str(uuid7()), created_at=utc_now(), items=items)
         await self.runs.store.create_batch(batch)
         return batch

@@ -15,7 +15,6 @@ from agentstage.core.orchestrators import (
     Orchestrator,
     choose_mode,
     orchestrator_for,
-    parse_mode,
 )
 from agentstage.core.records import MessageRecord
 from agentstage.errors import AgentstageError
@@ -39,10 +38,6 @@ class RunExecution:
         self.counts = {"model_calls": 0, "tool_calls": 0, "tool_errors": 0, "steps": 0}
         self.history: list[Message] = []
         self.snapshot: dict[str, Any] = {}
-
-    @staticmethod
-    def requested_mode(value: str) -> Mode:
-        return parse_mode(value)
 
     async def run(self) -> None:
         service, live = self.service, self.live

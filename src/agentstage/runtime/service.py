@@ -16,7 +16,6 @@ import logging
 import os
 import secrets
 import socket
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +35,7 @@ from agentstage.core.events import (
     utc_now,
 )
 from agentstage.core.model import Model
+from agentstage.core.orchestrators import parse_mode
 from agentstage.core.prompts import PromptLibrary
 from agentstage.core.records import RunRecord
 from agentstage.errors import AgentstageError, ConflictError, InvalidInputError, NotFoundError
@@ -143,7 +143,7 @@ class RunService:
 
         ``gate`` bounds how many runs sharing it execute at once (a batch's ``parallel``)."""
         text = self._validated_input(request.input)
-        mode = RunExecution.requested_mode(request.mode or self.settings.default_mode.value)
+        mode = parse_mode(request.mode or self.settings.default_mode.value)
         profile = request.profile or self.settings.default_profile
         self.settings.profile(profile)
         self.settings.limits_for(profile, request.options.limit_overrides())
@@ -283,10 +283,14 @@ class RunService:
         self._writer.add_messages(list(messages))
 
     def _published(self, events: list[RunEvent]) -> None:
+        """Hand each live run its newly durable events, one wake-up per run per commit."""
+        by_run: dict[str, list[RunEvent]] = {}
         for event in events:
-            live = self._live.get(event.run_id)
+            by_run.setdefault(event.run_id, []).append(event)
+        for run_id, run_events in by_run.items():
+            live = self._live.get(run_id)
             if live is not None:
-                live.publish([event])
+                live.publish(run_events)
 
     # reading --------------------------------------------------------------------------------------
 
@@ -378,32 +382,41 @@ class RunService:
 
     # batches --------------------------------------------------------------------------------------
 
+    async def start_batch(self, requests: Sequence[RunRequest], parallel: int) -> list[BatchItem]:
+        """Queue one run per request at once, at most ``parallel`` of them executing together.
+
+        A request that cannot start is reported on its own item; it never stops the batch."""
+        if parallel < 1:
+            raise InvalidInputError(f"parallel must be at least 1, got {parallel!r}", code="invalid_parallel")
+        gate = asyncio.Semaphore(parallel)
+        items = []
+        for index, request in enumerate(requests):
+            item = BatchItem(index=index, input=request.input)
+            try:
+                item.record = await self.start(request, gate=gate)
+            except AgentstageError as error:
+                item.error = error.to_dict()
+            items.append(item)
+        return items
+
     async def batch(
         self,
         requests: Sequence[RunRequest],
         parallel: int = 4,
         on_result: Callable[[BatchItem], Awaitable[None] | None] | None = None,
     ) -> list[BatchItem]:
-        """One run per request, at most ``parallel`` at once; results in input order.
+        """Run a batch to its end; results in input order, ``on_result`` called as each one ends."""
+        items = await self.start_batch(requests, parallel)
 
-        A request that cannot start is reported on its own line; it never stops the batch."""
-        if parallel < 1:
-            raise InvalidInputError(f"parallel must be at least 1, got {parallel!r}", code="invalid_parallel")
-        gate = asyncio.Semaphore(parallel)
-        items = [BatchItem(index=i, input=r.input) for i, r in enumerate(requests)]
-
-        async def one(item: BatchItem, request: RunRequest) -> None:
-            async with gate:
-                try:
-                    item.record = await self.run(request)
-                except AgentstageError as error:
-                    item.error = error.to_dict()
+        async def finish(item: BatchItem) -> None:
+            if item.record is not None:
+                item.record = await self.wait(item.record.id)
             if on_result is not None:
                 outcome = on_result(item)
                 if outcome is not None:
                     await outcome
 
-        await asyncio.gather(*(one(item, request) for item, request in zip(items, requests, strict=True)))
+        await asyncio.gather(*(finish(item) for item in items))
         return items
 
     # background -----------------------------------------------------------------------------------
@@ -429,7 +442,3 @@ class RunService:
         for run_id in await self.store.cancel_requested(active):
             with contextlib.suppress(AgentstageError):
                 await self.cancel(run_id, reason="cancelled by request from another process")
-
-
-def monotonic_deadline(seconds: float) -> float:
-    return time.monotonic() + seconds

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 
-from agentstage.core.tools import tool_id
+from agentstage.core.tools import tool_id as qualified_name
 from agentstage.errors import AgentstageError
 from agentstage.interfaces.http.deps import runtime
 from agentstage.interfaces.http.routes import problems
@@ -55,7 +55,7 @@ async def execute(tool_id: str, body: ToolExecuteBody, request: Request) -> dict
     tool = catalog.get(tool_id)
     outcome = await catalog.execute(tool_id, body.arguments)
     return {
-        "tool": tool_id_of(tool),
+        "tool": qualified_name(tool),
         "output": outcome.output,
         "error": outcome.error.model_dump() if outcome.error else None,
         "latency_ms": outcome.latency_ms,
@@ -75,7 +75,3 @@ async def remove(tool_id: str, request: Request) -> Response:
     else:
         catalog.unregister(tool_id)
     return Response(status_code=204)
-
-
-def tool_id_of(tool: Any) -> str:
-    return tool_id(tool)
