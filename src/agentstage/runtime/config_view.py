@@ -11,11 +11,14 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentstage.errors import ConfigError
 from agentstage.observability.masking import is_secret_name, mask
 from agentstage.settings import Settings, deep_merge, load_layers, user_config_path, validate_settings
+
+if TYPE_CHECKING:
+    from agentstage.runtime.service import RunService
 
 RESTART_SECTIONS = ("store", "http", "runtime", "home", "env", "tools")
 
@@ -73,3 +76,20 @@ def _write_atomically(path: Path, data: dict[str, Any]) -> None:
     with os.fdopen(handle, "w", encoding="utf-8") as file:
         json.dump(data, file, indent=2)
     os.replace(temporary, path)
+
+
+def reconfigure(service: RunService, changes: dict[str, Any]) -> list[str]:
+    """Apply validated, persisted changes to a running service: new runs use them at once.
+    Returns the sections that only take effect after a restart."""
+    from agentstage.runtime.wiring import model_factory
+
+    settings, restart = apply_changes(service.settings, changes)
+    service.settings = settings
+    service.model_factory = model_factory(settings)
+    return restart
+
+
+def remember_tool_servers(service: RunService) -> None:
+    """Keep the catalog's MCP servers in the user config so they reconnect at the next start."""
+    servers = [spec.model_dump(exclude_defaults=True) for spec in service.catalog.servers()]
+    reconfigure(service, {"tools": {"mcp_servers": servers}})

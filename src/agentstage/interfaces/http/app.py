@@ -51,7 +51,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     configure_logging(settings)
     service = build_service(settings)
     rt = Runtime(
-        settings=settings,
         runs=service,
         conversations=ConversationService(service),
         batches=BatchService(service),

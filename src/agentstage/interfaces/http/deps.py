@@ -17,13 +17,17 @@ from agentstage.settings import Settings
 
 @dataclass
 class Runtime:
-    settings: Settings
     runs: RunService
     conversations: ConversationService
     batches: BatchService
     keys: KeyService
     started: bool = False
     background: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    @property
+    def settings(self) -> Settings:
+        """The service's current settings (they change when the config is updated)."""
+        return self.runs.settings
 
     def spawn(self, coroutine: Any) -> None:
         """Run work that must outlive a request (cancel on disconnect), keeping a reference."""

@@ -10,8 +10,7 @@ from agentstage.errors import ConflictError
 from agentstage.interfaces.http.deps import runtime
 from agentstage.interfaces.http.routes import problems
 from agentstage.interfaces.http.schemas import ProfileBody
-from agentstage.runtime.config_view import apply_changes, masked_config
-from agentstage.runtime.wiring import model_factory
+from agentstage.runtime.config_view import masked_config, reconfigure
 
 router = APIRouter(prefix="/api/v1/config", tags=["config"])
 
@@ -49,8 +48,5 @@ async def add_profile(body: ProfileBody, request: Request) -> dict[str, Any]:
 
 def _apply(request: Request, changes: dict[str, Any]) -> dict[str, Any]:
     rt = runtime(request)
-    settings, restart = apply_changes(rt.settings, changes)
-    rt.settings = settings
-    rt.runs.settings = settings
-    rt.runs.model_factory = model_factory(settings)
-    return {"config": masked_config(settings), "restart_required": restart}
+    restart = reconfigure(rt.runs, changes)
+    return {"config": masked_config(rt.settings), "restart_required": restart}

@@ -12,7 +12,7 @@ from agentstage.interfaces.http.deps import runtime
 from agentstage.interfaces.http.routes import problems
 from agentstage.interfaces.http.schemas import Tool, ToolExecuteBody, ToolResult
 from agentstage.runtime.catalog import ToolServerSpec, describe
-from agentstage.runtime.config_view import apply_changes
+from agentstage.runtime.config_view import remember_tool_servers
 
 router = APIRouter(prefix="/api/v1/tools", tags=["tools"])
 
@@ -32,13 +32,11 @@ async def register(spec: ToolServerSpec, request: Request) -> list[dict[str, Any
     join the catalog as `<name>.<tool>:mcp` and the registration is kept in the user config."""
     rt = runtime(request)
     tools = await rt.runs.catalog.connect(spec)
-    servers = [s.model_dump(exclude_defaults=True) for s in rt.runs.catalog.servers()]
     try:
-        rt.settings, _ = apply_changes(rt.settings, {"tools": {"mcp_servers": servers}})
+        remember_tool_servers(rt.runs)
     except AgentstageError:
         await rt.runs.catalog.disconnect(spec.name)  # nothing half-applied
         raise
-    rt.runs.settings = rt.settings
     return [describe(tool) for tool in tools]
 
 
@@ -69,9 +67,7 @@ async def remove(tool_id: str, request: Request) -> Response:
     catalog = rt.runs.catalog
     if tool_id in {spec.name for spec in catalog.servers()}:
         await catalog.disconnect(tool_id)
-        servers = [s.model_dump(exclude_defaults=True) for s in catalog.servers()]
-        rt.settings, _ = apply_changes(rt.settings, {"tools": {"mcp_servers": servers}})
-        rt.runs.settings = rt.settings
+        remember_tool_servers(rt.runs)
     else:
         catalog.unregister(tool_id)
     return Response(status_code=204)
