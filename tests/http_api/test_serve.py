@@ -59,3 +59,25 @@ def test_several_workers_share_one_store(tmp_path: Path) -> None:
             assert http.get("/api/v1/agent/runs").json()["total"] == 6
     finally:
         server.stop()
+
+
+def test_quiet_streams_get_keep_alive_comments(tmp_path: Path) -> None:
+    import json
+
+    server = Server(tmp_path, {"http": {"sse_keepalive": 0.2}})
+    script = json.loads((tmp_path / "script.json").read_text())
+    script["rules"].insert(0, {"match": "pause", "text": "done", "delay": 1.0})
+    (tmp_path / "script.json").write_text(json.dumps(script))
+    server.start()
+    try:
+        with (
+            server.client() as http,
+            http.stream(
+                "POST", "/api/v1/agent/run/stream", json={"input": "pause first", "mode": "chat"}
+            ) as response,
+        ):
+            lines = list(response.iter_lines())
+        assert sum(line == ": keep-alive" for line in lines) >= 2
+        assert "event: run.completed" in lines
+    finally:
+        server.stop()

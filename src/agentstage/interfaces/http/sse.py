@@ -41,7 +41,8 @@ async def _events(rt: Runtime, run_id: str, after: int, cancel_on_disconnect: bo
     try:
         while True:
             try:
-                item = await asyncio.wait_for(queue.get(), rt.settings.http.sse_keepalive)
+                async with asyncio.timeout(rt.settings.http.sse_keepalive):  # no task per event
+                    item = await queue.get()
             except TimeoutError:
                 yield b": keep-alive\n\n"
                 continue
