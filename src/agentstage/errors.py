@@ -15,10 +15,12 @@ gRPC status, CLI exit code) without parsing messages::
     └── RunError                        something went wrong while a run executed
         ├── ModelError                  model_error (+ model_timeout, provider_unavailable,
         │                               rate_limited, circuit_open, invalid_action, model_unavailable)
-        ├── ToolError                   tool_error (+ tool_timeout, sql_not_read_only)
+        ├── ToolError                   tool_error (+ tool_timeout, tool_limit, tool_output_invalid,
+        │                               sql_not_read_only)
         ├── LimitExceededError          max_steps, max_tokens, max_duration
-        ├── RunCancelledError           cancelled
-        └── WorkerLostError             worker_lost
+        └── StoreError                  store_write_failed (+ store_unavailable, storage_full)
+
+A run that ends ``cancelled`` or ``worker_lost`` carries that code in its record; neither is raised.
 
 A ``RunError`` ends a run as ``failed`` (or ``cancelled``); a ``UserError`` is refused before a
 run starts, or becomes a recorded failed step when a model or tool produced it mid-run.
@@ -116,9 +118,22 @@ class LimitExceededError(RunError):
     default_code = "limit_exceeded"
 
 
-class RunCancelledError(RunError):
-    default_code = "cancelled"
+class StoreError(RunError):
+    """The store could not keep what a run wrote.
 
+    ``store_write_failed``: the store refused this run's rows (the other runs of the same commit
+    were kept); ``store_unavailable``: the database is locked or gone (try again after
+    ``retry_after``); ``storage_full``: the disk holding the store is full."""
 
-class WorkerLostError(RunError):
-    default_code = "worker_lost"
+    default_code = "store_write_failed"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        retry_after: float | None = None,
+        details: dict[str, Any] | None = None,
+    ):
+        super().__init__(message, code=code, details=details)
+        self.retry_after = retry_after

@@ -34,10 +34,11 @@ class Strict(BaseModel):
 
 class ProviderSettings(BaseModel):
     """A provider endpoint. Options beyond ``type`` depend on it: ``model_path``, ``n_ctx`` (local);
-    ``base_url``, ``api_key``, ``timeout`` (openai, anthropic); ``script`` (scripted)."""
+    ``base_url``, ``api_key``, ``timeout`` (openai, anthropic); ``script`` (scripted). ``type`` is a
+    built-in kind or one an installed plugin adds."""
 
     model_config = ConfigDict(extra="allow")
-    type: Literal["local", "openai", "anthropic", "scripted"]
+    type: str = Field(min_length=1)
 
     def options(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
@@ -58,6 +59,13 @@ class ProfileSettings(Strict):
 
 class StoreSettings(Strict):
     url: str | None = Field(default=None, description="SQLAlchemy URL; default: SQLite in AGENT_HOME.")
+    write_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        le=600,
+        description="Seconds a write may wait on a locked or unreachable store before the runs concerned "
+        "fail with store_unavailable (new runs are refused with 503 meanwhile).",
+    )
 
 
 class ToolSettings(Strict):
@@ -65,8 +73,17 @@ class ToolSettings(Strict):
         default=None, description="SQLite file for sql.query; default: sample sales data."
     )
     sql_max_rows: int = Field(default=200, ge=1, le=100_000)
+    sql_max_bytes: int = Field(
+        default=1_048_576, ge=1024, description="Largest sql.query answer (and largest value inside it)."
+    )
     sql_timeout: float = Field(default=5.0, gt=0)
+    sql_concurrency: int = Field(default=4, ge=1, le=64, description="sql.query calls that run at once.")
     call_timeout: float = Field(default=30.0, gt=0)
+    max_output_chars: int = Field(
+        default=262_144,
+        ge=1024,
+        description="Longest string a tool may return; longer ones are cut (marked).",
+    )
     mcp_servers: list[dict[str, Any]] = Field(
         default_factory=list,
         description="MCP servers whose tools agents may use: {name, command, args, env} or {name, url}.",
@@ -78,6 +95,17 @@ class RuntimeSettings(Strict):
     heartbeat_interval: float = Field(default=2.0, gt=0)
     worker_lost_after: float = Field(default=30.0, gt=0)
     max_input_chars: int = Field(default=100_000, ge=1)
+    max_event_bytes: int = Field(
+        default=1_048_576,
+        ge=4096,
+        description="Largest event kept in a run's log; longer strings in it are cut, and the cut is marked.",
+    )
+    cancel_grace: float = Field(
+        default=2.0,
+        gt=0,
+        le=60,
+        description="Seconds a cancelled run's work may take to stop before the run ends without it.",
+    )
 
 
 class HttpSettings(Strict):
@@ -182,6 +210,14 @@ class Settings(Strict):
 
     @model_validator(mode="after")
     def _check_references(self) -> Settings:
+        from agentstage.providers.registry import provider_kinds
+
+        kinds = provider_kinds()
+        for name, provider in self.providers.items():
+            if provider.type not in kinds:
+                raise ValueError(
+                    f"provider {name!r} has unknown type {provider.type!r} (known: {', '.join(kinds)})"
+                )
         for name, profile in self.profiles.items():
             for entry in profile.chain:
                 if entry.provider not in self.providers:

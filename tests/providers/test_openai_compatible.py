@@ -76,13 +76,14 @@ async def test_streams_an_answer_with_usage_from_a_real_server(
     async with build_service(make_settings(home, openai_config(openai_server))) as service:
         final = await service.run(RunRequest(input="Say hello.", mode="chat"))
         events = await service.events(final.id)
+        snapshot = await service.snapshot(final.id)
     assert final.status == "completed", final.error_message
     deltas = [e.data["text"] for e in events if e.type == "message.delta"]
     assert len(deltas) > 1 and "".join(deltas) == final.output
     response = next(e for e in events if e.type == "model.response")
     assert response.data["provider"] == "server" and response.data["usage"]["output_tokens"] > 0
     request = next(e for e in events if e.type == "model.request")
-    assert "local-test-key" not in str(request.data) and "local-test-key" not in str(final.snapshot)
+    assert "local-test-key" not in str(request.data) and "local-test-key" not in str(snapshot)
 
 
 async def test_react_with_json_actions_over_the_server(

@@ -85,8 +85,12 @@ async def test_snapshot_names_prompt_tools_and_masks_secrets(
     async with make_service(TOOL_THEN_ANSWER) as service:
         final = await service.run(RunRequest(input="what is 6*7?", mode="react"))
         started = (await service.events(final.id))[1]
-    snapshot = final.snapshot
+        snapshot = await service.snapshot(final.id)
+        again = await service.run(RunRequest(input="what is 6*7?", mode="react"))
+        shared = await service.store.snapshot(final.snapshot_hash or "")
     assert snapshot is not None and final.snapshot_hash
+    assert again.snapshot_hash == final.snapshot_hash and shared is not None  # stored once, shared
+    assert "input" not in shared and snapshot["input"] == "what is 6*7?" and snapshot["run_id"] == final.id
     assert snapshot["schema_version"] == 1
     assert snapshot["prompt"]["template"] == "react/agent-react.j2" and len(snapshot["prompt"]["hash"]) >= 16
     assert "math.calculate:v1" in [t["id"] for t in snapshot["tools"]]

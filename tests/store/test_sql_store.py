@@ -47,9 +47,15 @@ async def test_a_seq_can_never_be_written_twice(tmp_path: Path) -> None:
     await store.open()
     now = utc_now()
     run = RunRecord(id="r1", status=RunStatus.RUNNING, input="x", mode="chat", profile="p", created_at=now)
-    event = RunEvent(run_id="r1", seq=1, type="run.queued", ts=now, data={})
-    await store.write(Batch(new_runs=[run], events=[event]))
-    with pytest.raises(Exception, match=r"UNIQUE|unique|IntegrityError"):
-        await store.write(Batch(events=[event.model_copy(update={"data": {"other": True}})]))
+    event = RunEvent("r1", 1, now, type="run.queued", data={})
+    first = Batch()
+    first.of("r1").new_run = run
+    first.of("r1").events.append(event)
+    assert await store.write(first) == {}
+    again = Batch()
+    again.of("r1").events.append(RunEvent("r1", 1, now, type="run.queued", data={"other": True}))
+    refused = await store.write(again)
+    assert list(refused) == ["r1"] and refused["r1"].code == "store_write_failed"
+    assert "UNIQUE" in refused["r1"].message
     assert [e.data for e in await store.events("r1")] == [{}]
     await store.close()

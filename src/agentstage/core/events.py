@@ -1,8 +1,13 @@
 """The run's event model: the one JSON shape every door streams and the store keeps.
 
-Orchestrators yield :class:`EventDraft` objects (a type, a typed payload and a span); the run
-service stamps them with ``run_id``, a gap-free ``seq`` and ``ts`` to make :class:`RunEvent`.
-Each payload class below is the contract for the ``data`` of one event type.
+Orchestrators yield :class:`EventDraft` objects (a typed payload and a span); the run's recorder
+stamps them with ``run_id``, a gap-free ``seq`` and ``ts`` to make :class:`RunEvent`. Each payload
+class below is the contract for the ``data`` of one event type and carries that type as a
+``Literal``, so :data:`EventPayload` is a discriminated union and readers ``match`` on classes
+instead of indexing dictionaries.
+
+The wire shape never mentions the payload class: ``data`` is the payload without its ``type``
+(which sits beside it), serialised once when the event is made and reused by every door.
 """
 
 from __future__ import annotations
@@ -10,9 +15,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, cast
+from typing import Annotated, Any, Literal, cast
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from agentstage.core.messages import Message, ToolCall, Usage
 
@@ -44,14 +49,13 @@ class ErrorInfo(BaseModel):
 
 
 class Payload(BaseModel):
-    """Base of event payloads; ``event_type`` names the event the payload belongs to."""
+    """Base of event payloads. ``type`` is the event's type; it is not part of ``data`` on the wire."""
 
     model_config = ConfigDict(extra="forbid")
-    event_type: str = Field(default="", exclude=True)
 
 
 class RunQueued(Payload):
-    event_type: str = Field(default="run.queued", exclude=True)
+    type: Literal["run.queued"] = Field(default="run.queued", exclude=True)
     input: str
     mode: str
     profile: str
@@ -61,7 +65,7 @@ class RunQueued(Payload):
 
 
 class RunStarted(Payload):
-    event_type: str = Field(default="run.started", exclude=True)
+    type: Literal["run.started"] = Field(default="run.started", exclude=True)
     mode: str
     mode_reason: str
     profile: str
@@ -82,19 +86,19 @@ class PlanStep(BaseModel):
 
 
 class PlanCreated(Payload):
-    event_type: str = Field(default="plan.created", exclude=True)
+    type: Literal["plan.created"] = Field(default="plan.created", exclude=True)
     steps: list[PlanStep]
 
 
 class StepStarted(Payload):
-    event_type: str = Field(default="step.started", exclude=True)
+    type: Literal["step.started"] = Field(default="step.started", exclude=True)
     step_id: str
     kind: StepKind
     name: str
 
 
 class StepFinished(Payload):
-    event_type: str = Field(default="step.finished", exclude=True)
+    type: Literal["step.finished"] = Field(default="step.finished", exclude=True)
     step_id: str
     kind: StepKind
     name: str
@@ -103,7 +107,7 @@ class StepFinished(Payload):
 
 
 class ModelRequested(Payload):
-    event_type: str = Field(default="model.request", exclude=True)
+    type: Literal["model.request"] = Field(default="model.request", exclude=True)
     call_id: str
     provider: str
     model: str
@@ -114,13 +118,13 @@ class ModelRequested(Payload):
 
 
 class MessageDelta(Payload):
-    event_type: str = Field(default="message.delta", exclude=True)
+    type: Literal["message.delta"] = Field(default="message.delta", exclude=True)
     call_id: str
     text: str
 
 
 class ModelResponded(Payload):
-    event_type: str = Field(default="model.response", exclude=True)
+    type: Literal["model.response"] = Field(default="model.response", exclude=True)
     call_id: str
     provider: str
     model: str
@@ -132,7 +136,7 @@ class ModelResponded(Payload):
 
 
 class ModelRetried(Payload):
-    event_type: str = Field(default="model.retry", exclude=True)
+    type: Literal["model.retry"] = Field(default="model.retry", exclude=True)
     call_id: str
     provider: str
     attempt: int
@@ -141,7 +145,7 @@ class ModelRetried(Payload):
 
 
 class ModelFellBack(Payload):
-    event_type: str = Field(default="model.fallback", exclude=True)
+    type: Literal["model.fallback"] = Field(default="model.fallback", exclude=True)
     call_id: str
     from_provider: str
     to_provider: str
@@ -149,14 +153,14 @@ class ModelFellBack(Payload):
 
 
 class ToolCalled(Payload):
-    event_type: str = Field(default="tool.call", exclude=True)
+    type: Literal["tool.call"] = Field(default="tool.call", exclude=True)
     call_id: str
     tool: str
     arguments: dict[str, Any]
 
 
 class ToolResulted(Payload):
-    event_type: str = Field(default="tool.result", exclude=True)
+    type: Literal["tool.result"] = Field(default="tool.result", exclude=True)
     call_id: str
     tool: str
     output: Any = None
@@ -165,53 +169,131 @@ class ToolResulted(Payload):
 
 
 class RunCompleted(Payload):
-    event_type: str = Field(default="run.completed", exclude=True)
+    type: Literal["run.completed"] = Field(default="run.completed", exclude=True)
     output: str
     usage: dict[str, int]
     cost: float
 
 
 class RunFailed(Payload):
-    event_type: str = Field(default="run.failed", exclude=True)
+    type: Literal["run.failed"] = Field(default="run.failed", exclude=True)
     error: ErrorInfo
     usage: dict[str, int]
     cost: float
 
 
 class RunCancelled(Payload):
-    event_type: str = Field(default="run.cancelled", exclude=True)
+    type: Literal["run.cancelled"] = Field(default="run.cancelled", exclude=True)
     reason: str
     partial_output: str
     usage: dict[str, int]
     cost: float
 
 
+EventPayload = Annotated[
+    RunQueued
+    | RunStarted
+    | PlanCreated
+    | StepStarted
+    | StepFinished
+    | ModelRequested
+    | MessageDelta
+    | ModelResponded
+    | ModelRetried
+    | ModelFellBack
+    | ToolCalled
+    | ToolResulted
+    | RunCompleted
+    | RunFailed
+    | RunCancelled,
+    Field(discriminator="type"),
+]
+TerminalPayload = RunCompleted | RunFailed | RunCancelled
+
+_PAYLOADS: TypeAdapter[EventPayload] = TypeAdapter(EventPayload)
+
+
+def parse_payload(event_type: str, data: dict[str, Any]) -> EventPayload:
+    """A payload from its wire form: the event's type and its ``data``."""
+    return _PAYLOADS.validate_python({**data, "type": event_type})
+
+
+def dump_json(value: Any) -> str:
+    """The one JSON text form of event data: compact, UTF-8 kept as is (what every door sends)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 @dataclass(slots=True)
 class EventDraft:
-    """An event before the run service gives it a place in the run's sequence.
+    """An event before the recorder gives it a place in the run's sequence."""
 
-    A plain dataclass, not a model: one is made per streamed token, and its payload was already
-    validated by the payload class it came from."""
-
-    type: EventType
-    data: dict[str, Any]
+    payload: EventPayload
     span_id: str | None = None
 
     @classmethod
-    def of(cls, payload: Payload, span_id: str | None = None) -> EventDraft:
-        return cls(cast(EventType, payload.event_type), payload.model_dump(mode="json"), span_id)
+    def of(cls, payload: EventPayload, span_id: str | None = None) -> EventDraft:
+        return cls(payload, span_id)
+
+    @property
+    def type(self) -> EventType:
+        return self.payload.type
 
 
-class RunEvent(BaseModel):
-    """One entry of a run's append-only log; ``seq`` starts at 1 and has no gaps."""
+class RunEvent:
+    """One entry of a run's append-only log; ``seq`` starts at 1 and has no gaps.
 
-    run_id: str
-    seq: int
-    type: EventType
-    ts: datetime
-    data: dict[str, Any]
-    trace_id: str | None = None
-    span_id: str | None = None
+    Built from a typed payload (when a run records it) or from stored JSON (when it is read back);
+    the other form is derived on first use, so streaming a stored log never builds a model and
+    recording a live one serialises its payload exactly once."""
+
+    __slots__ = ("_data_json", "_payload", "run_id", "seq", "span_id", "trace_id", "ts", "type")
+
+    def __init__(
+        self,
+        run_id: str,
+        seq: int,
+        ts: datetime,
+        payload: EventPayload | None = None,
+        *,
+        type: EventType | None = None,
+        data: dict[str, Any] | None = None,
+        data_json: str | None = None,
+        trace_id: str | None = None,
+        span_id: str | None = None,
+    ) -> None:
+        if payload is not None:
+            type = payload.type
+        elif data is not None:
+            data_json = dump_json(data)
+        if type is None or (payload is None and data_json is None):
+            raise ValueError("a RunEvent needs a payload, or a type with its data")
+        self.run_id = run_id
+        self.seq = seq
+        self.type: EventType = type
+        self.ts = ts
+        self.trace_id = trace_id
+        self.span_id = span_id
+        self._payload = payload
+        self._data_json = data_json
+
+    @property
+    def payload(self) -> EventPayload:
+        if self._payload is None:
+            self._payload = parse_payload(self.type, json.loads(cast(str, self._data_json)))
+        return self._payload
+
+    @property
+    def data_json(self) -> str:
+        """``data`` as compact JSON text; raises ``ValueError``/``TypeError`` if it cannot be encoded."""
+        if self._data_json is None:
+            self._data_json = dump_json(cast(Payload, self._payload).model_dump(mode="json"))
+        return self._data_json
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The payload as the JSON object every door sends (a fresh copy)."""
+        value: dict[str, Any] = json.loads(self.data_json)
+        return value
 
     @property
     def terminal(self) -> bool:
@@ -229,7 +311,15 @@ class RunEvent(BaseModel):
         }
 
     def to_json(self) -> str:
-        return json.dumps(self.to_json_dict(), separators=(",", ":"), ensure_ascii=False)
+        """The event as one compact JSON object, built around the already serialised ``data``."""
+        return (
+            f'{{"run_id":{dump_json(self.run_id)},"seq":{self.seq},"type":"{self.type}",'
+            f'"ts":"{self.ts.isoformat()}","data":{self.data_json},'
+            f'"trace_id":{dump_json(self.trace_id)},"span_id":{dump_json(self.span_id)}}}'
+        )
+
+    def __repr__(self) -> str:
+        return f"RunEvent(run_id={self.run_id!r}, seq={self.seq}, type={self.type!r})"
 
 
 def utc_now() -> datetime:

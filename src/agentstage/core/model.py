@@ -86,5 +86,29 @@ class Model(Protocol):
     def stream(self, request: ModelRequest) -> AsyncIterator[ModelChunk]: ...
 
 
-def describe(model: Model) -> str:
-    return f"{model.provider}/{model.model_name}"
+class ProviderKind(Protocol):
+    """A kind of provider (the ``type`` of a provider in the configuration): how to build its model
+    for one run, and whether it can be used at all. Plugins add kinds through the
+    ``agentstage.providers`` entry-point group; :class:`BaseProviderKind` defaults ``check``."""
+
+    name: str
+
+    def build(self, name: str, model: str | None, options: dict[str, Any], params: dict[str, Any]) -> Model:
+        """A model for provider ``name`` (its configured ``options``), with the profile's ``params``."""
+        ...
+
+    def check(self, options: dict[str, Any]) -> str | None:
+        """None when a provider with these options can be used; otherwise why not, in one line."""
+        ...
+
+
+class BaseProviderKind:
+    """Implement :meth:`build`; :meth:`check` says every configuration is usable."""
+
+    name: str = ""
+
+    def build(self, name: str, model: str | None, options: dict[str, Any], params: dict[str, Any]) -> Model:
+        raise NotImplementedError
+
+    def check(self, options: dict[str, Any]) -> str | None:
+        return None

@@ -33,8 +33,12 @@ class RunRecord(BaseModel):
     heartbeat_at: datetime | None = None
     cancel_requested: bool = False
     trace_id: str | None = None
-    snapshot: dict[str, Any] | None = None
-    snapshot_hash: str | None = None
+    snapshot_hash: str | None = Field(
+        default=None, description="Hash of the configuration snapshot the run used (stored once per hash)."
+    )
+    metrics: dict[str, Any] = Field(
+        default_factory=dict, description="Counts and latency: model calls, tool calls, steps, latency_ms."
+    )
 
     def timings(self) -> dict[str, Any]:
         """Wall-clock facts about the run, in the shape every door returns."""

@@ -2,7 +2,9 @@
 
 A bad argument or an exception inside a tool never crashes a run: :meth:`Toolset.execute` turns
 it into a :class:`ToolOutcome` carrying an error, which the orchestrator records as a
-``tool.result`` error and feeds back to the model.
+``tool.result`` error and feeds back to the model. Whatever a tool returns is made JSON-safe
+before it is recorded (see :mod:`agentstage.core.jsonsafe`): an output that cannot be recorded
+at all fails that call with ``tool_output_invalid``, never the store or another run.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 from pydantic import BaseModel, ValidationError
 
 from agentstage.core.events import ErrorInfo
+from agentstage.core.jsonsafe import UnsafeOutput, json_safe
 from agentstage.core.messages import ToolCall
 from agentstage.core.model import ToolSpec
 from agentstage.errors import AgentstageError, ToolArgumentError, ToolError
@@ -139,9 +142,12 @@ class ToolOutcome:
 class Toolset:
     """The tools a run may use, addressed by name; executes calls with validation and a deadline."""
 
-    def __init__(self, tools: Iterable[Tool] = (), *, call_timeout: float = 30.0):
+    def __init__(
+        self, tools: Iterable[Tool] = (), *, call_timeout: float = 30.0, max_output_chars: int = 262_144
+    ):
         self._tools: dict[str, Tool] = {tool.name: tool for tool in tools}
         self.call_timeout = call_timeout
+        self.max_output_chars = max_output_chars
 
     def __len__(self) -> int:
         return len(self._tools)
@@ -179,8 +185,8 @@ class Toolset:
             return ToolOutcome(error=ErrorInfo(code="tool_not_found", message=message))
         try:
             arguments = tool.validate_arguments(call.arguments)
-            timeout = self._timeout_for(context)
-            output = await asyncio.wait_for(tool.run(arguments, context), timeout)
+            async with asyncio.timeout(self._timeout_for(context)):
+                output = await tool.run(arguments, context)
         except AgentstageError as error:
             return ToolOutcome(error=ErrorInfo(code=error.code, message=error.message))
         except TimeoutError:
@@ -191,7 +197,12 @@ class Toolset:
         except Exception as error:  # a tool's own bug must not end the run
             message = f"{tool_id(tool)} raised {type(error).__name__}: {error}"
             return ToolOutcome(error=ErrorInfo(code=ToolError.default_code, message=message))
-        return ToolOutcome(output=output)
+        try:
+            safe, _ = json_safe(output, max_string=self.max_output_chars)
+        except (UnsafeOutput, RecursionError) as error:
+            message = f"{tool_id(tool)} returned an output that cannot be recorded: {error}"
+            return ToolOutcome(error=ErrorInfo(code="tool_output_invalid", message=message))
+        return ToolOutcome(output=safe)
 
     def _timeout_for(self, context: ToolContext) -> float:
         remaining = context.remaining()

@@ -1,75 +1,172 @@
-"""Build a provider's model from its configured kind; provider SDKs load only when used."""
+"""Provider kinds: the built-in ones and those plugins add through entry points.
+
+A kind (``local``, ``openai``, ``anthropic``, ``scripted``, or a plugin's) knows how to build its
+model for one run and whether a configuration of it can be used; it is named by the ``type`` of a
+provider in the configuration. Provider SDKs load only when their kind builds a model.
+Plugins declare kinds in the ``agentstage.providers`` entry-point group; each entry point names a
+:class:`~agentstage.core.model.ProviderKind` (an instance, or a class made with no arguments).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+import logging
+import os
+from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any
 
-from agentstage.core.model import Model
-from agentstage.errors import ConfigError
+from agentstage.core.model import BaseProviderKind, Model, ProviderKind
+from agentstage.errors import AgentstageError, ConfigError
 
-PROVIDER_KINDS = ("local", "openai", "anthropic", "scripted")
-
-
-def _local(name: str, model: str | None, options: dict[str, Any], params: dict[str, Any]) -> Model:
-    from agentstage.providers.local import LocalModel
-
-    return LocalModel(
-        model_path=options.get("model_path"),
-        model_name=model,
-        n_ctx=int(options.get("n_ctx", 4096)),
-        n_threads=int(options.get("n_threads", 0)),
-        params=params,
-    )
+log = logging.getLogger("agentstage.providers")
+ENTRY_POINT_GROUP = "agentstage.providers"
 
 
-def _openai(name: str, model: str | None, options: dict[str, Any], params: dict[str, Any]) -> Model:
-    from agentstage.providers.openai import OpenAIModel
+class LocalKind(BaseProviderKind):
+    name = "local"
 
-    return OpenAIModel(
-        model or "gpt-4o-mini",
-        provider=name,
-        base_url=options.get("base_url"),
-        api_key=options.get("api_key", "env:OPENAI_API_KEY"),
-        params=params,
-        timeout=float(options.get("timeout", 60.0)),
-    )
+    def build(self, name: str, model: str | None, options: dict[str, Any], params: dict[str, Any]) -> Model:
+        from agentstage.providers.local import LocalModel
 
+        return LocalModel(
+            model_path=options.get("model_path"),
+            model_name=model,
+            n_ctx=int(options.get("n_ctx", 4096)),
+            n_threads=int(options.get("n_threads", 0)),
+            params=params,
+        )
 
-def _anthropic(name: str, model: str | None, options: dict[str, Any], params: dict[str, Any]) -> Model:
-    from agentstage.providers.anthropic import AnthropicModel
+    def check(self, options: dict[str, Any]) -> str | None:
+        from agentstage.providers.local import default_model_path
 
-    return AnthropicModel(
-        model or "claude-sonnet-4-5",
-        provider=name,
-        base_url=options.get("base_url"),
-        api_key=options.get("api_key", "env:ANTHROPIC_API_KEY"),
-        params=params,
-        timeout=float(options.get("timeout", 60.0)),
-    )
-
-
-def _scripted(name: str, model: str | None, options: dict[str, Any], params: dict[str, Any]) -> Model:
-    from agentstage.providers.scripted import Script, ScriptedModel
-
-    source = options.get("script")
-    if source is None:
-        raise ConfigError(f"provider {name!r} (scripted) needs a 'script': a file path or an inline script")
-    return ScriptedModel(Script.load(source), provider=name, model_name=model)
+        path = (
+            Path(str(options["model_path"])).expanduser()
+            if options.get("model_path")
+            else default_model_path()
+        )
+        return None if path.is_file() else f"model file {str(path)!r} does not exist"
 
 
-_BUILDERS: dict[str, Callable[[str, str | None, dict[str, Any], dict[str, Any]], Model]] = {
-    "local": _local,
-    "openai": _openai,
-    "anthropic": _anthropic,
-    "scripted": _scripted,
-}
+class _KeyedKind(BaseProviderKind):
+    """Providers reached over the network with an API key referenced as ``env:NAME``."""
+
+    default_key = ""
+
+    def check(self, options: dict[str, Any]) -> str | None:
+        reference = str(options.get("api_key", self.default_key))
+        if reference.startswith("env:") and not options.get("base_url") and not os.environ.get(reference[4:]):
+            return f"{reference[4:]} is not set"
+        return None
+
+
+class OpenAIKind(_KeyedKind):
+    name = "openai"
+    default_key = "env:OPENAI_API_KEY"
+
+    def build(self, name: str, model: str | None, options: dict[str, Any], params: dict[str, Any]) -> Model:
+        from agentstage.providers.openai import OpenAIModel
+
+        return OpenAIModel(
+            model or "gpt-4o-mini",
+            provider=name,
+            base_url=options.get("base_url"),
+            api_key=options.get("api_key", self.default_key),
+            params=params,
+            timeout=float(options.get("timeout", 60.0)),
+        )
+
+
+class AnthropicKind(_KeyedKind):
+    name = "anthropic"
+    default_key = "env:ANTHROPIC_API_KEY"
+
+    def build(self, name: str, model: str | None, options: dict[str, Any], params: dict[str, Any]) -> Model:
+        from agentstage.providers.anthropic import AnthropicModel
+
+        return AnthropicModel(
+            model or "claude-sonnet-4-5",
+            provider=name,
+            base_url=options.get("base_url"),
+            api_key=options.get("api_key", self.default_key),
+            params=params,
+            timeout=float(options.get("timeout", 60.0)),
+        )
+
+
+class ScriptedKind(BaseProviderKind):
+    name = "scripted"
+
+    def build(self, name: str, model: str | None, options: dict[str, Any], params: dict[str, Any]) -> Model:
+        from agentstage.providers.scripted import Script, ScriptedModel
+
+        return ScriptedModel(Script.load(self._source(name, options)), provider=name, model_name=model)
+
+    def check(self, options: dict[str, Any]) -> str | None:
+        from agentstage.providers.scripted import Script
+
+        try:
+            Script.load(self._source("scripted", options))
+        except AgentstageError as error:
+            return error.message
+        return None
+
+    @staticmethod
+    def _source(name: str, options: dict[str, Any]) -> dict[str, Any] | str:
+        source = options.get("script")
+        if source is None:
+            raise ConfigError(
+                f"provider {name!r} (scripted) needs a 'script': a file path or an inline script"
+            )
+        return source if isinstance(source, dict) else str(source)
+
+
+BUILT_IN: tuple[ProviderKind, ...] = (LocalKind(), OpenAIKind(), AnthropicKind(), ScriptedKind())
+
+
+@functools.cache
+def provider_kinds() -> dict[str, ProviderKind]:
+    """Every kind by name: the built-in ones, then those of installed plugins (a plugin cannot
+    replace a built-in kind; a plugin that fails to load is logged and skipped)."""
+    kinds: dict[str, ProviderKind] = {kind.name: kind for kind in BUILT_IN}
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            loaded = entry.load()
+            kind = loaded() if isinstance(loaded, type) else loaded
+            name = str(kind.name or entry.name)
+        except Exception as error:  # a broken plugin must not break the product
+            log.warning(
+                "provider plugin %r (%s) not loaded: %s: %s",
+                entry.name,
+                entry.value,
+                type(error).__name__,
+                error,
+            )
+            continue
+        if name in kinds:
+            log.warning("provider plugin %r not loaded: the kind %r already exists", entry.value, name)
+            continue
+        kinds[name] = kind
+    return kinds
+
+
+def provider_kind(kind: str, provider: str = "") -> ProviderKind:
+    kinds = provider_kinds()
+    if kind not in kinds:
+        who = f"provider {provider!r} has " if provider else ""
+        raise ConfigError(f"{who}unknown type {kind!r} (known: {', '.join(kinds)})")
+    return kinds[kind]
 
 
 def build_model(
     kind: str, name: str, model: str | None, options: dict[str, Any], params: dict[str, Any]
 ) -> Model:
-    builder = _BUILDERS.get(kind)
-    if builder is None:
-        raise ConfigError(f"provider {name!r} has unknown type {kind!r} (known: {', '.join(PROVIDER_KINDS)})")
-    return builder(name, model, options, params)
+    return provider_kind(kind, name).build(name, model, options, params)
+
+
+def check_provider(kind: str, options: dict[str, Any]) -> str | None:
+    """Why a provider cannot be used, or None."""
+    try:
+        return provider_kind(kind).check(options)
+    except AgentstageError as error:
+        return error.message

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
@@ -64,11 +65,23 @@ class ToolSource(Protocol):
 Connector = Callable[[ToolServerSpec], Awaitable[ToolSource]]
 
 
+def version_order(version: str) -> tuple[tuple[int, int | str], ...]:
+    """Sort key for versions like ``v1``, ``v10``, ``1.2.0``: numbers compare as numbers."""
+    parts = re.findall(r"\d+|[^\d.\-_]+", version)
+    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in parts)
+
+
 class ToolCatalog:
     def __init__(
-        self, tools: Iterable[Tool] = (), *, call_timeout: float = 30.0, connector: Connector | None = None
+        self,
+        tools: Iterable[Tool] = (),
+        *,
+        call_timeout: float = 30.0,
+        max_output_chars: int = 262_144,
+        connector: Connector | None = None,
     ):
         self.call_timeout = call_timeout
+        self.max_output_chars = max_output_chars
         self.connector = connector
         self._tools: dict[str, Tool] = {}
         self._servers: dict[str, tuple[ToolServerSpec, ToolSource]] = {}
@@ -129,21 +142,26 @@ class ToolCatalog:
         if not matches:
             known = ", ".join(self._tools) or "none"
             raise NotFoundError(f"unknown tool {identifier!r} (available: {known})", code="tool_not_found")
-        return max(matches, key=lambda t: t.version)
+        return max(matches, key=lambda t: version_order(t.version))
 
     def toolset(self, names: Iterable[str] | None = None) -> Toolset:
         """The newest version of each tool, or exactly the named ones."""
         if names is None:
             latest: dict[str, Tool] = {}
             for tool in self.list_tools():
-                latest[tool.name] = tool
-            return Toolset(latest.values(), call_timeout=self.call_timeout)
-        return Toolset((self.get(n) for n in names), call_timeout=self.call_timeout)
+                current = latest.get(tool.name)
+                if current is None or version_order(tool.version) > version_order(current.version):
+                    latest[tool.name] = tool
+            return self._toolset(latest.values())
+        return self._toolset(self.get(n) for n in names)
+
+    def _toolset(self, tools: Iterable[Tool]) -> Toolset:
+        return Toolset(tools, call_timeout=self.call_timeout, max_output_chars=self.max_output_chars)
 
     async def execute(self, identifier: str, arguments: dict[str, Any]) -> ToolOutcome:
         """Run one tool directly. Bad arguments raise :class:`ToolArgumentError` before it runs."""
         tool = self.get(identifier)
         tool.validate_arguments(arguments)
         call = ToolCall(id=new_call_id("tool"), name=tool.name, arguments=arguments)
-        toolset = Toolset([tool], call_timeout=self.call_timeout)
+        toolset = self._toolset([tool])
         return await toolset.execute(call, ToolContext(run_id="", call_id=call.id))

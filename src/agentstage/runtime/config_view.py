@@ -81,11 +81,10 @@ def _write_atomically(path: Path, data: dict[str, Any]) -> None:
 def reconfigure(service: RunService, changes: dict[str, Any]) -> list[str]:
     """Apply validated, persisted changes to a running service: new runs use them at once.
     Returns the sections that only take effect after a restart."""
-    from agentstage.runtime.wiring import model_factory
+    from agentstage.runtime.wiring import rebuild_models
 
     settings, restart = apply_changes(service.settings, changes)
-    service.settings = settings
-    service.model_factory = model_factory(settings)
+    rebuild_models(service, settings)
     return restart
 
 

@@ -13,6 +13,7 @@ import socket
 
 from agentstage.core.events import ErrorInfo, RunEvent, RunFailed, utc_now
 from agentstage.core.records import RunRecord
+from agentstage.errors import StoreError
 from agentstage.store.base import Batch, RunStore
 from agentstage.types import RunStatus
 
@@ -45,26 +46,19 @@ class LostRunSweeper:
         return (utc_now() - last_sign).total_seconds() < self.lost_after
 
     async def _fail(self, record: RunRecord) -> bool:
-        tail = await self.store.events(record.id, after=max(record.last_seq - 1, 0))
-        if tail and tail[-1].terminal:
+        last = await self.store.last_event(record.id)
+        if last is not None and last.terminal:
             return False
-        last_seq = tail[-1].seq if tail else record.last_seq
         now = utc_now()
         message = f"the process running this run ({record.worker_id}) stopped before it finished"
         payload = RunFailed(
             error=ErrorInfo(code="worker_lost", message=message), usage=record.usage, cost=record.cost
         )
-        event = RunEvent(
-            run_id=record.id,
-            seq=last_seq + 1,
-            type="run.failed",
-            ts=now,
-            data=payload.model_dump(mode="json"),
-            trace_id=record.trace_id,
-        )
-        batch = Batch(events=[event])
-        batch.update(
-            record.id,
+        event = RunEvent(record.id, (last.seq if last else 0) + 1, now, payload, trace_id=record.trace_id)
+        batch = Batch()
+        writes = batch.of(record.id)
+        writes.events.append(event)
+        writes.updates.update(
             status=RunStatus.FAILED,
             error_code="worker_lost",
             error_message=message,
@@ -72,10 +66,14 @@ class LostRunSweeper:
             last_seq=event.seq,
         )
         try:
-            await self.store.write(batch)
-        except Exception as error:  # another process recovered it first (the seq is taken)
-            log.info("run %s was already recovered elsewhere: %s", record.id, error)
+            refused = await self.store.write(batch)
+        except StoreError as error:
+            log.warning("run %s could not be marked worker_lost yet: %s", record.id, error.message)
             return False
+        if record.id in refused:  # another process recovered it first (the seq is taken)
+            log.info("run %s was already recovered elsewhere", record.id)
+            return False
+        log.info("run %s: %s; marked failed (worker_lost)", record.id, message)
         return True
 
 

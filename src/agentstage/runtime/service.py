@@ -1,11 +1,13 @@
 """RunService: start, stream, status, cancel, wait and batch — the one place runs are scheduled.
 
-Every door calls this class and nothing below it. A run's life is an append-only, gap-free event
-log; the service stamps each event an orchestrator yields (``seq``, ``ts``, trace ids), keeps the
-run record in step, and hands both to the group-commit writer. Cancellation follows the contract
-in ARCHITECTURE.md: honoured in any non-terminal state (a queued run never starts), delivered to the
-model stream and the running tool, idempotent, and refused with :class:`ConflictError` once the
-run has finished.
+Every door calls this class and nothing below it. A run's writes belong to its
+:class:`~agentstage.runtime.recorder.RunRecorder`; its execution sees only the recorder and an
+:class:`~agentstage.runtime.execution.ExecutionDeps`. This class admits runs (a batch's gate, one
+run at a time per conversation, the concurrency limit), supervises each one, and is the only place
+that acts on a cancellation: it cancels the run's work, waits a moment for it to wind down (a tool
+that swallows the cancellation is left behind), and writes the ending. Cancellation follows the
+contract in ARCHITECTURE.md: honoured in any non-terminal state (a queued run never starts),
+idempotent, and refused with :class:`ConflictError` once the run has finished.
 """
 
 from __future__ import annotations
@@ -25,34 +27,38 @@ from uuid6 import uuid7
 
 from agentstage.core.events import (
     ErrorInfo,
-    EventDraft,
-    Payload,
     RunCancelled,
-    RunCompleted,
     RunEvent,
     RunFailed,
     RunQueued,
+    RunStarted,
+    TerminalPayload,
     utc_now,
 )
-from agentstage.core.model import Model
 from agentstage.core.orchestrators import parse_mode
 from agentstage.core.prompts import PromptLibrary
-from agentstage.core.records import RunRecord
-from agentstage.errors import AgentstageError, ConflictError, InvalidInputError, NotFoundError
+from agentstage.core.records import MessageRecord, RunRecord
+from agentstage.errors import AgentstageError, ConflictError, InvalidInputError, NotFoundError, StoreError
 from agentstage.runtime.catalog import ToolCatalog, ToolServerSpec
-from agentstage.runtime.execution import RunExecution
+from agentstage.runtime.execution import ExecutionDeps, ModelFactory, RunExecution
 from agentstage.runtime.live import LiveRun
+from agentstage.runtime.recorder import RunRecorder
 from agentstage.runtime.recovery import LostRunSweeper
 from agentstage.runtime.requests import RunRequest
+from agentstage.runtime.sinks import EventSink
+from agentstage.runtime.snapshot import assemble
 from agentstage.runtime.writer import EventWriter
 from agentstage.settings import Settings
 from agentstage.store.base import RunStore
 from agentstage.types import RunStatus
 
-ModelFactory = Callable[[str], Model]
+__all__ = ["BatchItem", "ModelFactory", "RunService"]
+
 log = logging.getLogger("agentstage.runtime")
 STORE_POLL_SECONDS = 0.2
-CANCEL_RETRY_SECONDS = 0.5
+SWEEP_EVERY_BEATS = 5
+
+Lock = asyncio.Semaphore | asyncio.Lock
 
 
 @dataclass
@@ -68,6 +74,22 @@ class BatchItem:
         if self.record is not None:
             return {"index": self.index, "input": self.input, **self.record.result()}
         return {"index": self.index, "input": self.input, "status": "rejected", "error": self.error}
+
+
+class _Followers:
+    """The first event sink: hands each live run of this process its newly durable events."""
+
+    def __init__(self, live: dict[str, LiveRun]):
+        self._live = live
+
+    def deliver(self, events: Sequence[RunEvent]) -> None:
+        start = 0
+        for index in range(1, len(events) + 1):
+            if index == len(events) or events[index].run_id != events[start].run_id:
+                live = self._live.get(events[start].run_id)
+                if live is not None:
+                    live.publish(events[start:index])
+                start = index
 
 
 class RunService:
@@ -87,8 +109,16 @@ class RunService:
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
         self._live: dict[str, LiveRun] = {}
         self._slots = asyncio.Semaphore(settings.runtime.max_concurrent_runs)
-        self._writer = EventWriter(store, self._published)
+        self._conversations: dict[str, tuple[asyncio.Lock, int]] = {}  # lock, runs holding or waiting
+        self._writer = EventWriter(
+            store,
+            sinks=[_Followers(self._live)],
+            on_lost=self._lost,
+            write_timeout=settings.store.write_timeout,
+        )
         self._sweeper = LostRunSweeper(store, self.worker_id, settings.runtime.worker_lost_after)
+        self._repairs: dict[str, tuple[RunRecorder, RunFailed, dict[str, Any]]] = {}
+        self._abandoned: set[asyncio.Task[None]] = set()
         self._heartbeat: asyncio.Task[None] | None = None
         self._opened = False
 
@@ -115,9 +145,8 @@ class RunService:
         if not self._opened:
             return
         self._opened = False
-        for run_id in list(self._live):
-            with contextlib.suppress(AgentstageError):
-                await self.cancel(run_id, reason="the service is shutting down")
+        for live in list(self._live.values()):
+            live.control.cancel("the service is shutting down")
         tasks = [live.task for live in self._live.values() if live.task is not None]
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -125,6 +154,9 @@ class RunService:
             self._heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._heartbeat
+        await self._repair()
+        for task in self._abandoned:
+            task.cancel()
         await self._writer.close()
         await self.catalog.close()
         await self.store.close()
@@ -135,6 +167,10 @@ class RunService:
 
     async def __aexit__(self, *_: object) -> None:
         await self.close()
+
+    def add_sink(self, sink: EventSink) -> None:
+        """Subscribe to every committed event of this process's runs (after live followers)."""
+        self._writer.add_sink(sink)
 
     # starting -----------------------------------------------------------------------------------
 
@@ -153,6 +189,7 @@ class RunService:
             raise NotFoundError(
                 f"unknown conversation {request.conversation_id!r}", code="conversation_not_found"
             )
+        self._writer.health.require()
         now = utc_now()
         record = RunRecord(
             id=str(uuid7()),
@@ -168,23 +205,24 @@ class RunService:
             heartbeat_at=now,
             trace_id=secrets.token_hex(16),
         )
-        live = LiveRun(record=record, request=request, gate=gate)
+        recorder = RunRecorder(record, self._writer, max_event_bytes=self.settings.runtime.max_event_bytes)
+        live = LiveRun(recorder=recorder, request=request, gate=gate)
         self._live[record.id] = live
-        self._writer.add_run(record.model_copy())
-        self.emit(
-            live,
-            EventDraft.of(
-                RunQueued(
-                    input=text,
-                    mode=mode.value,
-                    profile=profile,
-                    options=record.options,
-                    conversation_id=request.conversation_id,
-                    correlation_id=request.correlation_id,
-                )
-            ),
+        recorder.begin(
+            RunQueued(
+                input=text,
+                mode=mode.value,
+                profile=profile,
+                options=record.options,
+                conversation_id=request.conversation_id,
+                correlation_id=request.correlation_id,
+            )
         )
-        await self._writer.flush()
+        try:
+            await recorder.durable()
+        except StoreError:
+            self._live.pop(record.id, None)
+            raise
         live.task = asyncio.create_task(self._execute(live), name=f"run-{record.id}")
         return record.model_copy()
 
@@ -208,89 +246,146 @@ class RunService:
     # executing ------------------------------------------------------------------------------------
 
     async def _execute(self, live: LiveRun) -> None:
-        live.scheduled = True
         try:
-            if live.cancel_reason is not None:  # cancelled before this task first ran
-                await self.finish_cancelled(live)
-                return
-            async with live.gate or contextlib.nullcontext(), self._slots:
-                if live.cancel_reason is not None:
-                    await self.finish_cancelled(live)
-                    return
-                await RunExecution(self, live).run()
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is not None:
-                task.uncancel()
-            if not live.record.status.terminal:
-                await self.finish_cancelled(live)
+            async with self._admitted(live) as admitted:
+                if admitted:
+                    await self._supervise(live)
+                await self._settle(live)
+        except Exception:  # never expected: the run is left for repair, the service goes on
+            log.exception("run %s: its supervisor failed", live.record.id)
         finally:
             live.finish()
             self._live.pop(live.record.id, None)
 
-    def emit(self, live: LiveRun, draft: EventDraft) -> RunEvent:
-        """Give a draft its place in the run's log and hand it to the writer."""
-        event = RunEvent.model_construct(
-            run_id=live.record.id,
-            seq=live.next_seq,
-            type=draft.type,
-            ts=utc_now(),
-            data=draft.data,
-            trace_id=live.record.trace_id,
-            span_id=draft.span_id,
+    @contextlib.asynccontextmanager
+    async def _admitted(self, live: LiveRun) -> AsyncIterator[bool]:
+        """Hold the run's turn: its batch's gate, its conversation (one run at a time, in order),
+        and a slot. Yields False if the run was stopped while it waited; it then never starts."""
+        locks: list[Lock] = [lock for lock in (live.gate,) if lock is not None]
+        conversation_id = live.record.conversation_id
+        if conversation_id:
+            turn, users = self._conversations.get(conversation_id, (asyncio.Lock(), 0))
+            self._conversations[conversation_id] = (turn, users + 1)
+            locks.append(turn)
+        locks.append(self._slots)
+        admitted = True
+        try:
+            async with contextlib.AsyncExitStack() as held:
+                for lock in locks:
+                    if not await _acquire_unless(lock, live.control.signal):
+                        admitted = False
+                        break
+                    held.callback(lock.release)
+                yield admitted
+        finally:
+            if conversation_id:
+                turn, users = self._conversations[conversation_id]
+                if users > 1:
+                    self._conversations[conversation_id] = (turn, users - 1)
+                else:
+                    del self._conversations[conversation_id]
+
+    async def _supervise(self, live: LiveRun) -> None:
+        """Run the execution until it ends or the run is stopped; then stop it, within a grace."""
+        execution = RunExecution(live.recorder, live.request, self._dependencies(), live.control.signal)
+        work = asyncio.create_task(execution.run(), name=f"run-work-{live.record.id}")
+        stop = asyncio.create_task(live.control.signal.wait())
+        try:
+            await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if not work.done():
+                work.cancel()
+                await asyncio.wait({work}, timeout=self.settings.runtime.cancel_grace)
+        finally:
+            stop.cancel()
+        live.partial_output = execution.partial_output
+        if not work.done():
+            log.warning(
+                "run %s: its work did not stop within %.1fs of being stopped (a tool ignored the "
+                "cancellation); the run ends now and the work is left behind",
+                live.record.id,
+                self.settings.runtime.cancel_grace,
+            )
+            self._abandoned.add(work)
+            work.add_done_callback(self._forget)
+        elif not work.cancelled() and work.exception() is not None:
+            log.error("run %s: its execution raised", live.record.id, exc_info=work.exception())
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self._abandoned.discard(task)
+        if not task.cancelled():
+            task.exception()
+
+    async def _settle(self, live: LiveRun) -> None:
+        """Make sure the run has an ending and that it is durable; if the store lost it, write a
+        ``failed`` ending naming why; if even that cannot be stored, keep retrying it."""
+        recorder = live.recorder
+        if recorder.terminal is None:
+            payload, fields = self._ending(live)
+            recorder.finish(payload, **fields)
+        try:
+            await recorder.durable()
+            return
+        except StoreError as lost:
+            failed, fields = self._store_failure(live, lost)
+            recorder.finish(failed, **fields)
+        try:
+            await recorder.durable()
+        except StoreError as again:
+            live.failure = again
+            self._repairs[live.record.id] = (recorder, *self._store_failure(live, again))
+            log.error(
+                "run %s ended but its end could not be stored (%s); it is retried in the background",
+                live.record.id,
+                again.code,
+            )
+
+    def _ending(self, live: LiveRun) -> tuple[TerminalPayload, dict[str, Any]]:
+        record, control = live.record, live.control
+        if control.failure is not None:
+            failure = control.failure
+            payload: TerminalPayload = RunFailed(error=failure, usage=record.usage, cost=record.cost)
+            return payload, {"error_code": failure.code, "error_message": failure.message}
+        if control.reason is not None:
+            partial = live.partial_output
+            payload = RunCancelled(
+                reason=control.reason, partial_output=partial, usage=record.usage, cost=record.cost
+            )
+            return payload, {
+                "output": partial or None,
+                "error_code": "cancelled",
+                "error_message": control.reason,
+            }
+        error = ErrorInfo(code="internal_error", message="the run stopped without recording an end")
+        return RunFailed(error=error, usage=record.usage, cost=record.cost), {
+            "error_code": error.code,
+            "error_message": error.message,
+        }
+
+    @staticmethod
+    def _store_failure(live: LiveRun, error: StoreError) -> tuple[RunFailed, dict[str, Any]]:
+        info = ErrorInfo(code=error.code, message=error.message)
+        payload = RunFailed(error=info, usage=live.record.usage, cost=live.record.cost)
+        return payload, {"error_code": info.code, "error_message": info.message}
+
+    def _lost(self, run_id: str, error: StoreError) -> None:
+        """The writer could not store some of a run's writes: that run, and only it, fails."""
+        live = self._live.get(run_id)
+        if live is None:
+            return
+        live.recorder.lose(error)
+        live.control.fail(ErrorInfo(code=error.code, message=error.message))
+
+    def _dependencies(self) -> ExecutionDeps:
+        return ExecutionDeps(
+            settings=self.settings,
+            catalog=self.catalog,
+            prompts=self.prompts,
+            model_factory=self.model_factory,
+            history=self._history,
         )
-        live.next_seq += 1
-        live.record.last_seq = event.seq
-        self._writer.add_event(event)
-        self._writer.update(live.record.id, last_seq=event.seq)
-        return event
 
-    def update(self, live: LiveRun, **fields: Any) -> None:
-        for name, value in fields.items():
-            setattr(live.record, name, value)
-        self._writer.update(live.record.id, **fields)
-
-    async def finish(self, live: LiveRun, status: RunStatus, payload: Payload, **fields: Any) -> None:
-        """Write the terminal event and the final record together, and wait until both are durable."""
-        self.update(live, status=status, finished_at=utc_now(), **fields)
-        self.emit(live, EventDraft.of(payload))
-        await self._writer.flush()
-
-    async def finish_cancelled(self, live: LiveRun) -> None:
-        context = live.context
-        partial = context.partial_output if context else ""
-        usage = live.record.usage or {}
-        reason = live.cancel_reason or "cancelled"
-        payload = RunCancelled(reason=reason, partial_output=partial, usage=usage, cost=live.record.cost)
-        await self.finish(
-            live,
-            RunStatus.CANCELLED,
-            payload,
-            output=partial or None,
-            error_code="cancelled",
-            error_message=reason,
-        )
-
-    async def finish_failed(self, live: LiveRun, error: ErrorInfo) -> None:
-        payload = RunFailed(error=error, usage=live.record.usage, cost=live.record.cost)
-        await self.finish(live, RunStatus.FAILED, payload, error_code=error.code, error_message=error.message)
-
-    async def finish_completed(self, live: LiveRun, output: str, **fields: Any) -> None:
-        payload = RunCompleted(output=output, usage=live.record.usage, cost=live.record.cost)
-        await self.finish(live, RunStatus.COMPLETED, payload, output=output, **fields)
-
-    def add_messages(self, messages: Sequence[Any]) -> None:
-        self._writer.add_messages(list(messages))
-
-    def _published(self, events: list[RunEvent]) -> None:
-        """Hand each live run its newly durable events, one wake-up per run per commit."""
-        by_run: dict[str, list[RunEvent]] = {}
-        for event in events:
-            by_run.setdefault(event.run_id, []).append(event)
-        for run_id, run_events in by_run.items():
-            live = self._live.get(run_id)
-            if live is not None:
-                live.publish(run_events)
+    async def _history(self, conversation_id: str) -> list[MessageRecord]:
+        return await self.store.messages(conversation_id)
 
     # reading --------------------------------------------------------------------------------------
 
@@ -304,10 +399,13 @@ class RunService:
         return record
 
     async def wait(self, run_id: str) -> RunRecord:
-        """Return the run's record once it has ended and its last event is durable."""
+        """Return the run's record once it has ended and its ending is durable. Raises the store's
+        error if the ending could not be stored (what the client is told equals what is kept)."""
         live = self._live.get(run_id)
         if live is not None:
             await live.done.wait()
+            if live.failure is not None:
+                raise live.failure
             return live.record.model_copy()
         while True:
             record = await self.status(run_id)
@@ -351,17 +449,32 @@ class RunService:
     async def count_runs(self, *, status: RunStatus | None = None) -> int:
         return await self.store.count_runs(status=status)
 
+    async def snapshot(self, run_id: str) -> dict[str, Any] | None:
+        """The run's whole snapshot (its configuration joined with its own facts), or None if the
+        run never started."""
+        record = await self.status(run_id)
+        if record.snapshot_hash is None:
+            return None
+        config = await self.store.snapshot(record.snapshot_hash)
+        if config is None:
+            return None
+        reason = None
+        for event in await self.store.events(run_id, limit=4):
+            if isinstance(event.payload, RunStarted):
+                reason = event.payload.mode_reason
+        return assemble(config, record, mode_reason=reason)
+
+    async def check_store(self) -> None:
+        """Prove the store is writable now (at most one probe write a second); raise if not."""
+        await self._writer.probe()
+
     # cancelling -----------------------------------------------------------------------------------
 
     async def cancel(self, run_id: str, reason: str = "cancelled by the user") -> RunRecord:
         """Ask a run to stop. Returns its record as it stands; raises ConflictError if it has ended."""
         live = self._live.get(run_id)
-        if live is not None and not live.record.status.terminal:
-            if live.cancel_reason is None:
-                live.cancel_reason = reason
-                if live.context is not None:
-                    live.context.cancelled.set()
-                self._interrupt(live)
+        if live is not None and live.recorder.terminal is None:
+            live.control.cancel(reason)
             return live.record.model_copy()
         record = await self.status(run_id)
         if record.status.terminal:
@@ -370,15 +483,9 @@ class RunService:
                 code="run_finished",
                 details={"run_status": record.status.value},
             )
-        await self.store.request_cancel(run_id)
+        if live is None:
+            await self.store.request_cancel(run_id)
         return record
-
-    def _interrupt(self, live: LiveRun) -> None:
-        """Cancel the run's task, and again shortly after if a cancellation was swallowed on the way."""
-        if live.record.status.terminal or not live.scheduled or live.task is None or live.task.done():
-            return
-        live.task.cancel()
-        asyncio.get_running_loop().call_later(CANCEL_RETRY_SECONDS, self._interrupt, live)
 
     # batches --------------------------------------------------------------------------------------
 
@@ -410,7 +517,10 @@ class RunService:
 
         async def finish(item: BatchItem) -> None:
             if item.record is not None:
-                item.record = await self.wait(item.record.id)
+                try:
+                    item.record = await self.wait(item.record.id)
+                except StoreError as error:
+                    item.error = error.to_dict()
             if on_result is not None:
                 outcome = on_result(item)
                 if outcome is not None:
@@ -423,22 +533,61 @@ class RunService:
 
     async def _heartbeat_loop(self) -> None:
         interval = self.settings.runtime.heartbeat_interval
-        ticks = 0
+        beats = 0
         while True:
             await asyncio.sleep(interval)
-            ticks += 1
+            beats += 1
             try:
                 await self._beat()
-                if ticks % 5 == 0:
+                await self._repair()
+                if beats % SWEEP_EVERY_BEATS == 0:
                     await self._sweeper.sweep(at_startup=False)
-            except Exception:  # the store may be briefly unavailable; the next beat retries
-                continue
+            except Exception as error:  # the store may be briefly unavailable; the next beat retries
+                log.warning(
+                    "heartbeat failed (retried at the next beat): %s: %s", type(error).__name__, error
+                )
 
     async def _beat(self) -> None:
-        active = [run_id for run_id, live in self._live.items() if not live.record.status.terminal]
+        active = [run_id for run_id, live in self._live.items() if live.recorder.terminal is None]
         if not active:
             return
         await self.store.heartbeat(active, utc_now())
         for run_id in await self.store.cancel_requested(active):
             with contextlib.suppress(AgentstageError):
                 await self.cancel(run_id, reason="cancelled by request from another process")
+
+    async def _repair(self) -> None:
+        """Retry writing the endings the store could not take when their runs ended."""
+        for run_id, (recorder, payload, fields) in list(self._repairs.items()):
+            recorder.finish(payload, **fields)
+            try:
+                await recorder.durable()
+            except StoreError:
+                continue
+            self._repairs.pop(run_id, None)
+            log.warning("run %s: its end is stored now (%s)", run_id, payload.error.code)
+
+
+async def _acquire_unless(lock: Lock, stop: asyncio.Event) -> bool:
+    """Acquire ``lock``, unless ``stop`` is set first (then nothing is held)."""
+    if stop.is_set():
+        return False
+    if not lock.locked():
+        await lock.acquire()  # free: returns at once
+        return True
+    acquiring = asyncio.ensure_future(lock.acquire())
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({acquiring, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    if not acquiring.done():
+        acquiring.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await acquiring
+    if acquiring.cancelled():
+        return False
+    if stop.is_set():
+        lock.release()
+        return False
+    return True

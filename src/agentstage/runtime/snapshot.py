@@ -4,8 +4,11 @@
   1 — run id, timestamps, mode, resolved profile chain, tools with schema hashes, prompt template
       and its hash, options, masked environment, input, output, metrics, agentstage version, git commit.
 
-The identity of a snapshot is the SHA-256 of its canonical JSON (sorted keys, no spaces), so two
-runs with the same configuration and results hash the same whatever door they came through.
+A snapshot has two halves. The configuration (profile chain, parameters, limits, tools, prompt,
+environment, code version) is the same for every run of a profile, so it is stored once, under the
+hash of its canonical JSON, and each run names that hash. The run's own facts (id, timestamps, mode,
+input, output, metrics) live in the run's record. :func:`assemble` joins them into the whole
+document, whose identity is again the SHA-256 of its canonical JSON (sorted keys, no spaces).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from agentstage import __version__
+from agentstage.core.records import RunRecord
 from agentstage.errors import InvalidInputError
 
 SNAPSHOT_SCHEMA_VERSION = 1
@@ -68,3 +72,29 @@ def _git_commit(directory: Path) -> str | None:
         return None
     commit = done.stdout.strip()
     return commit if done.returncode == 0 and len(commit) == 40 else None
+
+
+RUN_FIELDS = ("run_id", "created_at", "started_at", "finished_at", "mode", "options", "input",
+              "history_messages", "conversation_id", "output", "status", "metrics")  # fmt: skip
+
+
+def assemble(config: dict[str, Any], record: RunRecord, *, mode_reason: str | None = None) -> dict[str, Any]:
+    """The whole snapshot of a run: its stored configuration joined with the record's own facts."""
+    metrics = dict(record.metrics)
+    history = metrics.pop("history_messages", 0)
+    document = dict(config)
+    document.update(
+        run_id=record.id,
+        created_at=record.created_at.isoformat(),
+        started_at=record.started_at.isoformat() if record.started_at else None,
+        finished_at=record.finished_at.isoformat() if record.finished_at else None,
+        mode={"requested": record.mode, "resolved": record.resolved_mode, "reason": mode_reason},
+        options=record.options,
+        input=record.input,
+        history_messages=history,
+        conversation_id=record.conversation_id,
+        output=record.output,
+        status=record.status.value if record.status.terminal else None,
+        metrics={"usage": record.usage, "cost": record.cost, **metrics} if record.status.terminal else None,
+    )
+    return document

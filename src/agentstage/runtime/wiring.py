@@ -1,40 +1,64 @@
-"""Settings in, a ready RunService out: the only module that names concrete parts.
+"""Settings in, ready services out: the only module that names concrete parts.
 
-Doors call :func:`build_service`; they never import a provider, a store or a tool themselves.
+Doors call :func:`build_services` (or :func:`build_service` for the run service alone); they never
+import a provider, a store or a tool themselves, and never assemble services from each other's
+parts.
 """
 
 from __future__ import annotations
 
-import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from agentstage.core.model import Model
 from agentstage.core.prompts import PromptLibrary
-from agentstage.errors import AgentstageError, ConfigError
+from agentstage.errors import ConfigError, StoreError
 from agentstage.observability.logging import configure_json_logging
-from agentstage.providers.registry import build_model
+from agentstage.providers.registry import build_model, check_provider
 from agentstage.providers.resilience import BreakerRegistry, ResilientModel
+from agentstage.runtime.batches import BatchService
 from agentstage.runtime.catalog import ToolCatalog, ToolServerSpec, ToolSource
+from agentstage.runtime.conversations import ConversationService
+from agentstage.runtime.keys import KeyService
 from agentstage.runtime.service import ModelFactory, RunService
 from agentstage.settings import Settings
 from agentstage.store.sql import SqlRunStore
+from agentstage.tools.plugins import plugin_tools
 from agentstage.tools.registry import builtin_tools
 
 
-def model_factory(settings: Settings) -> ModelFactory:
-    """A function that builds a fresh model chain for one run of a profile."""
-    breakers = BreakerRegistry(settings.retry)
+@dataclass(frozen=True)
+class Services:
+    """Everything a door needs, built once from one configuration."""
 
-    def build(profile_name: str) -> Model:
+    runs: RunService
+    conversations: ConversationService
+    batches: BatchService
+    keys: KeyService
+
+
+class ModelChains:
+    """Builds a fresh model chain for one run of a profile. Its circuit breakers (one per endpoint)
+    are shared by all runs, and survive a configuration change (see :func:`rebuild_models`)."""
+
+    def __init__(self, settings: Settings, breakers: BreakerRegistry | None = None):
+        self.settings = settings
+        self.breakers = breakers or BreakerRegistry(settings.retry)
+        self.breakers.policy = settings.retry
+
+    def __call__(self, profile_name: str) -> Model:
+        settings = self.settings
         profile = settings.profile(profile_name)
         chain = []
         for entry in profile.chain:
             provider = settings.providers[entry.provider]
             params = {**profile.params, **entry.params}
             chain.append(build_model(provider.type, entry.provider, entry.model, provider.options(), params))
-        return ResilientModel(chain, settings.retry, breakers)
+        return ResilientModel(chain, settings.retry, self.breakers)
 
-    return build
+
+def model_factory(settings: Settings) -> ModelFactory:
+    return ModelChains(settings)
 
 
 def tool_catalog(settings: Settings) -> ToolCatalog:
@@ -42,9 +66,21 @@ def tool_catalog(settings: Settings) -> ToolCatalog:
     if database is not None and not database.is_file():
         raise ConfigError(f"tools.sql_database {str(database)!r} does not exist")
     tools = builtin_tools(
-        database, sql_max_rows=settings.tools.sql_max_rows, sql_timeout=settings.tools.sql_timeout
+        database,
+        sql_max_rows=settings.tools.sql_max_rows,
+        sql_timeout=settings.tools.sql_timeout,
+        sql_max_bytes=settings.tools.sql_max_bytes,
+        sql_concurrency=settings.tools.sql_concurrency,
     )
-    return ToolCatalog(tools, call_timeout=settings.tools.call_timeout, connector=connect_tool_server)
+    catalog = ToolCatalog(
+        tools,
+        call_timeout=settings.tools.call_timeout,
+        max_output_chars=settings.tools.max_output_chars,
+        connector=connect_tool_server,
+    )
+    for tool in plugin_tools():
+        catalog.register(tool)
+    return catalog
 
 
 async def connect_tool_server(spec: ToolServerSpec) -> ToolSource:
@@ -58,56 +94,49 @@ def build_service(settings: Settings) -> RunService:
     prompts = PromptLibrary(prompts_dir) if prompts_dir.is_dir() else PromptLibrary()
     return RunService(
         settings,
-        SqlRunStore(settings.store_url()),
+        SqlRunStore(settings.store_url(), write_timeout=settings.store.write_timeout),
         model_factory(settings),
         tool_catalog(settings),
         prompts,
     )
 
 
+def build_services(settings: Settings) -> Services:
+    runs = build_service(settings)
+    return Services(
+        runs=runs,
+        conversations=ConversationService(runs),
+        batches=BatchService(runs),
+        keys=KeyService(runs.store),
+    )
+
+
+def rebuild_models(service: RunService, settings: Settings) -> None:
+    """Apply a new configuration to a running service: new runs use it at once; circuit breakers
+    keep their state (an endpoint that is failing stays skipped)."""
+    current = service.model_factory
+    service.settings = settings
+    service.model_factory = ModelChains(
+        settings, current.breakers if isinstance(current, ModelChains) else None
+    )
+
+
 async def readiness(settings: Settings, service: RunService) -> dict[str, str]:
-    """What ``/health/ready`` reports: the store answers, and the default profile's primary
-    provider can be used (its model file exists, its key reference resolves, its script loads)."""
+    """What ``/health/ready`` reports: the store can be written (a probe write, at most one a
+    second), and the default profile's primary provider can be used."""
     checks: dict[str, str] = {}
     try:
-        await service.store.ping()
+        await service.check_store()
         checks["store"] = "ok"
+    except StoreError as error:
+        checks["store"] = f"unavailable ({error.code}): {error.message}"
     except Exception as error:  # any failure means not ready; the reason is what matters
         checks["store"] = f"unavailable: {type(error).__name__}: {error}"
     entry = settings.profile(None).chain[0]
     provider = settings.providers[entry.provider]
-    checks[f"provider:{entry.provider}"] = _provider_check(provider.type, provider.options())
+    problem = check_provider(provider.type, provider.options())
+    checks[f"provider:{entry.provider}"] = "ok" if problem is None else f"unavailable: {problem}"
     return checks
-
-
-def _provider_check(kind: str, options: dict[str, object]) -> str:
-    try:
-        if kind == "local":
-            from agentstage.providers.local import default_model_path
-
-            path = (
-                Path(str(options["model_path"])).expanduser()
-                if options.get("model_path")
-                else default_model_path()
-            )
-            if not path.is_file():
-                return f"unavailable: model file {str(path)!r} does not exist"
-        elif kind in {"openai", "anthropic"}:
-            reference = str(options.get("api_key", ""))
-            if (
-                reference.startswith("env:")
-                and not options.get("base_url")
-                and not os.environ.get(reference[4:])
-            ):
-                return f"unavailable: {reference[4:]} is not set"
-        elif kind == "scripted":
-            from agentstage.providers.scripted import Script
-
-            source = options.get("script")
-            Script.load(source if isinstance(source, dict) else str(source))
-    except AgentstageError as error:
-        return f"unavailable: {error.message}"
-    return "ok"
 
 
 def configure_logging(settings: Settings) -> None:

@@ -2,38 +2,86 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
 from agentstage.core.events import RunEvent
 from agentstage.core.records import ApiKeyRecord, BatchRecord, ConversationRecord, MessageRecord, RunRecord
+from agentstage.errors import StoreError
 from agentstage.types import RunStatus
 
 
 @dataclass
-class Batch:
-    """Writes that land together in one transaction: new runs, events, run field updates, messages."""
+class ConversationTurn:
+    """Messages a run adds to a conversation. Their positions are assigned by the store when they
+    are written (never from the history a run read when it started)."""
 
-    new_runs: list[RunRecord] = field(default_factory=list)
+    conversation_id: str
+    run_id: str
+    messages: list[tuple[str, str]]  # (role, content), in order
+    at: datetime
+
+
+@dataclass
+class RunWrites:
+    """Everything one run hands the store in one commit."""
+
+    run_id: str
+    new_run: RunRecord | None = None
     events: list[RunEvent] = field(default_factory=list)
-    updates: dict[str, dict[str, Any]] = field(default_factory=dict)
-    messages: list[MessageRecord] = field(default_factory=list)
-
-    def update(self, run_id: str, **fields: Any) -> None:
-        self.updates.setdefault(run_id, {}).update(fields)
+    updates: dict[str, Any] = field(default_factory=dict)
+    turns: list[ConversationTurn] = field(default_factory=list)
+    snapshots: dict[str, dict[str, Any]] = field(default_factory=dict)  # hash -> body
 
     def __bool__(self) -> bool:
-        return bool(self.new_runs or self.events or self.updates or self.messages)
+        return bool(self.new_run or self.events or self.updates or self.turns or self.snapshots)
+
+
+@dataclass
+class Batch:
+    """Writes of many runs that land in one transaction. A run whose rows the database refuses is
+    left out (its writes are reported back); the other runs of the batch are still committed."""
+
+    runs: dict[str, RunWrites] = field(default_factory=dict)
+
+    def of(self, run_id: str) -> RunWrites:
+        writes = self.runs.get(run_id)
+        if writes is None:
+            writes = self.runs[run_id] = RunWrites(run_id)
+        return writes
+
+    def update(self, run_id: str, **fields: Any) -> None:
+        self.of(run_id).updates.update(fields)
+
+    def events(self) -> Iterator[RunEvent]:
+        for writes in self.runs.values():
+            yield from writes.events
+
+    def __bool__(self) -> bool:
+        return any(self.runs.values())
 
 
 class RunStore(Protocol):
+    @property
+    def location(self) -> str:
+        """Where the data lives, as an operator would name it (a file path or a masked URL)."""
+        ...
+
     async def open(self) -> None: ...
 
     async def close(self) -> None: ...
 
-    async def write(self, batch: Batch) -> None: ...
+    async def write(self, batch: Batch) -> dict[str, StoreError]:
+        """Commit the batch. Returns the runs whose rows were refused (each with why), having
+        committed all the others; raises :class:`StoreError` (``store_unavailable`` or
+        ``storage_full``) when nothing could be written."""
+        ...
+
+    async def probe(self) -> None:
+        """Prove the store can be written right now (a tiny write); raises :class:`StoreError`."""
+        ...
 
     async def get_run(self, run_id: str) -> RunRecord | None: ...
 
@@ -46,6 +94,10 @@ class RunStore(Protocol):
     async def unfinished_runs(self) -> list[RunRecord]: ...
 
     async def events(self, run_id: str, *, after: int = 0, limit: int | None = None) -> list[RunEvent]: ...
+
+    async def last_event(self, run_id: str) -> RunEvent | None: ...
+
+    async def snapshot(self, snapshot_hash: str) -> dict[str, Any] | None: ...
 
     async def heartbeat(self, run_ids: Sequence[str], at: datetime) -> None: ...
 

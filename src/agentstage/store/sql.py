@@ -1,7 +1,9 @@
 """The SQLAlchemy (async) store: SQLite by default (WAL), PostgreSQL by URL, same code.
 
 Writes arrive in :class:`~agentstage.store.base.Batch` objects and land in one transaction each,
-which lets the run service group many small event writes into few commits under load.
+which lets the run service group many small event writes into few commits under load. On SQLite
+they take the hand-written path of :mod:`agentstage.store.sqlite_writes` on one thread; other
+databases go through SQLAlchemy with a savepoint per run when a batch has to be split.
 """
 
 from __future__ import annotations
@@ -13,17 +15,33 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import bindparam, create_engine, delete, event, func, insert, select, text, update
-from sqlalchemy.engine import Connection, Engine, Row
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy import bindparam, delete, event, func, insert, select, text, update
+from sqlalchemy.engine import Connection, Row
+from sqlalchemy.exc import (
+    DBAPIError,
+    DisconnectionError,
+    InterfaceError,
+    OperationalError,
+    SQLAlchemyError,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from agentstage.core.events import RunEvent
 from agentstage.core.records import ApiKeyRecord, BatchRecord, ConversationRecord, MessageRecord, RunRecord
-from agentstage.errors import ConfigError
+from agentstage.errors import ConfigError, StoreError
 from agentstage.store import migrations
-from agentstage.store.base import Batch
-from agentstage.store.tables import api_keys, batches, conversation_messages, conversations, run_events, runs
+from agentstage.store.base import Batch, RunWrites
+from agentstage.store.sqlite_writes import SqliteWrites
+from agentstage.store.tables import (
+    api_keys,
+    batches,
+    conversation_messages,
+    conversations,
+    run_events,
+    runs,
+    snapshots,
+    store_probe,
+)
 from agentstage.types import RunStatus
 
 _TERMINAL = [s.value for s in RunStatus if s.terminal]
@@ -44,28 +62,51 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def _run_from_row(row: Row[Any]) -> RunRecord:
+# The seq of a run's newest event: runs rows are not updated per event, so readers ask the log.
+_LAST_SEQ = select(func.max(run_events.c.seq)).where(run_events.c.run_id == runs.c.id).scalar_subquery()
+_RUN_COLUMNS = [c for c in runs.columns if c.name != "last_seq"]
+_RUN_SELECT = select(*_RUN_COLUMNS, func.coalesce(_LAST_SEQ, runs.c.last_seq).label("last_seq"))
+
+
+def _run_from_row(row: Row[Any] | Any) -> RunRecord:
     data = dict(row._mapping)
     for key in ("created_at", "started_at", "finished_at", "heartbeat_at"):
         data[key] = _utc(data[key])
+    data["metrics"] = data.get("metrics") or {}
     return RunRecord.model_validate(data)
 
 
 def _event_from_row(row: Row[Any]) -> RunEvent:
-    data = dict(row._mapping)
-    data["ts"] = _utc(data["ts"])
-    return RunEvent.model_construct(**data)
+    return RunEvent(
+        row.run_id,
+        row.seq,
+        _utc(row.ts) or row.ts,
+        type=row.type,
+        data=row.data,
+        trace_id=row.trace_id,
+        span_id=row.span_id,
+    )
 
 
 class SqlRunStore:
-    def __init__(self, url: str):
+    def __init__(self, url: str, *, write_timeout: float = 10.0):
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
+        self.write_timeout = write_timeout
         self._engine: AsyncEngine | None = None
         # SQLite writes go through one thread with a plain connection: a whole batch costs one
         # thread hop instead of one per statement (aiosqlite's model).
-        self._sync_engine: Engine | None = None
+        self._sqlite: SqliteWrites | None = None
         self._write_thread: ThreadPoolExecutor | None = None
+
+    @property
+    def location(self) -> str:
+        if self.is_sqlite:
+            return str(self._sqlite_path())
+        return _masked_url(self.url)
+
+    def _sqlite_path(self) -> Path:
+        return Path(self.url.split("///", 1)[-1]).expanduser()
 
     @property
     def engine(self) -> AsyncEngine:
@@ -82,8 +123,8 @@ class SqlRunStore:
             raise ConfigError(f"cannot use store URL {self.url!r}: {error}") from None
         if self.is_sqlite:
             event.listen(self._engine.sync_engine, "connect", _sqlite_pragmas)
-            self._sync_engine = create_engine(self.url.replace("+aiosqlite", "", 1))
-            event.listen(self._sync_engine, "connect", _sqlite_pragmas)
+            busy = max(min(self.write_timeout / 4, 1.0), 0.05)
+            self._sqlite = SqliteWrites(self._sqlite_path(), busy_timeout=busy)
             self._write_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agentstage-store")
         await self._migrate()
 
@@ -121,12 +162,12 @@ class SqlRunStore:
             return str(row[0]) if row else None
 
     async def close(self) -> None:
-        if self._sync_engine is not None:
-            self._sync_engine.dispose()
-            self._sync_engine = None
         if self._write_thread is not None:
+            if self._sqlite is not None:
+                await self._on_write_thread(self._sqlite.close)
             self._write_thread.shutdown(wait=True)
             self._write_thread = None
+        self._sqlite = None
         if self._engine is not None:
             await self._engine.dispose()
             self._engine = None
@@ -135,31 +176,74 @@ class SqlRunStore:
         async with self.engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
 
-    async def write(self, batch: Batch) -> None:
+    async def _on_write_thread(self, function: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._write_thread, function, *args)
+
+    async def write(self, batch: Batch) -> dict[str, StoreError]:
         if not batch:
+            return {}
+        if self._sqlite is not None:
+            refused: dict[str, StoreError] = await self._on_write_thread(self._sqlite.write, batch)
+            return refused
+        parts = [writes for writes in batch.runs.values() if writes]
+        try:
+            async with self.engine.begin() as connection:
+                for writes in parts:
+                    await _write_run(connection, writes)
+            return {}
+        except SQLAlchemyError as error:
+            failure = _classify(error)
+            if failure.code != "store_write_failed":
+                raise failure from None
+        return await self._write_each(parts)
+
+    async def _write_each(self, parts: list[RunWrites]) -> dict[str, StoreError]:
+        """Write again with a savepoint per run, leaving out only the runs whose rows are refused."""
+        refused: dict[str, StoreError] = {}
+        try:
+            async with self.engine.begin() as connection:
+                for writes in parts:
+                    try:
+                        async with connection.begin_nested():
+                            await _write_run(connection, writes)
+                    except SQLAlchemyError as error:
+                        failure = _classify(error)
+                        if failure.code != "store_write_failed":
+                            raise failure from None
+                        refused[writes.run_id] = failure
+        except SQLAlchemyError as error:
+            raise _classify(error) from None
+        return refused
+
+    async def probe(self) -> None:
+        from agentstage.core.events import utc_now
+
+        if self._sqlite is not None:
+            await self._on_write_thread(self._sqlite.probe, utc_now())
             return
-        statements = _batch_statements(batch)
-        if self._sync_engine is not None:
-            loop = asyncio.get_running_loop()
-            await loop.run_in_executor(self._write_thread, _write_sync, self._sync_engine, statements)
-            return
-        async with self.engine.begin() as connection:
-            for statement, rows in statements:
-                await connection.execute(statement, rows)
+        try:
+            async with self.engine.begin() as connection:
+                await connection.execute(delete(store_probe))
+                await connection.execute(insert(store_probe).values(id=1, at=utc_now()))
+        except SQLAlchemyError as error:
+            raise _classify(error) from None
+
+    def free_bytes(self) -> int | None:
+        return self._sqlite.free_bytes() if self._sqlite is not None else None
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         async with self.engine.connect() as connection:
-            row = (await connection.execute(select(runs).where(runs.c.id == run_id))).first()
+            row = (await connection.execute(_RUN_SELECT.where(runs.c.id == run_id))).first()
         return _run_from_row(row) if row else None
 
     async def list_runs(
         self, *, status: RunStatus | None = None, limit: int = 50, offset: int = 0
     ) -> list[RunRecord]:
-        query = select(runs).order_by(runs.c.created_at.desc(), runs.c.id.desc()).limit(limit).offset(offset)
+        query = _RUN_SELECT.order_by(runs.c.created_at.desc(), runs.c.id.desc()).limit(limit).offset(offset)
         if status is not None:
             query = query.where(runs.c.status == status.value)
         async with self.engine.connect() as connection:
-            return [_run_from_row(row) for row in await connection.execute(query)]
+            return [_run_from_row(row) for row in (await connection.execute(query)).all()]
 
     async def count_runs(self, *, status: RunStatus | None = None) -> int:
         query = select(func.count()).select_from(runs)
@@ -169,9 +253,9 @@ class SqlRunStore:
             return int((await connection.execute(query)).scalar_one())
 
     async def unfinished_runs(self) -> list[RunRecord]:
-        query = select(runs).where(runs.c.status.not_in(_TERMINAL))
+        query = _RUN_SELECT.where(runs.c.status.not_in(_TERMINAL))
         async with self.engine.connect() as connection:
-            return [_run_from_row(row) for row in await connection.execute(query)]
+            return [_run_from_row(row) for row in (await connection.execute(query)).all()]
 
     async def events(self, run_id: str, *, after: int = 0, limit: int | None = None) -> list[RunEvent]:
         query = (
@@ -183,6 +267,18 @@ class SqlRunStore:
             query = query.limit(limit)
         async with self.engine.connect() as connection:
             return [_event_from_row(row) for row in await connection.execute(query)]
+
+    async def last_event(self, run_id: str) -> RunEvent | None:
+        query = select(run_events).where(run_events.c.run_id == run_id).order_by(run_events.c.seq.desc())
+        async with self.engine.connect() as connection:
+            row = (await connection.execute(query.limit(1))).first()
+        return _event_from_row(row) if row else None
+
+    async def snapshot(self, snapshot_hash: str) -> dict[str, Any] | None:
+        query = select(snapshots.c.body).where(snapshots.c.hash == snapshot_hash)
+        async with self.engine.connect() as connection:
+            body = (await connection.execute(query)).scalar_one_or_none()
+        return dict(body) if body is not None else None
 
     async def heartbeat(self, run_ids: Sequence[str], at: datetime) -> None:
         if not run_ids:
@@ -207,22 +303,19 @@ class SqlRunStore:
 
     async def get_conversation(self, conversation_id: str) -> ConversationRecord | None:
         async with self.engine.connect() as connection:
-            query = select(conversations).where(conversations.c.id == conversation_id)
+            query = select(*_CONVERSATION_COLUMNS).where(conversations.c.id == conversation_id)
             row = (await connection.execute(query)).first()
-        if row is None:
-            return None
-        data = dict(row._mapping)
-        data["created_at"], data["updated_at"] = _utc(data["created_at"]), _utc(data["updated_at"])
-        return ConversationRecord.model_validate(data)
+        return _conversation_from_row(row) if row is not None else None
 
     async def list_conversations(self, *, limit: int = 50, offset: int = 0) -> list[ConversationRecord]:
         query = (
-            select(conversations.c.id).order_by(conversations.c.updated_at.desc()).limit(limit).offset(offset)
+            select(*_CONVERSATION_COLUMNS)
+            .order_by(conversations.c.updated_at.desc(), conversations.c.id.desc())
+            .limit(limit)
+            .offset(offset)
         )
         async with self.engine.connect() as connection:
-            ids = [row[0] for row in await connection.execute(query)]
-        found = [await self.get_conversation(i) for i in ids]
-        return [c for c in found if c is not None]
+            return [_conversation_from_row(row) for row in await connection.execute(query)]
 
     async def delete_conversation(self, conversation_id: str) -> bool:
         async with self.engine.begin() as connection:
@@ -300,39 +393,83 @@ def _key_from_row(row: Row[Any]) -> ApiKeyRecord:
     return ApiKeyRecord.model_validate(data)
 
 
-def _batch_statements(batch: Batch) -> list[tuple[Any, Any]]:
-    """The statements of one batch, each an executemany where it can be (one round trip each)."""
-    statements: list[tuple[Any, Any]] = []
-    if batch.new_runs:
-        statements.append((insert(runs), [r.model_dump() for r in batch.new_runs]))
-    if batch.events:
-        statements.append((insert(run_events), [_event_row(e) for e in batch.events]))
-    statements.extend(_grouped_updates(batch.updates))
-    if batch.messages:
-        statements.append((insert(conversation_messages), [m.model_dump() for m in batch.messages]))
-        touched = {m.conversation_id for m in batch.messages}
-        newest = max(m.created_at for m in batch.messages)
-        statements.append(
-            (update(conversations).where(conversations.c.id.in_(touched)).values(updated_at=newest), None)
+_CONVERSATION_COLUMNS = [c for c in conversations.columns if c.name != "message_count"]
+
+
+def _conversation_from_row(row: Row[Any]) -> ConversationRecord:
+    data = dict(row._mapping)
+    data["created_at"], data["updated_at"] = _utc(data["created_at"]), _utc(data["updated_at"])
+    return ConversationRecord.model_validate(data)
+
+
+def _masked_url(url: str) -> str:
+    """A database URL without its password, for messages and health answers."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not at:
+        return url
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}{sep}{user}:***@{host}"
+
+
+def _classify(error: SQLAlchemyError) -> StoreError:
+    """Name a database error the way operators and clients act on it."""
+    original = getattr(error, "orig", None)
+    sqlstate = getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
+    text_ = str(original or error)
+    if sqlstate in {"53100"} or "No space left" in text_ or "disk is full" in text_:
+        return StoreError(f"the store is out of space: {text_}", code="storage_full", retry_after=5.0)
+    if isinstance(error, DisconnectionError | InterfaceError) or (
+        isinstance(error, OperationalError | DBAPIError) and getattr(error, "connection_invalidated", False)
+    ):
+        return StoreError(f"the store cannot be reached: {text_}", code="store_unavailable", retry_after=1.0)
+    if isinstance(error, OperationalError) and (sqlstate or "").startswith(("08", "57", "40", "55")):
+        return StoreError(f"the store is busy or gone: {text_}", code="store_unavailable", retry_after=1.0)
+    return StoreError(f"the store refused this run's data: {type(error).__name__}: {text_}")
+
+
+async def _write_run(connection: AsyncConnection, writes: RunWrites) -> None:
+    """One run's writes through SQLAlchemy (the path for databases other than SQLite)."""
+    from agentstage.core.events import utc_now
+
+    if writes.new_run is not None:
+        await connection.execute(insert(runs), [writes.new_run.model_dump()])
+    for digest, body in writes.snapshots.items():
+        exists = await connection.execute(select(snapshots.c.hash).where(snapshots.c.hash == digest))
+        if exists.first() is None:
+            await connection.execute(
+                insert(snapshots),
+                [{"hash": digest, "schema_version": int(body.get("schema_version", 1)), "body": body,
+                  "created_at": utc_now()}],
+            )  # fmt: skip
+    if writes.events:
+        await connection.execute(insert(run_events), [_event_row(e) for e in writes.events])
+    if writes.updates:
+        await connection.execute(
+            update(runs)
+            .where(runs.c.id == bindparam("run_id_"))
+            .values({k: bindparam(k) for k in writes.updates}),
+            [{"run_id_": writes.run_id, **writes.updates}],
         )
-    return statements
-
-
-def _write_sync(engine: Engine, statements: list[tuple[Any, Any]]) -> None:
-    with engine.begin() as connection:
-        for statement, rows in statements:
-            connection.execute(statement, rows)
-
-
-def _grouped_updates(updates: dict[str, dict[str, Any]]) -> list[tuple[Any, list[dict[str, Any]]]]:
-    """Run updates grouped by the columns they set, so each group is one executemany round trip."""
-    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    for run_id, fields in updates.items():
-        groups.setdefault(tuple(sorted(fields)), []).append({"run_id_": run_id, **fields})
-    return [
-        (update(runs).where(runs.c.id == bindparam("run_id_")).values({k: bindparam(k) for k in keys}), rows)
-        for keys, rows in groups.items()
-    ]
+    for turn in writes.turns:
+        result = await connection.execute(
+            update(conversations)
+            .where(conversations.c.id == turn.conversation_id)
+            .values(message_count=conversations.c.message_count + len(turn.messages), updated_at=turn.at)
+            .returning(conversations.c.message_count)
+        )
+        row = result.first()
+        if row is None:
+            continue
+        first = int(row[0]) - len(turn.messages)
+        await connection.execute(
+            insert(conversation_messages),
+            [
+                {"conversation_id": turn.conversation_id, "position": first + offset, "role": role,
+                 "content": content, "run_id": turn.run_id, "created_at": turn.at}
+                for offset, (role, content) in enumerate(turn.messages)
+            ],
+        )  # fmt: skip
 
 
 def _event_row(event_: RunEvent) -> dict[str, Any]:

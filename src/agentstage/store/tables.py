@@ -45,8 +45,8 @@ runs = Table(
     Column("heartbeat_at", DateTime(timezone=True)),
     Column("cancel_requested", Boolean, nullable=False, default=False),
     Column("trace_id", String(32)),
-    Column("snapshot", JSON),
     Column("snapshot_hash", String(64)),
+    Column("metrics", JSON, nullable=False, default=dict),
     Index("ix_runs_status_created", "status", "created_at"),
     Index("ix_runs_created", "created_at"),
     Index("ix_runs_conversation", "conversation_id"),
@@ -72,6 +72,7 @@ conversations = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("metadata", JSON, nullable=False),
+    Column("message_count", Integer, nullable=False, default=0),
 )
 
 conversation_messages = Table(
@@ -105,4 +106,20 @@ batches = Table(
     Column("id", String(36), primary_key=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("items", JSON, nullable=False),
+)
+
+snapshots = Table(
+    "snapshots",
+    metadata,
+    Column("hash", String(64), primary_key=True),
+    Column("schema_version", Integer, nullable=False),
+    Column("body", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+store_probe = Table(
+    "store_probe",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("at", DateTime(timezone=True), nullable=False),
 )

@@ -1,7 +1,10 @@
 """``math.calculate:v1`` — arithmetic and common functions through a safe AST evaluator.
 
 Only numbers, arithmetic operators, a fixed set of functions and constants are allowed; names,
-attributes, calls to anything else and huge powers are refused. ``eval`` is never used.
+attributes, calls to anything else are refused. ``eval`` is never used. The size of every
+intermediate integer is bounded *before* it is computed (a power or a product that would exceed
+:data:`MAX_RESULT_DIGITS` is refused with ``tool_limit``), so no expression can keep the CPU busy
+for long or exhaust memory: ``(10**10000)**1000`` is refused at once instead of computed.
 """
 
 from __future__ import annotations
@@ -27,16 +30,48 @@ _BINARY: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
     ast.Pow: operator.pow,
 }
 _UNARY: dict[type[ast.unaryop], Callable[[Any], Any]] = {ast.UAdd: operator.pos, ast.USub: operator.neg}
+MAX_RESULT_DIGITS = 3_000
+MAX_RESULT_BITS = int(MAX_RESULT_DIGITS / math.log10(2))
+MAX_FACTORIAL = 1_000
+MAX_LENGTH = 1_000
+
+
+def _too_large(bits: float) -> ToolError:
+    digits = int(bits * math.log10(2)) + 1
+    return ToolError(
+        f"the result would have about {digits:,} digits, over the limit of {MAX_RESULT_DIGITS:,}",
+        code="tool_limit",
+    )
+
+
+def check_power(base: Any, exponent: Any) -> None:
+    """Refuse an integer power whose result would be too large, before computing it."""
+    if isinstance(base, int) and isinstance(exponent, int) and exponent > 0 and abs(base) > 1:
+        bits = math.log2(abs(base)) * exponent
+        if bits > MAX_RESULT_BITS:
+            raise _too_large(bits)
+
+
+def check_product(left: Any, right: Any) -> None:
+    if isinstance(left, int) and isinstance(right, int):
+        bits = abs(left).bit_length() + abs(right).bit_length()
+        if bits > MAX_RESULT_BITS + 1:
+            raise _too_large(bits - 1)
+
+
+def _checked_pow(*arguments: Any) -> Any:
+    if len(arguments) == 2:
+        check_power(*arguments)
+    return pow(*arguments)
+
+
 FUNCTIONS: dict[str, Callable[..., Any]] = {
-    "abs": abs, "round": round, "min": min, "max": max, "pow": pow,
+    "abs": abs, "round": round, "min": min, "max": max, "pow": _checked_pow,
     "sqrt": math.sqrt, "exp": math.exp, "log": math.log, "log10": math.log10, "log2": math.log2,
     "sin": math.sin, "cos": math.cos, "tan": math.tan, "asin": math.asin, "acos": math.acos,
     "atan": math.atan, "floor": math.floor, "ceil": math.ceil, "factorial": math.factorial,
 }  # fmt: skip
 CONSTANTS = {"pi": math.pi, "e": math.e, "tau": math.tau}
-MAX_EXPONENT = 10_000
-MAX_FACTORIAL = 1_000
-MAX_LENGTH = 1_000
 
 
 class Evaluator:
@@ -75,10 +110,10 @@ class Evaluator:
         if op is None:
             raise ToolError(f"operator {type(node.op).__name__} is not allowed", code="invalid_expression")
         left, right = self.evaluate(node.left), self.evaluate(node.right)
-        if op is operator.pow and abs(right) > MAX_EXPONENT:
-            raise ToolError(
-                f"exponent {right!r} is too large (limit {MAX_EXPONENT})", code="invalid_expression"
-            )
+        if op is operator.pow:
+            check_power(left, right)
+        elif op is operator.mul:
+            check_product(left, right)
         return op(left, right)
 
     def _Call(self, node: ast.Call) -> Any:
@@ -100,10 +135,12 @@ def calculate(expression: str, variables: dict[str, float] | None = None) -> flo
     text = expression.replace("^", "**").replace("\u00d7", "*").replace("\u00f7", "/")
     try:
         tree = ast.parse(text, mode="eval")
-    except SyntaxError:
+    except (SyntaxError, RecursionError, MemoryError, ValueError):
         raise ToolError(f"cannot parse expression {expression!r}", code="invalid_expression") from None
     try:
         result = Evaluator(variables or {}).evaluate(tree)
+    except RecursionError:
+        raise ToolError("the expression is nested too deeply", code="invalid_expression") from None
     except ZeroDivisionError:
         raise ToolError(f"division by zero in {expression!r}", code="invalid_expression") from None
     except (ValueError, OverflowError, TypeError) as error:

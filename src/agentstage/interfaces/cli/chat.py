@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from agentstage.interfaces.cli.common import load_settings, open_service, run_command
+from agentstage.interfaces.cli.common import load_settings, open_services, run_command
 from agentstage.interfaces.cli.run import ModeOption, ProfileOption
 
 if TYPE_CHECKING:
@@ -54,14 +54,13 @@ def chat(mode: ModeOption = "chat", profile: ProfileOption = None) -> None:
 
 async def _chat(mode: str, profile: str | None) -> None:
     from agentstage.errors import UserError
-    from agentstage.runtime.conversations import ConversationService
 
     settings = load_settings()
     settings.profile(profile)
     settings.home.mkdir(parents=True, exist_ok=True)
     reader = LineReader(str(settings.home / "chat_history"))
-    async with open_service(settings) as service:
-        conversations = ConversationService(service)
+    async with open_services(settings) as services:
+        conversations = services.conversations
         conversation = await conversations.create(title="agent chat")
         typer.secho(f"conversation {conversation.id} · mode {mode} · {HELP}", dim=True, err=True)
         while True:
@@ -76,7 +75,7 @@ async def _chat(mode: str, profile: str | None) -> None:
                 mode = new_mode
                 continue
             try:
-                await _answer(service, conversations, conversation.id, text, mode, profile)
+                await _answer(services.runs, conversations, conversation.id, text, mode, profile)
             except UserError as error:
                 typer.secho(f"error: {error.message}", fg=typer.colors.RED, err=True)
 

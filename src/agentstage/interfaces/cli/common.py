@@ -18,6 +18,7 @@ import typer
 
 if TYPE_CHECKING:
     from agentstage.runtime.service import RunService
+    from agentstage.runtime.wiring import Services
     from agentstage.settings import Settings
 
 T = TypeVar("T")
@@ -43,15 +44,22 @@ def load_settings(**overrides: Any) -> Settings:
 
 
 @asynccontextmanager
-async def open_service(settings: Settings | None = None) -> AsyncIterator[RunService]:
-    from agentstage.runtime.wiring import build_service
+async def open_services(settings: Settings | None = None) -> AsyncIterator[Services]:
+    """Every runtime service, built once from the configuration, open for one command."""
+    from agentstage.runtime.wiring import build_services
 
-    service = build_service(settings or load_settings())
-    await service.open()
+    services = build_services(settings or load_settings())
+    await services.runs.open()
     try:
-        yield service
+        yield services
     finally:
-        await service.close()
+        await services.runs.close()
+
+
+@asynccontextmanager
+async def open_service(settings: Settings | None = None) -> AsyncIterator[RunService]:
+    async with open_services(settings) as services:
+        yield services.runs
 
 
 def run_command(main: Callable[[], Awaitable[T]]) -> T:

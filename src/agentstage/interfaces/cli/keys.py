@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from agentstage.interfaces.cli.common import open_service, run_command
+from agentstage.interfaces.cli.common import open_services, run_command
 
 app = typer.Typer(help="Create, list and revoke API keys for `agent serve`.", no_args_is_help=True)
 
@@ -20,11 +20,10 @@ def create(
     ] = None,
 ) -> None:
     """Create a key and print it once: store it now, it cannot be shown again."""
-    from agentstage.runtime.keys import KeyService
 
     async def make() -> tuple[str, Any]:
-        async with open_service() as service:
-            return await KeyService(service.store).create(name, rate)
+        async with open_services() as services:
+            return await services.keys.create(name, rate)
 
     key, record = run_command(make)
     print(key)
@@ -36,11 +35,10 @@ def create(
 @app.command("list")
 def list_keys(as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False) -> None:
     """List keys (names and prefixes; the keys themselves are not stored)."""
-    from agentstage.runtime.keys import KeyService
 
     async def fetch() -> list[Any]:
-        async with open_service() as service:
-            return await KeyService(service.store).list_keys()
+        async with open_services() as services:
+            return await services.keys.list_keys()
 
     for record in run_command(fetch):
         row = {
@@ -56,11 +54,10 @@ def list_keys(as_json: Annotated[bool, typer.Option("--json", help="Print JSON l
 @app.command("revoke")
 def revoke(name: Annotated[str, typer.Argument(help="The key's name.")]) -> None:
     """Revoke a key: requests with it are refused from now on."""
-    from agentstage.runtime.keys import KeyService
 
     async def drop() -> None:
-        async with open_service() as service:
-            await KeyService(service.store).revoke(name)
+        async with open_services() as services:
+            await services.keys.revoke(name)
 
     run_command(drop)
     typer.secho(f"revoked key {name!r}", err=True, dim=True)

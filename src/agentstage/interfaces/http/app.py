@@ -23,10 +23,7 @@ from agentstage.interfaces.http.middleware.rate_limit import RateLimitMiddleware
 from agentstage.interfaces.http.middleware.request_log import RequestLogMiddleware
 from agentstage.interfaces.http.openapi import build_openapi
 from agentstage.interfaces.http.routes import config, conversations, health, runs, tools
-from agentstage.runtime.batches import BatchService
-from agentstage.runtime.conversations import ConversationService
-from agentstage.runtime.keys import KeyService
-from agentstage.runtime.wiring import build_service, configure_logging
+from agentstage.runtime.wiring import build_services, configure_logging
 from agentstage.settings import Settings, load_settings
 
 log = logging.getLogger("agentstage.http")
@@ -49,12 +46,13 @@ A frame that is not JSON closes the socket with code 1003; a missing key with 10
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     configure_logging(settings)
-    service = build_service(settings)
+    services = build_services(settings)
+    service = services.runs
     rt = Runtime(
         runs=service,
-        conversations=ConversationService(service),
-        batches=BatchService(service),
-        keys=KeyService(service.store),
+        conversations=services.conversations,
+        batches=services.batches,
+        keys=services.keys,
     )
 
     @asynccontextmanager

@@ -1,0 +1,34 @@
+"""What plugin authors import: ``@tool`` to make a tool from a typed function, and the
+``ProviderKind`` protocol (with ``BaseProviderKind``) to add a kind of model provider.
+
+Declare them in your package's entry points::
+
+    [project.entry-points."agentstage.tools"]
+    word_count = "my_plugin:word_count"
+
+    [project.entry-points."agentstage.providers"]
+    echo = "my_plugin:EchoKind"
+"""
+
+from agentstage.core.function_tools import FunctionTool, tool
+from agentstage.core.model import (
+    BaseProviderKind,
+    Model,
+    ModelRequest,
+    ModelResponse,
+    ProviderKind,
+    TextDelta,
+)
+from agentstage.core.tools import ToolContext
+
+__all__ = [
+    "BaseProviderKind",
+    "FunctionTool",
+    "Model",
+    "ModelRequest",
+    "ModelResponse",
+    "ProviderKind",
+    "TextDelta",
+    "ToolContext",
+    "tool",
+]

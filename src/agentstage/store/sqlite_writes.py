@@ -1,0 +1,260 @@
+"""The SQLite write path: one plain ``sqlite3`` connection, prepared ``executemany`` per table.
+
+Every write of every run goes through here, on one thread, so it is the store's hot path. Rows are
+encoded by hand from pre-serialised event JSON (no SQLAlchemy statement compilation, no JSON
+encoding of event data a second time). A batch normally lands in one transaction; when the
+database refuses a row, the batch is written again with one savepoint per run, so only the runs
+whose rows are bad are left out.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import shutil
+import sqlite3
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, DateTime, Table
+
+from agentstage.errors import StoreError
+from agentstage.store.base import Batch, RunWrites
+from agentstage.store.tables import conversation_messages, run_events, runs, snapshots, store_probe
+
+_FULL = {sqlite3.SQLITE_FULL}
+_UNAVAILABLE = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PROTOCOL}
+LOW_SPACE_BYTES = 1 << 20
+
+
+def sqlite_timestamp(value: datetime) -> str:
+    """The text form SQLAlchemy's SQLite DateTime reads back (UTC, naive, microseconds)."""
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def _encoder(table: Table) -> Callable[[str, Any], Any]:
+    json_columns = {c.name for c in table.columns if isinstance(c.type, JSON)}
+    time_columns = {c.name for c in table.columns if isinstance(c.type, DateTime)}
+    bool_columns = {c.name for c in table.columns if isinstance(c.type, Boolean)}
+
+    def encode(column: str, value: Any) -> Any:
+        if value is None:
+            return None
+        if column in json_columns:
+            return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+        if column in time_columns:
+            return sqlite_timestamp(value)
+        if column in bool_columns:
+            return int(bool(value))
+        if isinstance(value, Enum):
+            return value.value
+        return value
+
+    return encode
+
+
+_encode_run = _encoder(runs)
+_RUN_COLUMNS = [c.name for c in runs.columns]
+_INSERT_RUN = f"INSERT INTO runs ({', '.join(_RUN_COLUMNS)}) VALUES ({', '.join('?' * len(_RUN_COLUMNS))})"
+_INSERT_EVENT = f"INSERT INTO {run_events.name} (run_id, seq, type, ts, data, trace_id, span_id) VALUES (?, ?, ?, ?, ?, ?, ?)"
+_INSERT_SNAPSHOT = (
+    f"INSERT OR IGNORE INTO {snapshots.name} (hash, schema_version, body, created_at) VALUES (?, ?, ?, ?)"
+)
+_NEXT_POSITIONS = (
+    "UPDATE conversations SET message_count = message_count + ?, updated_at = ? WHERE id = ? "
+    "RETURNING message_count"
+)
+_INSERT_MESSAGE = (
+    f"INSERT INTO {conversation_messages.name} (conversation_id, position, role, content, run_id, created_at) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+_PROBE = f"INSERT OR REPLACE INTO {store_probe.name} (id, at) VALUES (1, ?)"
+
+
+class SqliteWrites:
+    """Owns the write connection; every method runs on the store's single write thread."""
+
+    def __init__(self, path: Path, busy_timeout: float):
+        self.path = path
+        self.busy_timeout_ms = max(int(busy_timeout * 1000), 1)
+        self._connection: sqlite3.Connection | None = None
+
+    def _open(self) -> sqlite3.Connection:
+        if self._connection is None:
+            connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            connection.execute(f"PRAGMA busy_timeout={self.busy_timeout_ms}")
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=NORMAL")
+            connection.execute("PRAGMA foreign_keys=ON")
+            self._connection = connection
+        return self._connection
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    def write(self, batch: Batch) -> dict[str, StoreError]:
+        parts = [writes for writes in batch.runs.values() if writes]
+        if not parts:
+            return {}
+        try:
+            self._transaction(lambda c: self._write_all(c, parts))
+            return {}
+        except (sqlite3.Error, ValueError, TypeError, OverflowError) as error:
+            failure = self.classify(error)
+            if failure.code != "store_write_failed":
+                raise failure from None
+        refused: dict[str, StoreError] = {}
+        try:
+            self._transaction(lambda c: self._write_each(c, parts, refused))
+        except (sqlite3.Error, ValueError, TypeError, OverflowError) as error:
+            raise self.classify(error) from None
+        return refused
+
+    def probe(self, at: datetime) -> None:
+        try:
+            self._transaction(lambda c: c.execute(_PROBE, (sqlite_timestamp(at),)))
+        except sqlite3.Error as error:
+            raise self.classify(error) from None
+
+    def _transaction(self, body: Callable[[sqlite3.Connection], object]) -> None:
+        connection = self._open()
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            body(connection)
+            connection.execute("COMMIT")
+        except BaseException:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise
+
+    def _write_all(self, connection: sqlite3.Connection, parts: list[RunWrites]) -> None:
+        new_runs = [_run_row(w) for w in parts if w.new_run is not None]
+        if new_runs:
+            connection.executemany(_INSERT_RUN, new_runs)
+        shots = [row for w in parts for row in _snapshot_rows(w)]
+        if shots:
+            connection.executemany(_INSERT_SNAPSHOT, shots)
+        events = [row for w in parts for row in _event_rows(w)]
+        if events:
+            connection.executemany(_INSERT_EVENT, events)
+        for sql, rows in _grouped_updates(parts).items():
+            connection.executemany(sql, rows)
+        for writes in parts:
+            _write_turns(connection, writes)
+
+    def _write_each(
+        self, connection: sqlite3.Connection, parts: list[RunWrites], refused: dict[str, StoreError]
+    ) -> None:
+        for writes in parts:
+            connection.execute("SAVEPOINT run_writes")
+            try:
+                self._write_all(connection, [writes])
+            except (sqlite3.Error, ValueError, TypeError, OverflowError) as error:
+                connection.execute("ROLLBACK TO run_writes")
+                connection.execute("RELEASE run_writes")
+                failure = self.classify(error)
+                if failure.code != "store_write_failed":
+                    raise failure from None
+                refused[writes.run_id] = failure
+            else:
+                connection.execute("RELEASE run_writes")
+
+    def classify(self, error: BaseException) -> StoreError:
+        """Name what went wrong the way operators and clients act on it."""
+        code = getattr(error, "sqlite_errorcode", None)
+        primary = code & 0xFF if isinstance(code, int) else None
+        text = str(error)
+        if primary in _FULL or "disk is full" in text or _errno(error) == errno.ENOSPC:
+            return self.full()
+        if primary == sqlite3.SQLITE_IOERR and self.free_bytes() < LOW_SPACE_BYTES:
+            return self.full()
+        if primary in _UNAVAILABLE or primary == sqlite3.SQLITE_IOERR or "locked" in text:
+            return StoreError(
+                f"the store {str(self.path)!r} cannot be written right now: {text}",
+                code="store_unavailable",
+                retry_after=1.0,
+            )
+        return StoreError(f"the store refused this run's data: {type(error).__name__}: {text}")
+
+    def full(self) -> StoreError:
+        free = self.free_bytes()
+        return StoreError(
+            f"the store {str(self.path)!r} is out of space ({free:,} bytes free on its disk)",
+            code="storage_full",
+            retry_after=5.0,
+            details={"store": str(self.path), "free_bytes": free},
+        )
+
+    def free_bytes(self) -> int:
+        try:
+            return shutil.disk_usage(self.path.parent).free
+        except OSError:
+            return 0
+
+
+def _errno(error: BaseException) -> int | None:
+    cause = error.__cause__ or error.__context__
+    return cause.errno if isinstance(cause, OSError) else None
+
+
+def _run_row(writes: RunWrites) -> tuple[Any, ...]:
+    assert writes.new_run is not None
+    record = writes.new_run.model_dump()
+    return tuple(_encode_run(column, record.get(column)) for column in _RUN_COLUMNS)
+
+
+def _event_rows(writes: RunWrites) -> Iterable[tuple[Any, ...]]:
+    for event in writes.events:
+        yield (
+            event.run_id,
+            event.seq,
+            event.type,
+            sqlite_timestamp(event.ts),
+            event.data_json,
+            event.trace_id,
+            event.span_id,
+        )
+
+
+def _snapshot_rows(writes: RunWrites) -> Iterable[tuple[Any, ...]]:
+    for digest, body in writes.snapshots.items():
+        yield (
+            digest,
+            int(body.get("schema_version", 1)),
+            json.dumps(body, separators=(",", ":"), ensure_ascii=False),
+            sqlite_timestamp(datetime.now(UTC)),
+        )
+
+
+def _grouped_updates(parts: list[RunWrites]) -> dict[str, list[tuple[Any, ...]]]:
+    """Run updates grouped by the columns they set: one executemany per group."""
+    groups: dict[str, list[tuple[Any, ...]]] = {}
+    for writes in parts:
+        if not writes.updates:
+            continue
+        columns = sorted(writes.updates)
+        sql = f"UPDATE runs SET {', '.join(f'{c} = ?' for c in columns)} WHERE id = ?"
+        row = (*(_encode_run(c, writes.updates[c]) for c in columns), writes.run_id)
+        groups.setdefault(sql, []).append(row)
+    return groups
+
+
+def _write_turns(connection: sqlite3.Connection, writes: RunWrites) -> None:
+    for turn in writes.turns:
+        at = sqlite_timestamp(turn.at)
+        row = connection.execute(_NEXT_POSITIONS, (len(turn.messages), at, turn.conversation_id)).fetchone()
+        if row is None:  # the conversation was deleted while the run went on: nothing to add to
+            continue
+        first = int(row[0]) - len(turn.messages)
+        connection.executemany(
+            _INSERT_MESSAGE,
+            [
+                (turn.conversation_id, first + offset, role, content, turn.run_id, at)
+                for offset, (role, content) in enumerate(turn.messages)
+            ],
+        )
