@@ -11,6 +11,7 @@ Declare them in your package's entry points::
 """
 
 from agentstage.core.function_tools import FunctionTool, tool
+from agentstage.core.messages import Message, ToolCall, Usage
 from agentstage.core.model import (
     BaseProviderKind,
     Model,
@@ -18,17 +19,22 @@ from agentstage.core.model import (
     ModelResponse,
     ProviderKind,
     TextDelta,
+    ToolCallChunk,
 )
 from agentstage.core.tools import ToolContext
 
 __all__ = [
     "BaseProviderKind",
     "FunctionTool",
+    "Message",
     "Model",
     "ModelRequest",
     "ModelResponse",
     "ProviderKind",
     "TextDelta",
+    "ToolCall",
+    "ToolCallChunk",
     "ToolContext",
+    "Usage",
     "tool",
 ]

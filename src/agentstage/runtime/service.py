@@ -411,6 +411,9 @@ class RunService:
             record = await self.status(run_id)
             if record.status.terminal:
                 return record
+            pending = self._repairs.get(run_id)
+            if pending is not None and pending[0].lost is not None:
+                raise pending[0].lost  # it ended here, but its end is not stored yet
             await asyncio.sleep(STORE_POLL_SECONDS)
 
     async def stream(self, run_id: str, after: int = 0) -> AsyncIterator[RunEvent]:

@@ -1,0 +1,131 @@
+"""Extension points: a plugin package installed beside agentstage adds a provider kind and a tool
+through entry points, and tools made with @tool behave like built-ins."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import pytest
+from pydantic import Field
+
+from agentstage.core.messages import ToolCall
+from agentstage.core.tools import ToolContext, Toolset
+from agentstage.errors import ConfigError, ToolArgumentError
+from agentstage.plugins import tool
+from conftest import Cli
+
+PLUGIN = Path(__file__).parent / "plugins" / "agentstage-echo"
+
+
+@pytest.fixture(scope="module")
+def plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The plugin installed (from tests/plugins) into its own directory, put on PYTHONPATH."""
+    target = tmp_path_factory.mktemp("plugin-site")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--no-index", "--target", str(target), str(PLUGIN)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )  # fmt: skip
+    return target
+
+
+def test_a_plugin_adds_a_provider_and_a_tool(cli: Cli, plugin_site: Path) -> None:
+    cli.env["PYTHONPATH"] = str(plugin_site)
+    cli.configure(
+        {
+            "providers": {"shout": {"type": "echo"}},
+            "profiles": {"echo": {"description": "from a plugin", "chain": [{"provider": "shout"}]}},
+        }
+    )
+    listed = cli("tool", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert "word_count:v1" in {t["id"] for t in json.loads(listed.stdout)}
+    profiles = cli("profile", "list", "--json")
+    assert profiles.returncode == 0, profiles.stderr
+    assert "echo" in profiles.stdout and "shout" in profiles.stdout
+    counted = cli("tool", "test", "word_count", "--input", '{"text": "one two three"}')
+    assert counted.returncode == 0, counted.stderr
+    assert json.loads(counted.stdout) == 3
+    answered = cli("run", "hello there", "--profile", "echo", "--mode", "chat", "--output", "json")
+    assert answered.returncode == 0, answered.stderr
+    assert json.loads(answered.stdout)["output"] == "ECHO: HELLO THERE"
+
+
+def test_without_the_plugin_its_provider_type_is_refused_clearly(cli: Cli) -> None:
+    cli.configure({"providers": {"shout": {"type": "echo"}}})
+    done = cli("profile", "list")
+    assert done.returncode == 2
+    assert "unknown type 'echo'" in done.stderr and "known: local, openai, anthropic, scripted" in done.stderr
+
+
+@tool(category="text", version="v2")
+def words(
+    text: Annotated[str, Field(description="The text to split.")], limit: int = 10, *, upper: bool = False
+) -> list[str]:
+    """Split a text into words.
+
+    The rest of this docstring is not part of the description."""
+    found = text.split()[:limit]
+    return [w.upper() for w in found] if upper else found
+
+
+def test_tool_schema_and_description_come_from_the_function() -> None:
+    assert (words.name, words.version, words.category) == ("words", "v2", "text")
+    assert words.description == "Split a text into words."
+    schema = words.parameters
+    assert schema["required"] == ["text"]
+    assert schema["properties"]["text"]["description"] == "The text to split."
+    assert schema["properties"]["limit"]["default"] == 10
+    assert words("a b c", limit=2) == ["a", "b"]  # still callable as a function
+
+
+def test_tool_arguments_are_validated_strictly() -> None:
+    assert words.validate_arguments({"text": "a b"}) == {"text": "a b", "limit": 10, "upper": False}
+    with pytest.raises(ToolArgumentError) as refused:
+        words.validate_arguments({"text": "a b", "limit": "3"})
+    assert refused.value.details["errors"][0]["field"] == "limit"
+    with pytest.raises(ToolArgumentError):
+        words.validate_arguments({"text": "a", "colour": "red"})
+
+
+@pytest.mark.anyio
+async def test_plain_functions_run_off_the_event_loop_and_get_their_context() -> None:
+    seen: dict[str, object] = {}
+
+    @tool
+    def where(note: str, context: ToolContext) -> str:
+        """Report where it ran."""
+        seen["thread"] = threading.current_thread() is threading.main_thread()
+        seen["run_id"] = context.run_id
+        return note
+
+    @tool
+    async def later(seconds: float) -> str:
+        """Wait, on the event loop."""
+        await asyncio.sleep(seconds)
+        return "done"
+
+    toolset = Toolset([where, later], call_timeout=5)
+    outcome = await toolset.execute(
+        ToolCall(name="where", arguments={"note": "hi"}), ToolContext(run_id="r-1")
+    )
+    assert outcome.output == "hi" and seen == {"thread": False, "run_id": "r-1"}
+    assert "context" not in where.parameters["properties"]
+    done = await toolset.execute(ToolCall(name="later", arguments={"seconds": 0.01}), ToolContext(run_id="r"))
+    assert done.output == "done"
+
+
+def test_a_function_without_type_hints_is_refused() -> None:
+    def untyped(text):  # type: ignore[no-untyped-def]
+        return text
+
+    with pytest.raises(ConfigError, match="needs a type hint"):
+        tool(untyped)
