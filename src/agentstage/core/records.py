@@ -101,6 +101,12 @@ class ApiKeyRecord(BaseModel):
     requests_per_minute: int | None = None
     created_at: datetime
     revoked_at: datetime | None = None
+    role: str = "operator"
+    tenant: str = "default"
+    scopes: list[str] | None = None
+    expires_at: datetime | None = None
+    last_used_at: datetime | None = None
+    rotated_at: datetime | None = None
 
 
 class BatchRecord(BaseModel):

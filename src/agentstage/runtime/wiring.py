@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from agentstage.access.guard import Guard
 from agentstage.core.model import Model
 from agentstage.core.prompts import PromptLibrary
 from agentstage.errors import ConfigError, StoreError
@@ -20,6 +21,7 @@ from agentstage.runtime.batches import BatchService
 from agentstage.runtime.catalog import ToolCatalog, ToolServerSpec, ToolSource
 from agentstage.runtime.conversations import ConversationService
 from agentstage.runtime.keys import KeyService
+from agentstage.runtime.security import AuditTrail, build_guard
 from agentstage.runtime.service import ModelFactory, RunService
 from agentstage.settings import Settings
 from agentstage.store.sql import SqlRunStore
@@ -35,6 +37,8 @@ class Services:
     conversations: ConversationService
     batches: BatchService
     keys: KeyService
+    guard: Guard
+    audit: AuditTrail
 
 
 class ModelChains:
@@ -107,7 +111,9 @@ def build_services(settings: Settings) -> Services:
         runs=runs,
         conversations=ConversationService(runs),
         batches=BatchService(runs),
-        keys=KeyService(runs.store),
+        keys=KeyService(runs.store, settings),
+        guard=build_guard(settings, runs.store),
+        audit=AuditTrail(runs.store),
     )
 
 

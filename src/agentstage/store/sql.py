@@ -31,6 +31,7 @@ from agentstage.core.records import ApiKeyRecord, BatchRecord, ConversationRecor
 from agentstage.errors import ConfigError, StoreError
 from agentstage.store import migrations
 from agentstage.store.base import Batch, RunWrites
+from agentstage.store.security import SecurityTables
 from agentstage.store.sqlite_writes import SqliteWrites
 from agentstage.store.tables import (
     api_keys,
@@ -88,7 +89,7 @@ def _event_from_row(row: Row[Any]) -> RunEvent:
     )
 
 
-class SqlRunStore:
+class SqlRunStore(SecurityTables):
     def __init__(self, url: str, *, write_timeout: float = 10.0):
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
@@ -388,8 +389,8 @@ class SqlRunStore:
 
 def _key_from_row(row: Row[Any]) -> ApiKeyRecord:
     data = dict(row._mapping)
-    data["created_at"] = _utc(data["created_at"])
-    data["revoked_at"] = _utc(data["revoked_at"])
+    for name in ("created_at", "revoked_at", "expires_at", "last_used_at", "rotated_at"):
+        data[name] = _utc(data.get(name))
     return ApiKeyRecord.model_validate(data)
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from starlette.requests import HTTPConnection
 
+from agentstage.access.guard import Guard
 from agentstage.runtime.batches import BatchService
 from agentstage.runtime.conversations import ConversationService
 from agentstage.runtime.keys import KeyService
@@ -21,6 +22,7 @@ class Runtime:
     conversations: ConversationService
     batches: BatchService
     keys: KeyService
+    guard: Guard
     started: bool = False
     background: set[asyncio.Task[Any]] = field(default_factory=set)
 

@@ -19,9 +19,11 @@ from typing import Any
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
+from agentstage.access.permissions import WEBSOCKET
+from agentstage.access.principals import Principal
 from agentstage.core.records import RunRecord
 from agentstage.core.tools import validation_details
-from agentstage.errors import AgentstageError
+from agentstage.errors import AgentstageError, ForbiddenError, TooManyRequestsError
 from agentstage.interfaces.http.deps import Runtime, request_id, runtime
 from agentstage.interfaces.http.schemas import MessageBody, RunBody
 
@@ -62,6 +64,39 @@ class Session:
             raise NotJson("frames must be JSON objects")
         self.unanswered_pings = 0
         return frame
+
+    async def admit(self, kind: object) -> bool:
+        """Check a frame against the permission table and the caller's rate limits (the same as
+        for HTTP requests); a refused frame gets an error frame and is audited, the socket stays."""
+        frames = WEBSOCKET.get(self.socket.scope["path"], {})
+        if not isinstance(kind, str) or kind not in frames or kind in ("ping", "pong"):
+            return True
+        principal: Principal = self.socket.scope["state"]["principal"]
+        guard = self.rt.guard
+        permission = frames[kind] or "authenticated"
+        client = (self.socket.scope.get("client") or ("unknown", 0))[0]
+        try:
+            guard.authorize(principal, permission)
+            await guard.admit(principal, 1, client)
+        except (ForbiddenError, TooManyRequestsError) as error:
+            if isinstance(error, ForbiddenError):
+                await self._audit(principal, permission, kind, client, allowed=False, error=error)
+            await self.error(error.code, error.message, **error.details)
+            return False
+        if kind in ("run", "message", "reset", "cancel"):
+            await self._audit(principal, permission, kind, client, allowed=True)
+        return True
+
+    async def _audit(
+        self, principal: Principal, permission: str, kind: str, client: str, *, allowed: bool,
+        error: AgentstageError | None = None,
+    ) -> None:  # fmt: skip
+        headers = dict(self.socket.headers)
+        await self.rt.guard.record(
+            principal, permission, f"WEBSOCKET {self.socket.scope['path']} frame {kind}", allowed=allowed,
+            status=None if allowed else 403, client=client, user_agent=headers.get("user-agent"),
+            request_id=request_id(self.socket), error=error,
+        )  # fmt: skip
 
     async def error(self, code: str, message: str, **extra: Any) -> None:
         await self.send({"type": "error", "code": code, "message": message, **extra})
@@ -148,6 +183,8 @@ async def serve(socket: WebSocket, handle: Any) -> None:
         while True:
             frame = await session.receive()
             kind = frame.get("type")
+            if not await session.admit(kind):
+                continue
             if kind == "ping":
                 await session.send({"type": "pong"})
             elif kind == "pong":

@@ -74,7 +74,9 @@ async def run_stream(body: RunBody, request: Request) -> StreamingResponse:
     return event_stream(rt, record.id, cancel_on_disconnect=body.on_disconnect == "cancel")
 
 
-@router.post("/batch", status_code=202, response_model=BatchAccepted, responses=problems(401, 413, 422, 429))
+@router.post(
+    "/batch", status_code=202, response_model=BatchAccepted, responses=problems(401, 403, 413, 422, 429)
+)
 async def batch(body: BatchBody, request: Request) -> dict[str, Any]:
     """Start one run per input; at most `parallel` execute at once. Poll `GET /batch/{id}`."""
     rt = runtime(request)
@@ -88,6 +90,10 @@ async def batch(body: BatchBody, request: Request) -> dict[str, Any]:
         raise InvalidInputError(
             f"parallel may be at most {limits.max_parallel}, got {body.parallel}", code="invalid_parallel"
         )
+    # Every input is a run: it counts against the same per-key and per-tenant limits as a request.
+    await rt.guard.admit(
+        request.state.principal, len(body.inputs), request.client.host if request.client else None
+    )
     requests = [
         RunRequest(
             input=text,
