@@ -46,16 +46,17 @@ class Guard:
         await self.audit_log.close()
 
     async def authenticate(self, credentials: Credentials) -> Principal:
-        """The principal, or 401/403; an address that keeps failing gets 429 before any check."""
+        """The principal, or 401/403. An address whose credentials keep failing gets 429 for its
+        failures (valid credentials from the same address, e.g. behind one NAT, still work)."""
         failures = f"authfail:{credentials.client or 'unknown'}"
         rate = self.settings.failed_auth_per_minute
-        if credentials.presented and self.limiter.blocked(failures):
-            raise self._too_many_failures(rate)
         try:
             return await self.authenticator.authenticate(credentials)
         except UnauthorizedError:
             if not credentials.presented:
                 raise
+            if self.limiter.blocked(failures):
+                raise self._too_many_failures(rate) from None
             wait = await self.limiter.take(failures, rate)
             if wait > 0:
                 self.limiter.mark_blocked(failures, wait, rate)

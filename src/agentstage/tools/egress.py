@@ -26,6 +26,7 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 class EgressPolicy:
     def __init__(self, allowed: Sequence[str]):
+        self.refused: ForbiddenError | None = None  # the last connection refused, for the error message
         self.names: list[str] = []
         self.networks: list[Network] = []
         for item in allowed:
@@ -69,6 +70,13 @@ class EgressPolicy:
 
     async def resolve(self, host: str, port: int) -> list[Address]:
         """The host's addresses, all of which must be allowed; raises naming the first that is not."""
+        try:
+            return await self._resolve(host, port)
+        except ForbiddenError as error:
+            self.refused = error
+            raise
+
+    async def _resolve(self, host: str, port: int) -> list[Address]:
         if not self.host_listed(host):
             raise ForbiddenError(
                 f"connection to {host!r} refused: not on the allow-list", code="host_not_allowed"

@@ -140,13 +140,20 @@ class McpServer:
         self._error: BaseException | None = None
         self._task: asyncio.Task[None] | None = None
         self._errlog: TextIO | None = None
+        self._egress: EgressPolicy | None = None
 
     async def start(self) -> McpServer:
+        untrusted_url = self._untrusted and self.policy is not None and self.spec.url is not None
+        self._egress = EgressPolicy(self.policy.allowed_hosts) if untrusted_url and self.policy else None
+        if self._egress is not None:
+            await self._egress.resolve(*self._egress.check_url(self.spec.url))  # refuse early and clearly
         self._task = asyncio.get_running_loop().create_task(self._own_session(), name=f"mcp-{self.name}")
         try:
             await asyncio.wait_for(self._ready.wait(), self.timeout)
         except TimeoutError:
             await self.close()
+            if self._egress is not None and self._egress.refused is not None:
+                raise self._egress.refused from None
             raise ConfigError(
                 f"MCP server {self.name!r} did not answer within {self.timeout:g}s "
                 "(security.mcp.timeout); is it an MCP server?",
@@ -155,6 +162,8 @@ class McpServer:
         if self._error is not None:
             error = _leaf(self._error)
             await self.close()
+            if self._egress is not None and self._egress.refused is not None:
+                raise self._egress.refused
             if isinstance(error, ForbiddenError):
                 raise error
             raise ConfigError(
@@ -207,8 +216,7 @@ class McpServer:
             )
             self._errlog = open(os.devnull, "w")
             return stdio_client(params, errlog=self._errlog)
-        policy = EgressPolicy(self.policy.allowed_hosts) if self._untrusted and self.policy else None
-        return _http_transport(self.spec.url, policy, self.timeout)
+        return _http_transport(self.spec.url, self._egress, self.timeout)
 
     @property
     def _untrusted(self) -> bool:
@@ -302,6 +310,4 @@ async def connect(spec: Any, policy: Policy | None = None) -> McpServer:
             raise ForbiddenError("no MCP policy to check this registration against", code="forbidden")
         if spec.command is not None:
             check_command(spec, policy)
-        else:
-            EgressPolicy(policy.allowed_hosts).check_url(spec.url)
     return await McpServer(spec, policy).start()
