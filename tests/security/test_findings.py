@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import socket
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -58,7 +57,9 @@ def permissive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureServe
 # 1. Remote code execution through tool registration ---------------------------------------------
 
 
-def test_registering_a_shell_command_runs_nothing(secure: SecureServer, permissive: SecureServer, tmp_path: Path) -> None:
+def test_registering_a_shell_command_runs_nothing(
+    secure: SecureServer, permissive: SecureServer, tmp_path: Path
+) -> None:
     marker = tmp_path / "pwned"
     shell = {"name": "x", "command": "/bin/sh", "args": ["-c", f"id > {marker}; env >> {marker}"]}
     with secure.as_role("operator") as operator:
@@ -72,7 +73,12 @@ def test_registering_a_shell_command_runs_nothing(secure: SecureServer, permissi
         assert unlisted.status_code == 403 and unlisted.json()["code"] == "executable_not_allowed"
         smuggled = admin.post(
             "/api/v1/tools/register",
-            json={"name": "y", "command": sys.executable, "args": [EVIL, str(marker)], "env": {"LD_PRELOAD": "/x"}},
+            json={
+                "name": "y",
+                "command": sys.executable,
+                "args": [EVIL, str(marker)],
+                "env": {"LD_PRELOAD": "/x"},
+            },
         )
         assert smuggled.status_code == 403 and smuggled.json()["code"] == "env_not_allowed"
         spoofed = admin.post("/api/v1/tools/register", json={**shell, "origin": "config"})
@@ -92,7 +98,9 @@ def test_a_registered_server_gets_no_secrets_and_its_description_stays_data(
         registered = admin.post("/api/v1/tools/register", json=spec)
         assert registered.status_code == 201, registered.text
         tool = registered.json()[0]
-        run = admin.post("/api/v1/agent/run", json={"input": "look it up", "mode": "react", "options": {"max_steps": 2}})
+        run = admin.post(
+            "/api/v1/agent/run", json={"input": "look it up", "mode": "react", "options": {"max_steps": 2}}
+        )
         events = admin.get(f"/api/v1/agent/runs/{run.json()['run_id']}/events").text
         assert admin.delete("/api/v1/tools/evil").status_code == 204
     child_env = json.loads(dump.read_text())
@@ -123,8 +131,18 @@ def test_config_changes_cannot_steal_keys_or_read_files(secure: SecureServer, li
         ("operator", steal, 403, "forbidden"),
         ("admin", steal, 403, "remote_paths_disabled"),
         ("admin", {"providers": {"e": {"type": "openai", "api_key": "env:HOME"}}}, 403, "env_not_allowed"),
-        ("admin", {"tools": {"sql_database": str(secure.home / "agentstage.db")}}, 403, "remote_paths_disabled"),
-        ("admin", {"providers": {"s": {"type": "scripted", "script": "/etc/passwd"}}}, 403, "remote_paths_disabled"),
+        (
+            "admin",
+            {"tools": {"sql_database": str(secure.home / "agentstage.db")}},
+            403,
+            "remote_paths_disabled",
+        ),
+        (
+            "admin",
+            {"providers": {"s": {"type": "scripted", "script": "/etc/passwd"}}},
+            403,
+            "remote_paths_disabled",
+        ),
         ("admin", {"secrets": {"allowed_env": ["HOME"]}}, 403, "forbidden"),
         ("admin", {"security": {"mcp": {"allow_commands": True}}}, 403, "forbidden"),
         ("admin", {"http": {"auth": "off"}}, 403, "forbidden"),
@@ -138,14 +156,19 @@ def test_config_changes_cannot_steal_keys_or_read_files(secure: SecureServer, li
         assert "root:" not in response.text
     assert (secure.home / "config.json").read_text() == before  # nothing applied
     with secure.as_role("operator") as operator:
-        assert operator.post("/api/v1/agent/run", json={"input": "hi", "mode": "chat"}).json()["status"] == "completed"
+        assert (
+            operator.post("/api/v1/agent/run", json={"input": "hi", "mode": "chat"}).json()["status"]
+            == "completed"
+        )
     assert listener.connections == 0
     assert len(denied(secure, "config.write")) >= len(cases) - 1
 
 
 def test_the_store_is_never_the_sql_database(permissive: SecureServer) -> None:
     with permissive.as_role("admin") as admin:
-        response = admin.put("/api/v1/config", json={"tools": {"sql_database": str(permissive.home / "agentstage.db")}})
+        response = admin.put(
+            "/api/v1/config", json={"tools": {"sql_database": str(permissive.home / "agentstage.db")}}
+        )
     assert response.status_code == 403 and response.json()["code"] == "sql_database_is_store"
     assert "sql_database" not in json.dumps(permissive.user_config().get("tools", {}))
 
@@ -169,7 +192,9 @@ class SilentListener(Listener):
             conn.close()
 
 
-def test_mcp_urls_reach_only_listed_hosts(secure: SecureServer, permissive: SecureServer, listener: Listener) -> None:
+def test_mcp_urls_reach_only_listed_hosts(
+    secure: SecureServer, permissive: SecureServer, listener: Listener
+) -> None:
     targets = [
         f"http://127.0.0.1:{listener.port}/mcp",
         f"http://localhost:{listener.port}/mcp",
@@ -180,9 +205,14 @@ def test_mcp_urls_reach_only_listed_hosts(secure: SecureServer, permissive: Secu
     with secure.as_role("admin") as admin:
         for url in targets:
             response = admin.post("/api/v1/tools/register", json={"name": "ssrf", "url": url})
-            assert response.status_code == 403 and response.json()["code"] == "host_not_allowed", response.text
+            assert response.status_code == 403 and response.json()["code"] == "host_not_allowed", (
+                response.text
+            )
     with secure.as_role("operator") as operator:
-        assert operator.post("/api/v1/tools/register", json={"name": "ssrf", "url": targets[0]}).status_code == 403
+        assert (
+            operator.post("/api/v1/tools/register", json={"name": "ssrf", "url": targets[0]}).status_code
+            == 403
+        )
     assert listener.connections == 0
     assert len(denied(secure, "tools.register")) >= len(targets)
 
@@ -219,7 +249,9 @@ def test_a_listed_url_server_registers_and_works(permissive: SecureServer, tmp_p
                 assert time.monotonic() < deadline
                 time.sleep(0.1)
         with permissive.as_role("admin") as admin:
-            response = admin.post("/api/v1/tools/register", json={"name": "remote", "url": f"http://127.0.0.1:{port}/mcp"})
+            response = admin.post(
+                "/api/v1/tools/register", json={"name": "remote", "url": f"http://127.0.0.1:{port}/mcp"}
+            )
             assert response.status_code == 201, response.text
             result = admin.post("/api/v1/tools/remote.lookup/execute", json={"arguments": {"query": "a"}})
             assert "looked up a" in json.dumps(result.json()["output"])
@@ -252,7 +284,9 @@ def test_a_batch_counts_each_input(secure: SecureServer) -> None:
     with secure.as_role("admin") as admin:
         before = admin.get("/api/v1/agent/runs").json()["total"]
     with httpx.Client(base_url=secure.url, headers={"X-API-Key": key}) as client:
-        response = client.post("/api/v1/agent/batch", json={"inputs": [f"q{i}" for i in range(10)], "mode": "chat"})
+        response = client.post(
+            "/api/v1/agent/batch", json={"inputs": [f"q{i}" for i in range(10)], "mode": "chat"}
+        )
     assert response.status_code == 429 and response.json()["code"] == "rate_limited"
     assert int(response.headers["retry-after"]) >= 1
     with secure.as_role("admin") as admin:
@@ -268,7 +302,10 @@ def test_limits_hold_across_workers(tmp_path: Path) -> None:
     key = server.agent("keys", "create", "--name", "limited", "--rate", "5").strip()
     with server.log_path.open("ab") as log:
         server.process = subprocess.Popen(
-            [AGENT, "serve", "--port", str(server.port), "--workers", "2"], env=server.env, stdout=log, stderr=log
+            [AGENT, "serve", "--port", str(server.port), "--workers", "2"],
+            env=server.env,
+            stdout=log,
+            stderr=log,
         )
     try:
         deadline = time.monotonic() + 60

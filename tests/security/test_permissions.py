@@ -1,4 +1,4 @@
-"""The one permission table: every route is in it, and every route × role answers as it says.
+"""The one permission table: every route is in it, and every route and role answers as it says.
 
 The matrix is generated from the table, so a new route or a changed permission is checked
 without editing this file; a route the table does not list fails the walk."""
@@ -83,7 +83,9 @@ MATRIX = [
 
 
 @pytest.mark.parametrize(("method", "template", "permission", "role"), MATRIX)
-def test_permission_matrix(secure: SecureServer, method: str, template: str, permission: str, role: str | None) -> None:
+def test_permission_matrix(
+    secure: SecureServer, method: str, template: str, permission: str, role: str | None
+) -> None:
     with secure.as_role(role) as client:
         body: dict[str, Any] = {"json": {}} if method in ("POST", "PUT") else {}
         if template == "/api/v1/config" and method == "PUT":
@@ -116,7 +118,9 @@ WS_MATRIX = [
 
 
 @pytest.mark.parametrize(("path", "frame", "permission", "role"), WS_MATRIX)
-def test_websocket_frame_matrix(secure: SecureServer, path: str, frame: str, permission: str, role: str) -> None:
+def test_websocket_frame_matrix(
+    secure: SecureServer, path: str, frame: str, permission: str, role: str
+) -> None:
     headers = {"Authorization": f"Bearer {secure.keys[role]}"}
     with connect(ws_url(secure, path), additional_headers=headers, open_timeout=10) as socket:
         socket.send(json.dumps({"type": frame}))
