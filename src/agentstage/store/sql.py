@@ -238,18 +238,22 @@ class SqlRunStore(SecurityTables):
         return _run_from_row(row) if row else None
 
     async def list_runs(
-        self, *, status: RunStatus | None = None, limit: int = 50, offset: int = 0
+        self, *, status: RunStatus | None = None, limit: int = 50, offset: int = 0, tenant: str | None = None
     ) -> list[RunRecord]:
         query = _RUN_SELECT.order_by(runs.c.created_at.desc(), runs.c.id.desc()).limit(limit).offset(offset)
         if status is not None:
             query = query.where(runs.c.status == status.value)
+        if tenant is not None:
+            query = query.where(runs.c.tenant == tenant)
         async with self.engine.connect() as connection:
             return [_run_from_row(row) for row in (await connection.execute(query)).all()]
 
-    async def count_runs(self, *, status: RunStatus | None = None) -> int:
+    async def count_runs(self, *, status: RunStatus | None = None, tenant: str | None = None) -> int:
         query = select(func.count()).select_from(runs)
         if status is not None:
             query = query.where(runs.c.status == status.value)
+        if tenant is not None:
+            query = query.where(runs.c.tenant == tenant)
         async with self.engine.connect() as connection:
             return int((await connection.execute(query)).scalar_one())
 
@@ -308,13 +312,17 @@ class SqlRunStore(SecurityTables):
             row = (await connection.execute(query)).first()
         return _conversation_from_row(row) if row is not None else None
 
-    async def list_conversations(self, *, limit: int = 50, offset: int = 0) -> list[ConversationRecord]:
+    async def list_conversations(
+        self, *, limit: int = 50, offset: int = 0, tenant: str | None = None
+    ) -> list[ConversationRecord]:
         query = (
             select(*_CONVERSATION_COLUMNS)
             .order_by(conversations.c.updated_at.desc(), conversations.c.id.desc())
             .limit(limit)
             .offset(offset)
         )
+        if tenant is not None:
+            query = query.where(conversations.c.tenant == tenant)
         async with self.engine.connect() as connection:
             return [_conversation_from_row(row) for row in await connection.execute(query)]
 

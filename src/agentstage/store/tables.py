@@ -47,8 +47,10 @@ runs = Table(
     Column("trace_id", String(32)),
     Column("snapshot_hash", String(64)),
     Column("metrics", JSON, nullable=False, default=dict),
+    Column("tenant", String(64), nullable=False, default="default"),
     Index("ix_runs_status_created", "status", "created_at"),
     Index("ix_runs_created", "created_at"),
+    Index("ix_runs_tenant_created", "tenant", "created_at"),
     Index("ix_runs_conversation", "conversation_id"),
 )
 
@@ -73,6 +75,8 @@ conversations = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("metadata", JSON, nullable=False),
     Column("message_count", Integer, nullable=False, default=0),
+    Column("tenant", String(64), nullable=False, default="default"),
+    Index("ix_conversations_tenant", "tenant", "updated_at"),
 )
 
 conversation_messages = Table(
@@ -112,6 +116,7 @@ batches = Table(
     Column("id", String(36), primary_key=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("items", JSON, nullable=False),
+    Column("tenant", String(64), nullable=False, default="default"),
 )
 
 snapshots = Table(

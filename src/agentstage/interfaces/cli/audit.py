@@ -58,6 +58,7 @@ def list_entries(
 @app.command("verify")
 def verify() -> None:
     """Recompute the hash chain; exit 1 naming the first row that was changed, removed or reordered."""
+
     async def check() -> tuple[int, str | None]:
         async with open_services() as services:
             return await services.audit.verify()

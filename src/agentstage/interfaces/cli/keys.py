@@ -52,9 +52,12 @@ def create(
     ] = None,
 ) -> None:
     """Create a key and print it once: store it now, it cannot be shown again."""
+
     async def make() -> tuple[str, Any]:
         async with open_services() as services:
-            made = await services.keys.create(name, rate, role=role, tenant=tenant, scopes=scope, expires=expires)
+            made = await services.keys.create(
+                name, rate, role=role, tenant=tenant, scopes=scope, expires=expires
+            )
             await services.audit.record("keys.manage", f"create key {name}", _row(made[1]))
             return made
 
@@ -71,6 +74,7 @@ def create(
 @app.command("rotate")
 def rotate(name: Annotated[str, typer.Argument(help="The key's name.")]) -> None:
     """Give a key a new secret and print it once; the old one stops working within a second."""
+
     async def turn() -> tuple[str, Any]:
         async with open_services() as services:
             made = await services.keys.rotate(name)
@@ -100,6 +104,7 @@ def list_keys(as_json: Annotated[bool, typer.Option("--json", help="Print JSON l
 @app.command("revoke")
 def revoke(name: Annotated[str, typer.Argument(help="The key's name.")]) -> None:
     """Revoke a key: every worker refuses it within a second."""
+
     async def drop() -> None:
         async with open_services() as services:
             await services.keys.revoke(name)
