@@ -67,10 +67,6 @@ class StoreSettings(Strict):
         description="Seconds a write may wait on a locked or unreachable store before the runs concerned "
         "fail with store_unavailable (new runs are refused with 503 meanwhile).",
     )
-    encryption_key: str | None = Field(
-        default=None,
-        description="Turns on encryption at rest: 'env:NAME' or 'file:/path' (32 bytes, base64).",
-    )
 
 
 class ToolSettings(Strict):
