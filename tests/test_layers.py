@@ -70,11 +70,13 @@ def breaches() -> list[str]:
             )
             if not (internal_ok or external_ok):
                 problems.append(f"core may not depend on it: {where}")
-        if own in {"providers", "tools", "store", "observability"} and target_layer in {
+        if own in {"providers", "tools", "store", "observability", "access"} and target_layer in {
             "runtime",
             "interfaces",
         }:
             problems.append(f"{own} may not reach up: {where}")
+        if own == "access" and target_layer in {"providers", "tools", "store", "observability", "settings"}:
+            problems.append(f"access knows protocols, not parts: {where}")
         if own == "providers" and target.split(".")[0] in SDKS and imp.top_level:
             problems.append(f"provider SDKs load lazily, inside the provider: {where}")
         if own != "providers" and target.split(".")[0] in SDKS:
@@ -88,6 +90,7 @@ def breaches() -> list[str]:
             door = imp.module.split(".")[2]
             allowed = target_layer in {
                 "runtime",
+                "access",
                 "core",
                 "errors",
                 "types",
@@ -113,5 +116,6 @@ def test_the_walk_sees_real_imports() -> None:
     edges = {(imp.module, imp.target) for imp in all_imports()}
     assert ("agentstage.runtime.wiring", "agentstage.store.sql") in edges
     assert ("agentstage.core.events", "pydantic") in edges
+    assert ("agentstage.interfaces.http.middleware.auth", "agentstage.access.guard") in edges
     lazy = [i for i in all_imports() if i.module == "agentstage.providers.openai" and i.target == "openai"]
     assert lazy and not any(i.top_level for i in lazy)

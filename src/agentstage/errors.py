@@ -11,7 +11,12 @@ gRPC status, CLI exit code) without parsing messages::
     │   ├── ConfigError                 config_invalid
     │   ├── NotFoundError               not_found (run_not_found, conversation_not_found, tool_not_found)
     │   ├── ConflictError               conflict (run_finished)
-    │   └── ToolArgumentError           invalid_tool_arguments
+    │   ├── ToolArgumentError           invalid_tool_arguments
+    │   ├── UnauthorizedError           unauthorized: who are you? (invalid_token, token_expired,
+    │   │                               unknown_key, key_expired, key_revoked, … — HTTP 401)
+    │   ├── ForbiddenError              forbidden: not allowed (+ unknown_role, unknown_tenant,
+    │   │                               host_not_allowed, executable_not_allowed, … — HTTP 403)
+    │   └── TooManyRequestsError        rate_limited, too_many_failed_authentications (HTTP 429)
     └── RunError                        something went wrong while a run executed
         ├── ModelError                  model_error (+ model_timeout, provider_unavailable,
         │                               rate_limited, circuit_open, invalid_action, model_unavailable)
@@ -82,6 +87,28 @@ class ToolArgumentError(UserError):
     """Arguments that do not match a tool's schema; ``details["errors"]`` names each field."""
 
     default_code = "invalid_tool_arguments"
+
+
+class UnauthorizedError(UserError):
+    """The caller could not be identified: no credential, or one that is not valid."""
+
+    default_code = "unauthorized"
+
+
+class ForbiddenError(UserError):
+    """The caller is known but may not do this; ``details["permission"]`` names what is missing."""
+
+    default_code = "forbidden"
+
+
+class TooManyRequestsError(UserError):
+    """A rate limit was reached; ``retry_after`` says in how many seconds to try again."""
+
+    default_code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: float, code: str | None = None):
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
 
 
 class RunError(AgentstageError):

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from agentstage.access.config import SecretsSettings, SecuritySettings
 from agentstage.core.limits import RunLimits
 from agentstage.errors import ConfigError, UnknownProfileError
 from agentstage.providers.resilience import RetryPolicy
@@ -121,6 +122,11 @@ class HttpSettings(Strict):
     sse_keepalive: float = Field(default=15.0, gt=0, description="Seconds between SSE keep-alive comments.")
     ws_heartbeat: float = Field(default=15.0, gt=0, description="Seconds between WebSocket pings.")
     ws_buffer: int = Field(default=1000, ge=10, description="Events buffered for a slow WebSocket client.")
+    allow_remote_paths: bool = Field(
+        default=False,
+        description="Let config changes over HTTP set provider base_url, file paths and the SQL database.",
+    )
+    cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS (none: off).")
 
 
 class Price(Strict):
@@ -196,6 +202,8 @@ class Settings(Strict):
     pricing: dict[str, Price] = Field(default_factory=_default_pricing)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
+    secrets: SecretsSettings = Field(default_factory=SecretsSettings)
     environment_allowlist: list[str] = Field(
         default_factory=lambda: [
             "AGENT_ENV",

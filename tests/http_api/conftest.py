@@ -50,7 +50,7 @@ class Server:
             "default_profile": "t",
         }
         (home / "config.json").write_text(json.dumps({**base, **(config or {})}), encoding="utf-8")
-        self.key = self.agent("keys", "create", "--name", "tests").strip()
+        self.key = self.agent("keys", "create", "--name", "tests", "--role", "admin").strip()
         self.headers = {"Authorization": f"Bearer {self.key}"}
 
     def agent(self, *args: str) -> str:

@@ -27,7 +27,8 @@ def test_register_use_and_remove_an_mcp_server(tmp_path: Path) -> None:
         ],
         "responses": [{"text": "It is time."}],
     }
-    server = Server(tmp_path)
+    policy = {"security": {"mcp": {"allow_commands": True, "executables": [sys.executable], "timeout": 30}}}
+    server = Server(tmp_path, policy)
     (tmp_path / "script.json").write_text(json.dumps(script))
     server.start()
     try:
@@ -82,7 +83,7 @@ def test_bad_registrations_are_refused_clearly(server: Server) -> None:
         neither = http.post("/api/v1/tools/register", json={"name": "x"})
         assert neither.status_code == 422 and "exactly one" in neither.text
         broken = http.post("/api/v1/tools/register", json={"name": "ghost", "command": "/no/such/binary"})
-        assert broken.status_code == 422 and broken.json()["code"] == "tool_server_unavailable"
+        assert broken.status_code == 403 and broken.json()["code"] == "mcp_commands_disabled"
         bad_name = http.post("/api/v1/tools/register", json={"name": "Bad Name!", "command": "x"})
         assert bad_name.status_code == 422
         assert "ghost" not in json.dumps(http.get("/api/v1/tools").json())

@@ -12,6 +12,7 @@ from agentstage.types import RunStatus
 
 class RunRecord(BaseModel):
     id: str
+    tenant: str = "default"
     status: RunStatus
     input: str
     mode: str
@@ -76,6 +77,7 @@ def _ms(start: datetime | None, end: datetime | None) -> float | None:
 
 class ConversationRecord(BaseModel):
     id: str
+    tenant: str = "default"
     title: str = ""
     created_at: datetime
     updated_at: datetime
@@ -101,6 +103,12 @@ class ApiKeyRecord(BaseModel):
     requests_per_minute: int | None = None
     created_at: datetime
     revoked_at: datetime | None = None
+    role: str = "operator"
+    tenant: str = "default"
+    scopes: list[str] | None = None
+    expires_at: datetime | None = None
+    last_used_at: datetime | None = None
+    rotated_at: datetime | None = None
 
 
 class BatchRecord(BaseModel):
@@ -109,3 +117,4 @@ class BatchRecord(BaseModel):
     id: str
     created_at: datetime
     items: list[dict[str, Any]]
+    tenant: str = "default"

@@ -22,7 +22,9 @@ class BatchService:
     def __init__(self, runs: RunService):
         self.runs = runs
 
-    async def submit(self, requests: Sequence[RunRequest], parallel: int) -> BatchRecord:
+    async def submit(
+        self, requests: Sequence[RunRequest], parallel: int, *, tenant: str = "default"
+    ) -> BatchRecord:
         if not requests:
             raise InvalidInputError("a batch needs at least one input", code="empty_batch")
         started = await self.runs.start_batch(requests, parallel)
@@ -30,14 +32,14 @@ class BatchService:
             {"index": item.index, "run_id": item.record.id if item.record else None, "error": item.error}
             for item in started
         ]
-        batch = BatchRecord(id=str(uuid7()), created_at=utc_now(), items=items)
+        batch = BatchRecord(id=str(uuid7()), created_at=utc_now(), items=items, tenant=tenant)
         await self.runs.store.create_batch(batch)
         return batch
 
-    async def progress(self, batch_id: str) -> dict[str, Any]:
+    async def progress(self, batch_id: str, tenant: str | None = None) -> dict[str, Any]:
         """Counts by state and every item's result, in input order."""
         batch = await self.runs.store.get_batch(batch_id)
-        if batch is None:
+        if batch is None or (tenant is not None and batch.tenant != tenant):
             raise NotFoundError(f"unknown batch {batch_id!r}", code="batch_not_found")
         results: list[dict[str, Any]] = []
         counts: dict[str, int] = {}

@@ -10,7 +10,7 @@ import hashlib
 import json
 import re
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -38,14 +38,20 @@ def describe(tool: Tool) -> dict[str, Any]:
 
 
 class ToolServerSpec(BaseModel):
-    """An MCP server to take tools from: a command (stdio) or a URL (streamable HTTP)."""
+    """An MCP server to take tools from: a command (stdio) or a URL (streamable HTTP).
+
+    ``origin`` records who asked for it: ``config`` (written on the host) or ``http`` (registered
+    over the network, set by the server whatever the request says). An ``http`` server is checked
+    against ``security.mcp`` when registered and again at every start, so narrowing the policy
+    on the host also drops servers registered earlier."""
 
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$", description="Prefix of its tools' names.")
-    command: str | None = None
-    args: list[str] = Field(default_factory=list)
-    env: dict[str, str] = Field(default_factory=dict)
-    url: str | None = Field(default=None, pattern=r"^https?://")
+    command: str | None = Field(default=None, max_length=4096)
+    args: list[str] = Field(default_factory=list, max_length=64)
+    env: dict[str, str] = Field(default_factory=dict, description="Variables set for a command server.")
+    url: str | None = Field(default=None, pattern=r"^https?://", max_length=2048)
+    origin: Literal["config", "http"] = Field(default="config", description="Set by the server.")
 
     @model_validator(mode="after")
     def _one_transport(self) -> ToolServerSpec:

@@ -3,6 +3,14 @@
 A change is merged into the user's config file only if the whole resulting configuration is
 valid; then it applies to new runs at once (profiles, providers, limits, prices, retry policy,
 defaults). Sections read only at start-up (store, http, runtime) are reported as needing a restart.
+
+Changes made over the network (:func:`reconfigure_remote`) pass extra guards first, because a
+configuration can point the server at a program, a file or a host: the settings that guard the
+host itself (``security``, ``secrets``, ``http``, ``store``, MCP servers, the environment
+allow-list) need ``config.security``, which no built-in role has; ``env:`` may only name variables
+on ``secrets.allowed_env`` (default: those the configured providers name); a provider's
+``base_url``, file paths (scripts, model files) and the SQL tool's database only with
+``http.allow_remote_paths``; and the store's own database is never the SQL tool's database.
 """
 
 from __future__ import annotations
@@ -13,7 +21,9 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agentstage.errors import ConfigError
+from agentstage.access.config import env_references
+from agentstage.access.permissions import require
+from agentstage.errors import ConfigError, ForbiddenError
 from agentstage.observability.masking import is_secret_name, mask
 from agentstage.settings import Settings, deep_merge, load_layers, user_config_path, validate_settings
 
@@ -92,3 +102,90 @@ def remember_tool_servers(service: RunService) -> None:
     """Keep the catalog's MCP servers in the user config so they reconnect at the next start."""
     servers = [spec.model_dump(exclude_defaults=True) for spec in service.catalog.servers()]
     reconfigure(service, {"tools": {"mcp_servers": servers}})
+
+
+HOST_SECTIONS = ("security", "secrets", "http", "store", "home", "env", "environment_allowlist")
+PATH_OPTIONS = ("base_url", "script", "model_path")
+
+
+def allowed_env(settings: Settings) -> set[str]:
+    if settings.secrets.allowed_env is not None:
+        return set(settings.secrets.allowed_env)
+    return env_references({name: p.options() for name, p in settings.providers.items()})
+
+
+def check_remote_change(settings: Settings, changes: dict[str, Any], permissions: frozenset[str]) -> None:
+    """Refuse (403) a change made over the network that would reach beyond what it may."""
+    host = [section for section in changes if section in HOST_SECTIONS]
+    if isinstance(changes.get("tools"), dict) and "mcp_servers" in changes["tools"]:
+        host.append("tools.mcp_servers (register servers with POST /api/v1/tools/register)")
+    if host:
+        try:
+            require(permissions, "config.security")
+        except ForbiddenError as error:
+            raise ForbiddenError(
+                f"{', '.join(host)} can only be changed on the host, not over the network "
+                f"(needs {'config.security'!r})",
+                code="forbidden",
+                details=error.details,
+            ) from None
+    unlisted = sorted(env_references(changes) - allowed_env(settings))
+    if unlisted:
+        raise ForbiddenError(
+            f"'env:' may not name {', '.join(unlisted)}: not on secrets.allowed_env "
+            f"({', '.join(sorted(allowed_env(settings))) or 'empty'})",
+            code="env_not_allowed",
+        )
+    paths = _path_changes(settings, changes)
+    if paths and not settings.http.allow_remote_paths:
+        raise ForbiddenError(
+            f"{', '.join(paths)} cannot be set over the network (http.allow_remote_paths is off)",
+            code="remote_paths_disabled",
+        )
+
+
+def _path_changes(settings: Settings, changes: dict[str, Any]) -> list[str]:
+    found: list[str] = []
+    providers = changes.get("providers")
+    if isinstance(providers, dict):
+        for name, given in providers.items():
+            if not isinstance(given, dict):
+                continue
+            current = settings.providers[name].options() if name in settings.providers else {}
+            for option in PATH_OPTIONS:
+                value = given.get(option)
+                if option in given and current.get(option) != value and not isinstance(value, dict):
+                    found.append(f"providers.{name}.{option}")
+    tools = changes.get("tools")
+    if (
+        isinstance(tools, dict)
+        and "sql_database" in tools
+        and tools["sql_database"] != settings.tools.sql_database
+    ):
+        found.append("tools.sql_database")
+    return found
+
+
+def check_sql_database(settings: Settings) -> None:
+    """The SQL tool reads what its database holds; the store's own file would expose every run and key."""
+    store_url = settings.store_url()
+    if not store_url.startswith("sqlite"):
+        return
+    store_file = Path(store_url.split("///", 1)[-1]).expanduser()
+    if os.path.realpath(settings.sql_database()) == os.path.realpath(store_file):
+        raise ForbiddenError(
+            f"tools.sql_database {str(settings.sql_database())!r} is the store's own database; "
+            "the SQL tool may never read it",
+            code="sql_database_is_store",
+        )
+
+
+def reconfigure_remote(
+    service: RunService, changes: dict[str, Any], permissions: frozenset[str]
+) -> list[str]:
+    """:func:`reconfigure` for a change that came over the network: guarded first (nothing applied
+    when refused)."""
+    check_remote_change(service.settings, changes, permissions)
+    if isinstance(changes.get("tools"), dict) and "sql_database" in changes["tools"]:
+        check_sql_database(validate_settings(deep_merge(load_layers(), changes)))
+    return reconfigure(service, changes)

@@ -33,6 +33,7 @@ class RunRequest(BaseModel):
     options: RunOptions = Field(default_factory=RunOptions)
     conversation_id: str | None = None
     correlation_id: str | None = None
+    tenant: str = Field(default="default", description="The tenant the run belongs to (set by the door).")
 
     @classmethod
     def parse(cls, data: dict[str, Any]) -> RunRequest:

@@ -185,7 +185,10 @@ class RunService:
         self.settings.limits_for(profile, request.options.limit_overrides())
         for name in request.options.tools or []:
             self.catalog.get(name)
-        if request.conversation_id and await self.store.get_conversation(request.conversation_id) is None:
+        conversation = (
+            await self.store.get_conversation(request.conversation_id) if request.conversation_id else None
+        )
+        if request.conversation_id and (conversation is None or conversation.tenant != request.tenant):
             raise NotFoundError(
                 f"unknown conversation {request.conversation_id!r}", code="conversation_not_found"
             )
@@ -193,6 +196,7 @@ class RunService:
         now = utc_now()
         record = RunRecord(
             id=str(uuid7()),
+            tenant=request.tenant,
             status=RunStatus.QUEUED,
             input=text,
             mode=mode.value,
@@ -389,18 +393,20 @@ class RunService:
 
     # reading --------------------------------------------------------------------------------------
 
-    async def status(self, run_id: str) -> RunRecord:
+    async def status(self, run_id: str, tenant: str | None = None) -> RunRecord:
+        """The run's record. With a ``tenant``, another tenant's run is not found (the same answer
+        as an unknown id); None reads any tenant's (admins across tenants, the local CLI)."""
         live = self._live.get(run_id)
-        if live is not None:
-            return live.record.model_copy()
-        record = await self.store.get_run(run_id)
-        if record is None:
+        record = live.record.model_copy() if live is not None else await self.store.get_run(run_id)
+        if record is None or (tenant is not None and record.tenant != tenant):
             raise NotFoundError(f"unknown run {run_id!r}", code="run_not_found")
         return record
 
-    async def wait(self, run_id: str) -> RunRecord:
+    async def wait(self, run_id: str, tenant: str | None = None) -> RunRecord:
         """Return the run's record once it has ended and its ending is durable. Raises the store's
         error if the ending could not be stored (what the client is told equals what is kept)."""
+        if tenant is not None:
+            await self.status(run_id, tenant)
         live = self._live.get(run_id)
         if live is not None:
             await live.done.wait()
@@ -416,10 +422,12 @@ class RunService:
                 raise pending[0].lost  # it ended here, but its end is not stored yet
             await asyncio.sleep(STORE_POLL_SECONDS)
 
-    async def stream(self, run_id: str, after: int = 0) -> AsyncIterator[RunEvent]:
+    async def stream(self, run_id: str, after: int = 0, tenant: str | None = None) -> AsyncIterator[RunEvent]:
         """Every event after ``after``, in order, exactly once, until the terminal event.
 
         Works for live runs of this process, finished runs, and runs of other processes (polled)."""
+        if tenant is not None:
+            await self.status(run_id, tenant)
         live = self._live.get(run_id)
         if live is not None:
             async for event in live.follow(after):
@@ -440,22 +448,24 @@ class RunService:
                 await asyncio.sleep(STORE_POLL_SECONDS)
                 record = await self.status(run_id)
 
-    async def events(self, run_id: str, after: int = 0, limit: int | None = None) -> list[RunEvent]:
-        await self.status(run_id)
+    async def events(
+        self, run_id: str, after: int = 0, limit: int | None = None, tenant: str | None = None
+    ) -> list[RunEvent]:
+        await self.status(run_id, tenant)
         return await self.store.events(run_id, after=after, limit=limit)
 
     async def list_runs(
-        self, *, status: RunStatus | None = None, limit: int = 50, offset: int = 0
+        self, *, status: RunStatus | None = None, limit: int = 50, offset: int = 0, tenant: str | None = None
     ) -> list[RunRecord]:
-        return await self.store.list_runs(status=status, limit=limit, offset=offset)
+        return await self.store.list_runs(status=status, limit=limit, offset=offset, tenant=tenant)
 
-    async def count_runs(self, *, status: RunStatus | None = None) -> int:
-        return await self.store.count_runs(status=status)
+    async def count_runs(self, *, status: RunStatus | None = None, tenant: str | None = None) -> int:
+        return await self.store.count_runs(status=status, tenant=tenant)
 
-    async def snapshot(self, run_id: str) -> dict[str, Any] | None:
+    async def snapshot(self, run_id: str, tenant: str | None = None) -> dict[str, Any] | None:
         """The run's whole snapshot (its configuration joined with its own facts), or None if the
         run never started."""
-        record = await self.status(run_id)
+        record = await self.status(run_id, tenant)
         if record.snapshot_hash is None:
             return None
         config = await self.store.snapshot(record.snapshot_hash)
@@ -473,8 +483,12 @@ class RunService:
 
     # cancelling -----------------------------------------------------------------------------------
 
-    async def cancel(self, run_id: str, reason: str = "cancelled by the user") -> RunRecord:
+    async def cancel(
+        self, run_id: str, reason: str = "cancelled by the user", tenant: str | None = None
+    ) -> RunRecord:
         """Ask a run to stop. Returns its record as it stands; raises ConflictError if it has ended."""
+        if tenant is not None:
+            await self.status(run_id, tenant)
         live = self._live.get(run_id)
         if live is not None and live.recorder.terminal is None:
             live.control.cancel(reason)

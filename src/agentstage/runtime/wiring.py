@@ -10,16 +10,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from agentstage.access.config import McpPolicy
+from agentstage.access.guard import Guard
 from agentstage.core.model import Model
 from agentstage.core.prompts import PromptLibrary
-from agentstage.errors import ConfigError, StoreError
+from agentstage.errors import ConfigError, ForbiddenError, StoreError
 from agentstage.observability.logging import configure_json_logging
 from agentstage.providers.registry import build_model, check_provider
 from agentstage.providers.resilience import BreakerRegistry, ResilientModel
 from agentstage.runtime.batches import BatchService
 from agentstage.runtime.catalog import ToolCatalog, ToolServerSpec, ToolSource
+from agentstage.runtime.config_view import check_sql_database
 from agentstage.runtime.conversations import ConversationService
 from agentstage.runtime.keys import KeyService
+from agentstage.runtime.security import AuditTrail, build_guard
 from agentstage.runtime.service import ModelFactory, RunService
 from agentstage.settings import Settings
 from agentstage.store.sql import SqlRunStore
@@ -35,6 +39,8 @@ class Services:
     conversations: ConversationService
     batches: BatchService
     keys: KeyService
+    guard: Guard
+    audit: AuditTrail
 
 
 class ModelChains:
@@ -65,6 +71,10 @@ def tool_catalog(settings: Settings) -> ToolCatalog:
     database: Path | None = settings.sql_database()
     if database is not None and not database.is_file():
         raise ConfigError(f"tools.sql_database {str(database)!r} does not exist")
+    try:
+        check_sql_database(settings)
+    except ForbiddenError as error:
+        raise ConfigError(error.message, code=error.code) from None
     tools = builtin_tools(
         database,
         sql_max_rows=settings.tools.sql_max_rows,
@@ -72,21 +82,26 @@ def tool_catalog(settings: Settings) -> ToolCatalog:
         sql_max_bytes=settings.tools.sql_max_bytes,
         sql_concurrency=settings.tools.sql_concurrency,
     )
+    policy = settings.security.mcp
+
+    async def connector(spec: ToolServerSpec) -> ToolSource:
+        return await connect_tool_server(spec, policy)
+
     catalog = ToolCatalog(
         tools,
         call_timeout=settings.tools.call_timeout,
         max_output_chars=settings.tools.max_output_chars,
-        connector=connect_tool_server,
+        connector=connector,
     )
     for tool in plugin_tools():
         catalog.register(tool)
     return catalog
 
 
-async def connect_tool_server(spec: ToolServerSpec) -> ToolSource:
+async def connect_tool_server(spec: ToolServerSpec, policy: McpPolicy | None = None) -> ToolSource:
     from agentstage.tools.mcp import connect
 
-    return await connect(spec)
+    return await connect(spec, policy)
 
 
 def build_service(settings: Settings) -> RunService:
@@ -107,7 +122,9 @@ def build_services(settings: Settings) -> Services:
         runs=runs,
         conversations=ConversationService(runs),
         batches=BatchService(runs),
-        keys=KeyService(runs.store),
+        keys=KeyService(runs.store, settings),
+        guard=build_guard(settings, runs.store),
+        audit=AuditTrail(runs.store),
     )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -86,10 +86,10 @@ class RunStore(Protocol):
     async def get_run(self, run_id: str) -> RunRecord | None: ...
 
     async def list_runs(
-        self, *, status: RunStatus | None = None, limit: int = 50, offset: int = 0
+        self, *, status: RunStatus | None = None, limit: int = 50, offset: int = 0, tenant: str | None = None
     ) -> list[RunRecord]: ...
 
-    async def count_runs(self, *, status: RunStatus | None = None) -> int: ...
+    async def count_runs(self, *, status: RunStatus | None = None, tenant: str | None = None) -> int: ...
 
     async def unfinished_runs(self) -> list[RunRecord]: ...
 
@@ -109,7 +109,9 @@ class RunStore(Protocol):
 
     async def get_conversation(self, conversation_id: str) -> ConversationRecord | None: ...
 
-    async def list_conversations(self, *, limit: int = 50, offset: int = 0) -> list[ConversationRecord]: ...
+    async def list_conversations(
+        self, *, limit: int = 50, offset: int = 0, tenant: str | None = None
+    ) -> list[ConversationRecord]: ...
 
     async def delete_conversation(self, conversation_id: str) -> bool: ...
 
@@ -122,6 +124,34 @@ class RunStore(Protocol):
     async def list_api_keys(self) -> list[ApiKeyRecord]: ...
 
     async def revoke_api_key(self, name: str, at: datetime) -> bool: ...
+
+    # security tables (store/security.py) ------------------------------------------------------
+
+    async def rotate_api_key(self, name: str, key_hash: str, prefix: str, at: datetime) -> bool: ...
+
+    async def touch_api_key(self, key_id: str, at: datetime) -> None: ...
+
+    async def append_audit(
+        self, entries: Sequence[dict[str, Any]], chain: Callable[[str, dict[str, Any]], str]
+    ) -> None: ...
+
+    async def audit_entries(
+        self,
+        *,
+        since: datetime | None = None,
+        principal: str | None = None,
+        action: str | None = None,
+        after_id: int = 0,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]: ...
+
+    async def audit_chain_head(self) -> tuple[int, str] | None: ...
+
+    async def take_tokens(
+        self, identity: str, capacity: float, per_second: float, need: int, extra: int, now: float
+    ) -> tuple[int, float]: ...
+
+    # batches -------------------------------------------------------------------------------------
 
     async def create_batch(self, record: BatchRecord) -> None: ...
 

@@ -31,6 +31,7 @@ from agentstage.core.records import ApiKeyRecord, BatchRecord, ConversationRecor
 from agentstage.errors import ConfigError, StoreError
 from agentstage.store import migrations
 from agentstage.store.base import Batch, RunWrites
+from agentstage.store.security import SecurityTables
 from agentstage.store.sqlite_writes import SqliteWrites
 from agentstage.store.tables import (
     api_keys,
@@ -88,7 +89,7 @@ def _event_from_row(row: Row[Any]) -> RunEvent:
     )
 
 
-class SqlRunStore:
+class SqlRunStore(SecurityTables):
     def __init__(self, url: str, *, write_timeout: float = 10.0):
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
@@ -237,18 +238,22 @@ class SqlRunStore:
         return _run_from_row(row) if row else None
 
     async def list_runs(
-        self, *, status: RunStatus | None = None, limit: int = 50, offset: int = 0
+        self, *, status: RunStatus | None = None, limit: int = 50, offset: int = 0, tenant: str | None = None
     ) -> list[RunRecord]:
         query = _RUN_SELECT.order_by(runs.c.created_at.desc(), runs.c.id.desc()).limit(limit).offset(offset)
         if status is not None:
             query = query.where(runs.c.status == status.value)
+        if tenant is not None:
+            query = query.where(runs.c.tenant == tenant)
         async with self.engine.connect() as connection:
             return [_run_from_row(row) for row in (await connection.execute(query)).all()]
 
-    async def count_runs(self, *, status: RunStatus | None = None) -> int:
+    async def count_runs(self, *, status: RunStatus | None = None, tenant: str | None = None) -> int:
         query = select(func.count()).select_from(runs)
         if status is not None:
             query = query.where(runs.c.status == status.value)
+        if tenant is not None:
+            query = query.where(runs.c.tenant == tenant)
         async with self.engine.connect() as connection:
             return int((await connection.execute(query)).scalar_one())
 
@@ -307,13 +312,17 @@ class SqlRunStore:
             row = (await connection.execute(query)).first()
         return _conversation_from_row(row) if row is not None else None
 
-    async def list_conversations(self, *, limit: int = 50, offset: int = 0) -> list[ConversationRecord]:
+    async def list_conversations(
+        self, *, limit: int = 50, offset: int = 0, tenant: str | None = None
+    ) -> list[ConversationRecord]:
         query = (
             select(*_CONVERSATION_COLUMNS)
             .order_by(conversations.c.updated_at.desc(), conversations.c.id.desc())
             .limit(limit)
             .offset(offset)
         )
+        if tenant is not None:
+            query = query.where(conversations.c.tenant == tenant)
         async with self.engine.connect() as connection:
             return [_conversation_from_row(row) for row in await connection.execute(query)]
 
@@ -388,8 +397,8 @@ class SqlRunStore:
 
 def _key_from_row(row: Row[Any]) -> ApiKeyRecord:
     data = dict(row._mapping)
-    data["created_at"] = _utc(data["created_at"])
-    data["revoked_at"] = _utc(data["revoked_at"])
+    for name in ("created_at", "revoked_at", "expires_at", "last_used_at", "rotated_at"):
+        data[name] = _utc(data.get(name))
     return ApiKeyRecord.model_validate(data)
 
 

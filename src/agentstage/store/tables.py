@@ -47,8 +47,10 @@ runs = Table(
     Column("trace_id", String(32)),
     Column("snapshot_hash", String(64)),
     Column("metrics", JSON, nullable=False, default=dict),
+    Column("tenant", String(64), nullable=False, default="default"),
     Index("ix_runs_status_created", "status", "created_at"),
     Index("ix_runs_created", "created_at"),
+    Index("ix_runs_tenant_created", "tenant", "created_at"),
     Index("ix_runs_conversation", "conversation_id"),
 )
 
@@ -73,6 +75,8 @@ conversations = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("metadata", JSON, nullable=False),
     Column("message_count", Integer, nullable=False, default=0),
+    Column("tenant", String(64), nullable=False, default="default"),
+    Index("ix_conversations_tenant", "tenant", "updated_at"),
 )
 
 conversation_messages = Table(
@@ -98,6 +102,12 @@ api_keys = Table(
     Column("requests_per_minute", Integer),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("revoked_at", DateTime(timezone=True)),
+    Column("role", String(64), nullable=False, default="operator"),
+    Column("tenant", String(64), nullable=False, default="default"),
+    Column("scopes", JSON),
+    Column("expires_at", DateTime(timezone=True)),
+    Column("last_used_at", DateTime(timezone=True)),
+    Column("rotated_at", DateTime(timezone=True)),
 )
 
 batches = Table(
@@ -106,6 +116,7 @@ batches = Table(
     Column("id", String(36), primary_key=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("items", JSON, nullable=False),
+    Column("tenant", String(64), nullable=False, default="default"),
 )
 
 snapshots = Table(
@@ -122,4 +133,41 @@ store_probe = Table(
     metadata,
     Column("id", Integer, primary_key=True),
     Column("at", DateTime(timezone=True), nullable=False),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("ts", DateTime(timezone=True), nullable=False),
+    Column("principal", String(200), nullable=False),
+    Column("tenant", String(64)),
+    Column("action", String(64), nullable=False),
+    Column("target", Text, nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("status", Integer),
+    Column("client", String(64)),
+    Column("user_agent", Text),
+    Column("request_id", String(128)),
+    Column("details", JSON, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Index("ix_audit_ts", "ts"),
+    Index("ix_audit_principal", "principal"),
+)
+
+audit_head = Table(
+    "audit_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", Integer, nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+rate_limits = Table(
+    "rate_limits",
+    metadata,
+    Column("identity", String(200), primary_key=True),
+    Column("tokens", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from agentstage import __version__
-from agentstage.interfaces.cli import batch, chat, config, keys, run, runs, serve, tools
+from agentstage.interfaces.cli import audit, batch, chat, config, keys, run, runs, serve, tools
 
 app = typer.Typer(
     name="agent",
@@ -39,6 +39,7 @@ app.add_typer(config.profile_app, name="profile")
 app.add_typer(tools.app, name="tool")
 app.command("serve")(serve.serve)
 app.add_typer(keys.app, name="keys")
+app.add_typer(audit.app, name="audit")
 
 
 def entry() -> None:

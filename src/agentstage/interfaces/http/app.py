@@ -10,19 +10,24 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
+from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.gzip import GZipMiddleware
+from starlette.requests import HTTPConnection
 
 from agentstage import __version__
+from agentstage.access.permissions import WEBSOCKET, http_permission
+from agentstage.errors import ForbiddenError
 from agentstage.interfaces.http import errors, ws
 from agentstage.interfaces.http.deps import Runtime
 from agentstage.interfaces.http.middleware.auth import AuthMiddleware
 from agentstage.interfaces.http.middleware.body_limit import BodyLimitMiddleware
 from agentstage.interfaces.http.middleware.correlation import CorrelationIdMiddleware
+from agentstage.interfaces.http.middleware.headers import SecurityHeadersMiddleware
 from agentstage.interfaces.http.middleware.rate_limit import RateLimitMiddleware
 from agentstage.interfaces.http.middleware.request_log import RequestLogMiddleware
 from agentstage.interfaces.http.openapi import build_openapi
-from agentstage.interfaces.http.routes import config, conversations, health, runs, tools
+from agentstage.interfaces.http.routes import audit, config, conversations, health, runs, tools
 from agentstage.runtime.wiring import build_services, configure_logging
 from agentstage.settings import Settings, load_settings
 
@@ -39,8 +44,25 @@ event; `{"type": "cancel", "run_id"?}`, `{"type": "resume", "run_id", "after"}`,
 `/ws/agent/chat` — `{"type": "message", "input": ...}` runs on one conversation; `{"type": "reset"}`
 starts a new one. The server sends `{"type": "ping"}` every `http.ws_heartbeat` seconds and closes a
 peer that answers none of two; a slow reader gets `{"type": "lagged", "last_seq"}` and resumes from there.
-A frame that is not JSON closes the socket with code 1003; a missing key with 1008 (`?api_key=` works too).
+A frame that is not JSON closes the socket with code 1003; a missing or invalid credential with 1008
+(`?api_key=` works too); a frame the caller may not send gets an `error` frame with code `forbidden`.
+Every route and frame type needs a permission (roles `viewer`, `operator`, `admin`): see docs/security.md.
 """
+
+
+def listed_route(connection: HTTPConnection) -> None:
+    """Fail closed: a route the permission table does not name is refused for everyone."""
+    route = connection.scope.get("route")
+    template = str(getattr(route, "path", ""))
+    if connection.scope["type"] == "websocket":
+        if template not in WEBSOCKET:
+            raise ForbiddenError(f"WebSocket {template!r} is not in the permission table", code="forbidden")
+        return
+    if http_permission(connection.scope["method"], template) is None:
+        raise ForbiddenError(
+            f"{connection.scope['method']} {template} is not in the permission table; it is refused for everyone",
+            code="forbidden",
+        )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -53,11 +75,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         conversations=services.conversations,
         batches=services.batches,
         keys=services.keys,
+        guard=services.guard,
     )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await service.open()
+        rt.guard.start()
         rt.started = True
         if settings.http.auth == "off":
             log.warning(
@@ -67,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             rt.started = False
+            await rt.guard.close()
             await service.close()
 
     app = FastAPI(
@@ -74,9 +99,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        dependencies=[Depends(listed_route)],
     )
     app.state.runtime = rt
-    for module in (runs, conversations, tools, config, health):
+    for module in (runs, conversations, tools, config, audit, health):
         app.include_router(module.router)
     app.include_router(ws.router)
     errors.install(app)
@@ -85,11 +111,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return build_openapi(app)
 
     app.openapi = openapi  # type: ignore[method-assign]
-    # Added innermost first: gzip < rate limit < auth < body limit < request log < correlation id.
+    # Added innermost first: gzip < body limit < rate limit < auth (+ audit) < security headers
+    # < request log < correlation id < CORS (outermost, so preflight requests are answered first).
     app.add_middleware(GZipMiddleware, minimum_size=1024)
-    app.add_middleware(RateLimitMiddleware, default_per_minute=settings.http.requests_per_minute)
-    app.add_middleware(AuthMiddleware, keys=rt.keys, enabled=settings.http.auth != "off")
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.http.max_body_bytes)
+    app.add_middleware(RateLimitMiddleware, guard=rt.guard)
+    app.add_middleware(AuthMiddleware, guard=rt.guard)
+    app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(RequestLogMiddleware)
     app.add_middleware(CorrelationIdMiddleware)
+    if settings.http.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.http.cors_origins,
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type", "Last-Event-ID", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "X-Run-ID", "Retry-After"],
+            allow_credentials=False,
+        )
     return app

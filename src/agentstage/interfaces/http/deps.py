@@ -8,6 +8,10 @@ from typing import Any
 
 from starlette.requests import HTTPConnection
 
+from agentstage.access.guard import Guard
+from agentstage.access.permissions import require
+from agentstage.access.principals import Principal
+from agentstage.errors import ForbiddenError
 from agentstage.runtime.batches import BatchService
 from agentstage.runtime.conversations import ConversationService
 from agentstage.runtime.keys import KeyService
@@ -21,6 +25,7 @@ class Runtime:
     conversations: ConversationService
     batches: BatchService
     keys: KeyService
+    guard: Guard
     started: bool = False
     background: set[asyncio.Task[Any]] = field(default_factory=set)
 
@@ -39,6 +44,34 @@ class Runtime:
 def runtime(connection: HTTPConnection) -> Runtime:
     found: Runtime = connection.app.state.runtime
     return found
+
+
+TENANT_HEADER = "x-agentstage-tenant"
+
+
+def principal(connection: HTTPConnection) -> Principal:
+    found: Principal = connection.scope["state"]["principal"]
+    return found
+
+
+def tenant_scope(connection: HTTPConnection) -> str | None:
+    """The tenant this request reads and changes: the caller's own. An admin (``tenants.any``) may
+    name another with ``X-Agentstage-Tenant: NAME``, or ``*`` for every tenant (None)."""
+    caller = principal(connection)
+    asked = connection.headers.get(TENANT_HEADER)
+    if asked is None or asked == caller.tenant:
+        return caller.tenant
+    require(caller.permissions, "tenants.any")
+    return None if asked == "*" else asked
+
+
+def owner_tenant(connection: HTTPConnection) -> str:
+    """The tenant new objects belong to: the scope, or the caller's own when acting across all."""
+    scope = tenant_scope(connection)
+    tenant = scope if scope is not None else principal(connection).tenant
+    if tenant not in runtime(connection).settings.security.tenants:
+        raise ForbiddenError(f"tenant {tenant!r} does not exist", code="unknown_tenant")
+    return tenant
 
 
 def request_id(connection: HTTPConnection) -> str | None:

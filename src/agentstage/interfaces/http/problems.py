@@ -11,13 +11,22 @@ from typing import Any
 
 from starlette.responses import Response
 
-from agentstage.errors import AgentstageError, ConflictError, NotFoundError, UserError
+from agentstage.errors import (
+    AgentstageError,
+    ConflictError,
+    ForbiddenError,
+    NotFoundError,
+    TooManyRequestsError,
+    UnauthorizedError,
+    UserError,
+)
 
 PROBLEM_TYPE = "application/problem+json"
 
 TITLES = {
     400: "Bad Request",
     401: "Unauthorized",
+    403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
     409: "Conflict",
@@ -47,6 +56,12 @@ _STATUS_BY_CODE = {
 def status_for(error: AgentstageError) -> int:
     if error.code in _STATUS_BY_CODE:
         return _STATUS_BY_CODE[error.code]
+    if isinstance(error, UnauthorizedError):
+        return 401
+    if isinstance(error, ForbiddenError):
+        return 403
+    if isinstance(error, TooManyRequestsError):
+        return 429
     if isinstance(error, NotFoundError):
         return 404
     if isinstance(error, ConflictError):
@@ -87,6 +102,9 @@ def problem(
 def problem_for(
     error: AgentstageError, *, instance: str | None = None, request_id: str | None = None
 ) -> Response:
+    headers = (
+        {"Retry-After": str(int(error.retry_after))} if isinstance(error, TooManyRequestsError) else None
+    )
     return problem(
         status_for(error),
         error.code,
@@ -94,4 +112,5 @@ def problem_for(
         instance=instance,
         request_id=request_id,
         extra=error.details or None,
+        headers=headers,
     )

@@ -19,10 +19,12 @@ from typing import Any
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
+from agentstage.access.permissions import WEBSOCKET
+from agentstage.access.principals import Principal
 from agentstage.core.records import RunRecord
 from agentstage.core.tools import validation_details
-from agentstage.errors import AgentstageError
-from agentstage.interfaces.http.deps import Runtime, request_id, runtime
+from agentstage.errors import AgentstageError, ForbiddenError, TooManyRequestsError
+from agentstage.interfaces.http.deps import Runtime, owner_tenant, request_id, runtime, tenant_scope
 from agentstage.interfaces.http.schemas import MessageBody, RunBody
 
 router = APIRouter()
@@ -35,9 +37,11 @@ class NotJson(Exception):
 class Session:
     """One socket: a receive loop, a heartbeat, and at most one run being forwarded."""
 
-    def __init__(self, socket: WebSocket, rt: Runtime):
+    def __init__(self, socket: WebSocket, rt: Runtime, tenant: str | None = None, owner: str = "default"):
         self.socket = socket
         self.rt = rt
+        self.tenant = tenant  # what this socket may read (None: every tenant, for admins who asked)
+        self.owner = owner  # the tenant of what it creates
         self.forwarder: asyncio.Task[None] | None = None
         self.run_id: str | None = None
         self.unanswered_pings = 0
@@ -62,6 +66,39 @@ class Session:
             raise NotJson("frames must be JSON objects")
         self.unanswered_pings = 0
         return frame
+
+    async def admit(self, kind: object) -> bool:
+        """Check a frame against the permission table and the caller's rate limits (the same as
+        for HTTP requests); a refused frame gets an error frame and is audited, the socket stays."""
+        frames = WEBSOCKET.get(self.socket.scope["path"], {})
+        if not isinstance(kind, str) or kind not in frames or kind in ("ping", "pong"):
+            return True
+        principal: Principal = self.socket.scope["state"]["principal"]
+        guard = self.rt.guard
+        permission = frames[kind] or "authenticated"
+        client = (self.socket.scope.get("client") or ("unknown", 0))[0]
+        try:
+            guard.authorize(principal, permission)
+            await guard.admit(principal, 1, client)
+        except (ForbiddenError, TooManyRequestsError) as error:
+            if isinstance(error, ForbiddenError):
+                await self._audit(principal, permission, kind, client, allowed=False, error=error)
+            await self.error(error.code, error.message, **error.details)
+            return False
+        if kind in ("run", "message", "reset", "cancel"):
+            await self._audit(principal, permission, kind, client, allowed=True)
+        return True
+
+    async def _audit(
+        self, principal: Principal, permission: str, kind: str, client: str, *, allowed: bool,
+        error: AgentstageError | None = None,
+    ) -> None:  # fmt: skip
+        headers = dict(self.socket.headers)
+        await self.rt.guard.record(
+            principal, permission, f"WEBSOCKET {self.socket.scope['path']} frame {kind}", allowed=allowed,
+            status=None if allowed else 403, client=client, user_agent=headers.get("user-agent"),
+            request_id=request_id(self.socket), error=error,
+        )  # fmt: skip
 
     async def error(self, code: str, message: str, **extra: Any) -> None:
         await self.send({"type": "error", "code": code, "message": message, **extra})
@@ -89,7 +126,7 @@ class Session:
         buffer: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(self.rt.settings.http.ws_buffer)
         sender = asyncio.get_running_loop().create_task(self._drain(buffer))
         try:
-            async for event in self.rt.runs.stream(run_id, after=after):
+            async for event in self.rt.runs.stream(run_id, after=after, tenant=self.tenant):
                 try:
                     buffer.put_nowait(event.to_json_dict())
                 except asyncio.QueueFull:
@@ -120,7 +157,7 @@ class Session:
             await self.error("invalid_frame", "cancel needs a run_id (or a run started on this socket)")
             return
         try:
-            record = await self.rt.runs.cancel(run_id)
+            record = await self.rt.runs.cancel(run_id, tenant=self.tenant)
         except AgentstageError as error:
             await self.error(error.code, error.message, run_id=run_id, **(error.details or {}))
             return
@@ -132,7 +169,7 @@ class Session:
             await self.error("invalid_frame", "resume needs {run_id: string, after: whole number >= 0}")
             return
         try:
-            await self.rt.runs.status(run_id)
+            await self.rt.runs.status(run_id, self.tenant)
         except AgentstageError as error:
             await self.error(error.code, error.message, run_id=run_id)
             return
@@ -142,12 +179,19 @@ class Session:
 async def serve(socket: WebSocket, handle: Any) -> None:
     """Accept, run the heartbeat and the frame loop, and map bad frames to close codes."""
     await socket.accept()
-    session = Session(socket, runtime(socket))
+    try:
+        tenant, owner = tenant_scope(socket), owner_tenant(socket)
+    except AgentstageError as error:
+        await socket.close(code=1008, reason=error.message[:120])
+        return
+    session = Session(socket, runtime(socket), tenant, owner)
     beat = asyncio.get_running_loop().create_task(session.heartbeat())
     try:
         while True:
             frame = await session.receive()
             kind = frame.get("type")
+            if not await session.admit(kind):
+                continue
             if kind == "ping":
                 await session.send({"type": "pong"})
             elif kind == "pong":
@@ -197,7 +241,12 @@ async def stream_socket(socket: WebSocket) -> None:
         if kind != "run":
             return False
         await start_from_frame(
-            session, RunBody, frame, lambda body: session.rt.runs.start(body.to_request(request_id(socket)))
+            session,
+            RunBody,
+            frame,
+            lambda body: session.rt.runs.start(
+                body.to_request(request_id(socket)).model_copy(update={"tenant": session.owner})
+            ),
         )
         return True
 
@@ -210,7 +259,7 @@ async def chat_socket(socket: WebSocket) -> None:
 
     async def handle(session: Session, kind: Any, frame: dict[str, Any]) -> bool:
         if kind == "reset" or (kind == "message" and "id" not in conversation):
-            created = await session.rt.conversations.create(title="websocket chat")
+            created = await session.rt.conversations.create(title="websocket chat", tenant=session.owner)
             conversation["id"] = created.id
             await session.send({"type": "conversation", "conversation_id": created.id})
             if kind == "reset":
@@ -222,7 +271,12 @@ async def chat_socket(socket: WebSocket) -> None:
             MessageBody,
             frame,
             lambda body: session.rt.conversations.send(
-                conversation["id"], body.input, mode=body.mode, profile=body.profile, options=body.options
+                conversation["id"],
+                body.input,
+                mode=body.mode,
+                profile=body.profile,
+                options=body.options,
+                tenant=session.owner,
             ),
         )
         return True

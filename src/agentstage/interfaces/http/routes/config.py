@@ -10,7 +10,7 @@ from agentstage.errors import ConflictError
 from agentstage.interfaces.http.deps import runtime
 from agentstage.interfaces.http.routes import problems
 from agentstage.interfaces.http.schemas import ProfileBody
-from agentstage.runtime.config_view import masked_config, reconfigure
+from agentstage.runtime.config_view import masked_config, reconfigure_remote
 
 router = APIRouter(prefix="/api/v1/config", tags=["config"])
 
@@ -21,9 +21,10 @@ async def get_config(request: Request) -> dict[str, Any]:
     return masked_config(runtime(request).settings)
 
 
-@router.put("", responses=problems(401, 413, 422, 429))
+@router.put("", responses=problems(401, 403, 413, 422, 429))
 async def put_config(changes: dict[str, Any], request: Request) -> dict[str, Any]:
-    """Merge changes into the user config; an invalid result is refused whole (nothing applied)."""
+    """Merge changes into the user config; an invalid result is refused whole (nothing applied).
+    Admins only; settings that guard the host, paths and unlisted `env:` variables are refused (403)."""
     return _apply(request, changes)
 
 
@@ -36,7 +37,7 @@ async def list_profiles(request: Request) -> list[dict[str, Any]]:
     ]
 
 
-@router.post("/profiles", status_code=201, responses=problems(401, 409, 413, 422, 429))
+@router.post("/profiles", status_code=201, responses=problems(401, 403, 409, 413, 422, 429))
 async def add_profile(body: ProfileBody, request: Request) -> dict[str, Any]:
     """Add a profile (a provider chain with parameters); 409 if the name is taken."""
     if body.name in runtime(request).settings.profiles:
@@ -48,5 +49,5 @@ async def add_profile(body: ProfileBody, request: Request) -> dict[str, Any]:
 
 def _apply(request: Request, changes: dict[str, Any]) -> dict[str, Any]:
     rt = runtime(request)
-    restart = reconfigure(rt.runs, changes)
+    restart = reconfigure_remote(rt.runs, changes, request.state.principal.permissions)
     return {"config": masked_config(rt.settings), "restart_required": restart}

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 
 from agentstage.core.records import ConversationRecord
-from agentstage.interfaces.http.deps import request_id, runtime
+from agentstage.interfaces.http.deps import owner_tenant, request_id, runtime, tenant_scope
 from agentstage.interfaces.http.routes import problems
 from agentstage.interfaces.http.routes.runs import SSE_RESPONSE
 from agentstage.interfaces.http.schemas import Conversation, ConversationBody, History, MessageBody, RunResult
@@ -30,18 +30,21 @@ def conversation_body(record: ConversationRecord) -> dict[str, Any]:
 @router.post("", status_code=201, response_model=Conversation, responses=problems(401, 413, 422, 429))
 async def create(body: ConversationBody, request: Request) -> dict[str, Any]:
     """Start a conversation."""
-    return conversation_body(await runtime(request).conversations.create(body.title, body.metadata))
+    created = await runtime(request).conversations.create(
+        body.title, body.metadata, tenant=owner_tenant(request)
+    )
+    return conversation_body(created)
 
 
 @router.get("/{conversation_id}", response_model=Conversation, responses=problems(401, 404, 429))
 async def get(conversation_id: str, request: Request) -> dict[str, Any]:
-    return conversation_body(await runtime(request).conversations.get(conversation_id))
+    return conversation_body(await runtime(request).conversations.get(conversation_id, tenant_scope(request)))
 
 
 @router.delete("/{conversation_id}", status_code=204, responses=problems(401, 404, 429))
 async def delete(conversation_id: str, request: Request) -> Response:
     """Delete a conversation and its messages (its runs stay on record)."""
-    await runtime(request).conversations.delete(conversation_id)
+    await runtime(request).conversations.delete(conversation_id, tenant_scope(request))
     return Response(status_code=204)
 
 
@@ -58,7 +61,7 @@ async def send(
 ) -> Any:
     """Run the agent on a new message with the conversation's history; the answer joins the history."""
     rt = runtime(request)
-    await rt.conversations.get(conversation_id)
+    conversation = await rt.conversations.get(conversation_id, tenant_scope(request))
     record = await rt.runs.start(
         RunRequest(
             input=body.input,
@@ -67,6 +70,7 @@ async def send(
             options=body.options,
             conversation_id=conversation_id,
             correlation_id=request_id(request),
+            tenant=conversation.tenant,
         )
     )
     if stream:
@@ -76,7 +80,7 @@ async def send(
 
 @router.get("/{conversation_id}/history", response_model=History, responses=problems(401, 404, 429))
 async def history(conversation_id: str, request: Request) -> dict[str, Any]:
-    messages = await runtime(request).conversations.history(conversation_id)
+    messages = await runtime(request).conversations.history(conversation_id, tenant_scope(request))
     return {
         "conversation_id": conversation_id,
         "messages": [

@@ -9,7 +9,7 @@ from starlette.responses import StreamingResponse
 
 from agentstage.core.records import RunRecord
 from agentstage.errors import InvalidInputError
-from agentstage.interfaces.http.deps import request_id, runtime
+from agentstage.interfaces.http.deps import owner_tenant, request_id, runtime, tenant_scope
 from agentstage.interfaces.http.routes import problems
 from agentstage.interfaces.http.schemas import (
     BatchAccepted,
@@ -58,7 +58,8 @@ def status_body(record: RunRecord) -> dict[str, Any]:
 async def run(body: RunBody, request: Request) -> dict[str, Any]:
     """Run the agent and wait for the end; the answer has the shape of `agent run --output json`."""
     rt = runtime(request)
-    record = await rt.runs.start(body.to_request(request_id(request)))
+    run_request = body.to_request(request_id(request)).model_copy(update={"tenant": owner_tenant(request)})
+    record = await rt.runs.start(run_request)
     return (await rt.runs.wait(record.id)).result()
 
 
@@ -70,11 +71,14 @@ async def run(body: RunBody, request: Request) -> dict[str, Any]:
 async def run_stream(body: RunBody, request: Request) -> StreamingResponse:
     """Run the agent and stream its events as Server-Sent Events (the run id is in `X-Run-ID`)."""
     rt = runtime(request)
-    record = await rt.runs.start(body.to_request(request_id(request)))
+    run_request = body.to_request(request_id(request)).model_copy(update={"tenant": owner_tenant(request)})
+    record = await rt.runs.start(run_request)
     return event_stream(rt, record.id, cancel_on_disconnect=body.on_disconnect == "cancel")
 
 
-@router.post("/batch", status_code=202, response_model=BatchAccepted, responses=problems(401, 413, 422, 429))
+@router.post(
+    "/batch", status_code=202, response_model=BatchAccepted, responses=problems(401, 403, 413, 422, 429)
+)
 async def batch(body: BatchBody, request: Request) -> dict[str, Any]:
     """Start one run per input; at most `parallel` execute at once. Poll `GET /batch/{id}`."""
     rt = runtime(request)
@@ -88,6 +92,11 @@ async def batch(body: BatchBody, request: Request) -> dict[str, Any]:
         raise InvalidInputError(
             f"parallel may be at most {limits.max_parallel}, got {body.parallel}", code="invalid_parallel"
         )
+    tenant = owner_tenant(request)
+    # Every input is a run: it counts against the same per-key and per-tenant limits as a request.
+    await rt.guard.admit(
+        request.state.principal, len(body.inputs), request.client.host if request.client else None
+    )
     requests = [
         RunRequest(
             input=text,
@@ -95,10 +104,11 @@ async def batch(body: BatchBody, request: Request) -> dict[str, Any]:
             profile=body.profile,
             options=body.options,
             correlation_id=request_id(request),
+            tenant=tenant,
         )
         for text in body.inputs
     ]
-    record = await rt.batches.submit(requests, body.parallel)
+    record = await rt.batches.submit(requests, body.parallel, tenant=tenant)
     return {
         "batch_id": record.id,
         "run_ids": [item["run_id"] for item in record.items],
@@ -109,13 +119,13 @@ async def batch(body: BatchBody, request: Request) -> dict[str, Any]:
 @router.get("/batch/{batch_id}", response_model=BatchProgress, responses=problems(401, 404, 429))
 async def batch_progress(batch_id: str, request: Request) -> dict[str, Any]:
     """Progress of a batch and each input's result, in input order."""
-    return await runtime(request).batches.progress(batch_id)
+    return await runtime(request).batches.progress(batch_id, tenant_scope(request))
 
 
 @router.get("/status/{run_id}", response_model=RunStatusBody, responses=problems(401, 404, 429))
 async def status(run_id: str, request: Request) -> dict[str, Any]:
     """A run's state, timings, usage and the seq of its last event."""
-    return status_body(await runtime(request).runs.status(run_id))
+    return status_body(await runtime(request).runs.status(run_id, tenant_scope(request)))
 
 
 @router.delete(
@@ -123,7 +133,7 @@ async def status(run_id: str, request: Request) -> dict[str, Any]:
 )
 async def cancel(run_id: str, request: Request) -> dict[str, Any]:
     """Cancel a run (idempotent; a queued run never starts). 409 with its state if it has ended."""
-    record = await runtime(request).runs.cancel(run_id)
+    record = await runtime(request).runs.cancel(run_id, tenant=tenant_scope(request))
     return {"run_id": record.id, "status": record.status.value, "cancel_requested": True}
 
 
@@ -136,8 +146,9 @@ async def list_runs(
 ) -> dict[str, Any]:
     """Runs, newest first."""
     runs = runtime(request).runs
-    records = await runs.list_runs(status=status, limit=limit, offset=offset)
-    total = await runs.count_runs(status=status)
+    tenant = tenant_scope(request)
+    records = await runs.list_runs(status=status, limit=limit, offset=offset, tenant=tenant)
+    total = await runs.count_runs(status=status, tenant=tenant)
     return {"runs": [status_body(r) for r in records], "total": total, "limit": limit, "offset": offset}
 
 
@@ -157,7 +168,7 @@ async def run_events(
     """The run's events as SSE, from the start or exactly after `?after=N` / `Last-Event-ID`;
     works for live and finished runs, also after a restart."""
     rt = runtime(request)
-    await rt.runs.status(run_id)
+    await rt.runs.status(run_id, tenant_scope(request))
     resume = after or 0
     if last_event_id is not None:
         if not last_event_id.strip().isdigit() or int(last_event_id) > MAX_SEQ:

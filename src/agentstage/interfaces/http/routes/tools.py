@@ -25,12 +25,13 @@ async def list_tools(
 
 
 @router.post(
-    "/register", status_code=201, response_model=list[Tool], responses=problems(401, 409, 413, 422, 429)
+    "/register", status_code=201, response_model=list[Tool], responses=problems(401, 403, 409, 413, 422, 429)
 )
 async def register(spec: ToolServerSpec, request: Request) -> list[dict[str, Any]]:
     """Connect an MCP server (a `command` run over stdio, or a streamable-HTTP `url`); its tools
     join the catalog as `<name>.<tool>:mcp` and the registration is kept in the user config."""
     rt = runtime(request)
+    spec = spec.model_copy(update={"origin": "http"})  # checked against security.mcp, now and at every start
     tools = await rt.runs.catalog.connect(spec)
     try:
         remember_tool_servers(rt.runs)

@@ -1,0 +1,155 @@
+#!/usr/bin/env python3
+"""What authentication costs: ``POST /api/v1/agent/run`` requests/s (scripted provider, zero
+latency, SQLite) with auth off, an API key, a JWT HS256 and a JWT RS256, each as a ratio to auth
+off measured in the same run (aim >= 0.95 each). Rate limits are raised out of the way; the audit
+log, the shared rate-limit buckets and the key cache run as in production.
+
+    python benchmarks/auth_overhead.py [--requests 1500] [--concurrency 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+from _common import machine, temporary_home
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+AGENT = str(Path(sys.executable).parent / "agent")
+SECRET = "benchmark-shared-secret-of-32-bytes!!"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def configure(home: Path, extra: dict[str, Any]) -> dict[str, str]:
+    (home / "script.json").write_text(json.dumps({"responses": [{"text": "Hello from the server."}]}))
+    config = {
+        "providers": {"s": {"type": "scripted", "script": str(home / "script.json")}},
+        "profiles": {"t": {"chain": [{"provider": "s"}]}},
+        "default_profile": "t",
+        "http": {"requests_per_minute": 10_000_000},
+        **extra,
+    }
+    (home / "config.json").write_text(json.dumps(config))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_")}
+    return {**env, "AGENT_HOME": str(home), "BENCH_JWT_SECRET": SECRET}
+
+
+def serve(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    process = subprocess.Popen([AGENT, "serve", "--port", str(port)], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            if httpx.get(f"{url}/health/startup", timeout=1).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError("server did not start")
+
+
+async def load(url: str, headers: dict[str, str], requests: int, concurrency: int) -> float:
+    body = {"input": "hi", "mode": "chat"}
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as client:
+        for _ in range(50):  # warm up
+            assert (await client.post("/api/v1/agent/run", json=body)).status_code == 200
+        remaining = requests
+
+        async def worker() -> None:
+            nonlocal remaining
+            while remaining > 0:
+                remaining -= 1
+                response = await client.post("/api/v1/agent/run", json=body)
+                assert response.status_code == 200, response.text
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return requests / (time.perf_counter() - started)
+
+
+def scenario(name: str, extra: dict[str, Any], credential: Any, args: argparse.Namespace) -> float:
+    home = temporary_home()
+    env = configure(home, extra)
+    headers = credential(env) if callable(credential) else (credential or {})
+    process, url = serve(env)
+    try:
+        rate = asyncio.run(load(url, headers, args.requests, args.concurrency))
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    print(f"  {name:<14} {rate:8.1f} req/s", flush=True)
+    return rate
+
+
+def api_key(env: dict[str, str]) -> dict[str, str]:
+    key = subprocess.run([AGENT, "keys", "create", "--name", "bench"], env=env, capture_output=True,
+                         text=True, check=True).stdout.strip()  # fmt: skip
+    return {"Authorization": f"Bearer {key}"}
+
+
+def claims() -> dict[str, Any]:
+    return {"sub": "bench", "roles": ["operator"], "exp": int(time.time()) + 3600}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--requests", type=int, default=1500)
+    parser.add_argument("--concurrency", type=int, default=16)
+    args = parser.parse_args()
+    print(f"auth overhead · {machine()} · {args.requests} requests, {args.concurrency} connections")
+
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem_dir = temporary_home()
+    (pem_dir / "public.pem").write_bytes(
+        private.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    hs = {"security": {"jwt": {"algorithms": ["HS256"], "secret": "env:BENCH_JWT_SECRET"}}}
+    rs = {"security": {"jwt": {"algorithms": ["RS256"], "public_key": f"file:{pem_dir / 'public.pem'}"}}}
+    results = {
+        "auth off": scenario(
+            "auth off", {"http": {"auth": "off", "requests_per_minute": 10_000_000}}, None, args
+        ),
+        "API key": scenario("API key", {}, api_key, args),
+        "JWT HS256": scenario(
+            "JWT HS256",
+            hs,
+            {"Authorization": "Bearer " + jwt.encode(claims(), SECRET, algorithm="HS256")},
+            args,
+        ),
+        "JWT RS256": scenario(
+            "JWT RS256",
+            rs,
+            {"Authorization": "Bearer " + jwt.encode(claims(), private, algorithm="RS256")},
+            args,
+        ),
+    }
+    baseline = results["auth off"]
+    print("ratios to auth off (aim >= 0.95):")
+    for name, rate in results.items():
+        print(f"  {name:<14} {rate / baseline:.2f}")
+    print("encryption at rest: not available yet (no figure)")
+
+
+if __name__ == "__main__":
+    main()

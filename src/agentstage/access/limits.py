@@ -1,0 +1,64 @@
+"""Rate limits shared by every process serving one store: per key, per tenant, per client address.
+
+Each limit is a token bucket kept in the store, so ``--workers 4`` allows what one worker allows.
+A process takes tokens in small leases (at most about a second's worth of the rate, and exactly
+what it needs for slow limits), so a fast limit costs one store round trip per lease rather than
+per request, and a slow one (``--rate 5``) is exact. Leases are never more than the bucket held:
+the sum admitted by all workers never exceeds the limit.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+LEASE_SECONDS = 1.0
+
+
+class LimitStore(Protocol):
+    async def take_tokens(
+        self, identity: str, capacity: float, per_second: float, need: int, extra: int, now: float
+    ) -> tuple[int, float]: ...
+
+
+@dataclass
+class Lease:
+    tokens: int
+    expires: float
+    per_minute: int
+
+
+class RateLimiter:
+    def __init__(self, store: LimitStore, max_leases: int = 10_000):
+        self.store = store
+        self.max_leases = max_leases
+        self._leases: dict[str, Lease] = {}
+
+    async def take(self, identity: str, per_minute: int, count: int = 1) -> float:
+        """Take ``count`` tokens; 0 when allowed, else the seconds to wait (nothing taken)."""
+        now = time.monotonic()
+        lease = self._leases.get(identity)
+        if lease is not None and lease.expires > now and lease.per_minute == per_minute:
+            if lease.tokens >= count:
+                lease.tokens -= count
+                return 0.0
+        extra = per_minute // 60 if per_minute >= 120 else 0
+        granted, wait = await self.store.take_tokens(
+            identity, float(per_minute), per_minute / 60.0, count, extra, time.time()
+        )
+        if granted < count:
+            return wait if math.isfinite(wait) else float(60 * count)
+        if len(self._leases) >= self.max_leases:
+            self._leases.clear()
+        self._leases[identity] = Lease(granted - count, now + LEASE_SECONDS, per_minute)
+        return 0.0
+
+    def blocked(self, identity: str) -> bool:
+        """Whether this process saw the bucket empty within the last lease (no store round trip)."""
+        lease = self._leases.get(identity)
+        return lease is not None and lease.tokens < 0 and lease.expires > time.monotonic()
+
+    def mark_blocked(self, identity: str, seconds: float, per_minute: int) -> None:
+        self._leases[identity] = Lease(-1, time.monotonic() + min(seconds, 60.0), per_minute)
