@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import sqlite3
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -105,3 +108,74 @@ class Cli:
 @pytest.fixture
 def cli(home: Path) -> Cli:
     return Cli(home)
+
+
+TERMINAL = {"completed", "failed", "cancelled"}
+ENDINGS = {"run.completed", "run.failed", "run.cancelled"}
+
+
+def _process_alive(worker_id: str | None) -> bool:
+    host, _, pid = (worker_id or "").rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def store_problems(path: Path) -> list[str]:
+    """What is wrong with a store: a run that is neither terminal nor owned by a live process, a log
+    with a gap, a terminal run whose log does not end with its terminal event."""
+    try:
+        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    except sqlite3.Error:
+        return []
+    try:
+        if not connection.execute("SELECT 1 FROM sqlite_master WHERE name = 'run_events'").fetchone():
+            return []
+        rows = connection.execute(
+            "SELECT r.id, r.status, r.worker_id, count(e.seq), coalesce(max(e.seq), 0), min(e.seq), "
+            "(SELECT type FROM run_events WHERE run_id = r.id ORDER BY seq DESC LIMIT 1) "
+            "FROM runs r LEFT JOIN run_events e ON e.run_id = r.id GROUP BY r.id"
+        ).fetchall()
+    except sqlite3.Error as error:
+        return [f"{path}: cannot be read: {error}"]
+    finally:
+        connection.close()
+    problems = []
+    for run_id, status, worker, count, last, first, last_type in rows:
+        if count != last or (count and first != 1):
+            problems.append(f"{path}: run {run_id} has a gap in its log ({count} events, last seq {last})")
+        if status in TERMINAL and last_type not in ENDINGS:
+            problems.append(f"{path}: run {run_id} is {status} but its log ends with {last_type!r}")
+        if status not in TERMINAL and not _process_alive(worker):
+            problems.append(f"{path}: run {run_id} is {status} but its process ({worker}) is gone")
+    return problems
+
+
+@pytest.fixture(autouse=True)
+def stores_stay_consistent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """After every test, every store it touched holds runs that are terminal or live, with logs
+    that have no gap: whatever a test did (kill a server, fill its disk, poison a write)."""
+    started = time.time()
+    yield
+    problems: list[str] = []
+    for path in tmp_path_factory.getbasetemp().rglob("*.db"):
+        try:
+            touched = max(path.stat().st_mtime, _mtime(path.with_name(path.name + "-wal")))
+        except OSError:
+            continue
+        if touched >= started - 1:
+            problems += store_problems(path)
+    assert not problems, "\n".join(problems)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0

@@ -2,31 +2,40 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
+import sqlite3
 import subprocess
 import time
 from typing import Any
 
 from conftest import Cli
 
-SLOW = {"responses": [{"deltas": [f"word{i} " for i in range(200)], "delta_delay": 0.05}]}
+SLOW = {"responses": [{"deltas": [f"word{i} " for i in range(600)], "delta_delay": 0.05}]}
 
 
 def wait_for_progress(
     cli: Cli, process: subprocess.Popen[str], min_seq: int = 6, timeout: float = 60
 ) -> dict[str, Any]:
-    """Poll the store (through the CLI, from another process) until the run has written some events."""
+    """Watch the store file (read-only, from this process) until the run has written some events,
+    then read the run through the CLI, from another process."""
     deadline = time.monotonic() + timeout
+    database = cli.home / "agentstage.db"
     while time.monotonic() < deadline:
         assert process.poll() is None, process.communicate()
-        done = cli("runs", "list", "--json", "--status", "running")
-        rows = [json.loads(line) for line in done.stdout.splitlines()]
-        if rows:
-            shown = json.loads(cli("runs", "show", rows[0]["run_id"], "--json").stdout)
-            if len(shown["events"]) >= min_seq:
-                return shown
-        time.sleep(0.2)
+        row = None
+        if database.exists():
+            with (
+                contextlib.suppress(sqlite3.OperationalError),
+                sqlite3.connect(f"file:{database}?mode=ro", uri=True) as connection,
+            ):  # the schema may not be there yet
+                row = connection.execute(
+                    "SELECT run_id, max(seq) FROM run_events GROUP BY run_id ORDER BY run_id DESC LIMIT 1"
+                ).fetchone()
+        if row and row[1] >= min_seq:
+            return dict(json.loads(cli("runs", "show", row[0], "--json").stdout))
+        time.sleep(0.05)
     raise AssertionError("the run made no progress")
 
 

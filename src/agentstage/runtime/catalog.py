@@ -126,6 +126,10 @@ class ToolCatalog:
     async def close(self) -> None:
         for name in list(self._servers):
             await self.disconnect(name)
+        for tool in self._tools.values():
+            close = getattr(tool, "close", None)
+            if callable(close):
+                close()
 
     def register(self, tool: Tool) -> None:
         self._tools[tool_id(tool)] = tool

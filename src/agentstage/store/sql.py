@@ -54,13 +54,18 @@ def _utc(value: datetime | None) -> datetime | None:
     return value
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
+def _sqlite_pragmas(busy_timeout: float) -> Any:
+    """Connection set-up; a locked store makes a statement wait at most ``busy_timeout`` seconds."""
+
+    def configure(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA busy_timeout={max(int(busy_timeout * 1000), 50)}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    return configure
 
 
 # The seq of a run's newest event: runs rows are not updated per event, so readers ask the log.
@@ -123,7 +128,7 @@ class SqlRunStore(SecurityTables):
         except (SQLAlchemyError, ImportError, ValueError) as error:
             raise ConfigError(f"cannot use store URL {self.url!r}: {error}") from None
         if self.is_sqlite:
-            event.listen(self._engine.sync_engine, "connect", _sqlite_pragmas)
+            event.listen(self._engine.sync_engine, "connect", _sqlite_pragmas(self.write_timeout))
             busy = max(min(self.write_timeout / 4, 1.0), 0.05)
             self._sqlite = SqliteWrites(self._sqlite_path(), busy_timeout=busy)
             self._write_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agentstage-store")

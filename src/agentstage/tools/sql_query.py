@@ -3,19 +3,17 @@
 Read-only is enforced by SQLite itself, not by inspecting the text: the database is opened with
 ``mode=ro``, ``query_only`` is on, and an authorizer refuses ATTACH (which could open another file
 for writing). Row, byte and time limits are enforced while the query runs (SQLite itself refuses
-to build a value longer than the byte limit, so a query cannot balloon the server's memory); a
-cancel interrupts it. Queries run on their own small thread pool, so slow queries never queue
-behind (or hold up) the rest of the process.
+to build a value longer than the byte limit). Queries run in worker processes with a memory limit
+(see :mod:`agentstage.tools.isolation`): a query that ignores its deadline — one SQLite function
+call can run for many seconds without being interruptible — or its run's cancel is stopped by
+killing its worker, so no query can hold the server's CPU, memory or threads.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -23,6 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agentstage.core.tools import ArgumentsTool, ToolContext
 from agentstage.errors import ToolError
+from agentstage.tools.isolation import IsolatedPool
+
+HARD_STOP_GRACE = 1.0  # seconds a query may overrun its budget before its worker is killed
 
 _DENIED = {sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH}
 
@@ -92,7 +93,7 @@ class SqlQuery(ArgumentsTool):
         self.max_rows = max_rows
         self.timeout = timeout
         self.max_bytes = max_bytes
-        self._threads = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="sql-query")
+        self._workers = IsolatedPool("agentstage.tools.sql_query:run_query", size=concurrency)
         self.description = (  # type: ignore[misc]
             "Run one read-only SQL SELECT on the SQLite database and return columns and rows. "
             f"Tables: {describe_schema(self.database)}"
@@ -100,85 +101,22 @@ class SqlQuery(ArgumentsTool):
 
     async def run(self, arguments: dict[str, Any], context: ToolContext) -> Any:
         limit = min(arguments.get("max_rows") or self.max_rows, self.max_rows)
-        budget = (
-            self.timeout if context.remaining() is None else min(self.timeout, context.remaining() or 0.0)
+        remaining = context.remaining()
+        budget = self.timeout if remaining is None else min(self.timeout, remaining)
+        result: dict[str, Any] = await self._workers.call(
+            str(self.database),
+            arguments["query"],
+            limit,
+            self.max_bytes,
+            budget,
+            seconds=budget + HARD_STOP_GRACE,
+            cancelled=context.cancelled,
         )
-        stop = threading.Event()
-        watcher = asyncio.create_task(self._relay_cancel(context, stop))
-        loop = asyncio.get_running_loop()
-        started = time.monotonic()
-        try:
-            return await loop.run_in_executor(
-                self._threads, self._query, arguments["query"], limit, budget, stop, started
-            )
-        except asyncio.CancelledError:
-            stop.set()  # the thread's progress handler interrupts the query
-            raise
-        finally:
-            watcher.cancel()
+        return result
 
-    @staticmethod
-    async def _relay_cancel(context: ToolContext, stop: threading.Event) -> None:
-        try:
-            await context.cancelled.wait()
-        finally:
-            stop.set()
-
-    def _query(
-        self, query: str, limit: int, budget: float, stop: threading.Event, queued_at: float
-    ) -> dict[str, Any]:
-        deadline = queued_at + budget  # time spent waiting for a thread counts against the budget
-        if time.monotonic() > deadline:
-            raise ToolError(f"the query waited longer than {budget:.1f}s for its turn", code="tool_timeout")
-        connection = open_read_only(self.database, self.max_bytes)
-        connection.set_progress_handler(lambda: int(stop.is_set() or time.monotonic() > deadline), 1000)
-        rows: list[list[Any]] = []
-        size = 0
-        cut = False
-        try:
-            cursor = connection.execute(query)
-            columns = [d[0] for d in cursor.description or []]
-            for row in cursor:
-                if len(rows) == limit:
-                    cut = True
-                    break
-                size += _row_bytes(row)
-                if size > self.max_bytes:
-                    cut = True
-                    break
-                rows.append(list(row))
-        except sqlite3.OperationalError as error:
-            raise self._explain(error, budget, stop) from None
-        except sqlite3.DataError as error:
-            raise ToolError(
-                f"a value in the answer is larger than the limit of {self.max_bytes:,} bytes ({error})",
-                code="tool_limit",
-            ) from None
-        except sqlite3.Error as error:
-            raise ToolError(f"SQL error: {error}", code="sql_error") from None
-        finally:
-            connection.close()
-        return {
-            "columns": columns,
-            "rows": rows,
-            "row_count": len(rows),
-            "truncated": cut,
-        }
-
-    def _explain(self, error: sqlite3.OperationalError, budget: float, stop: threading.Event) -> ToolError:
-        text = str(error)
-        if "too big" in text:
-            return ToolError(
-                f"a value in the query is larger than the limit of {self.max_bytes:,} bytes ({text})",
-                code="tool_limit",
-            )
-        if "interrupted" in text:
-            if stop.is_set():
-                return ToolError("the query was cancelled", code="cancelled")
-            return ToolError(f"the query ran longer than {budget:.1f}s and was stopped", code="tool_timeout")
-        if "readonly" in text or "read-only" in text or "not authorized" in text or "query_only" in text:
-            return ToolError(f"sql.query is read-only: {text}", code="sql_not_read_only")
-        return ToolError(f"SQL error: {text}", code="sql_error")
+    def close(self) -> None:
+        """Stop the idle worker processes (the catalog calls this when the service closes)."""
+        self._workers.close()
 
 
 def _row_bytes(row: tuple[Any, ...]) -> int:
@@ -190,3 +128,51 @@ def _row_bytes(row: tuple[Any, ...]) -> int:
         else:
             total += len(json.dumps(value, default=str)) + 1
     return total
+
+
+def run_query(database: str, query: str, limit: int, max_bytes: int, budget: float) -> dict[str, Any]:
+    """One query, in a worker process: at most ``limit`` rows and ``max_bytes`` of answer."""
+    deadline = time.monotonic() + budget
+    connection = open_read_only(Path(database), max_bytes)
+    connection.set_progress_handler(lambda: int(time.monotonic() > deadline), 1000)
+    rows: list[list[Any]] = []
+    size = 0
+    cut = False
+    try:
+        cursor = connection.execute(query)
+        columns = [d[0] for d in cursor.description or []]
+        for row in cursor:
+            if len(rows) == limit:
+                cut = True
+                break
+            size += _row_bytes(row)
+            if size > max_bytes:
+                cut = True
+                break
+            rows.append(list(row))
+    except sqlite3.OperationalError as error:
+        raise _explain(error, budget, max_bytes) from None
+    except sqlite3.DataError as error:
+        raise ToolError(
+            f"a value in the answer is larger than the limit of {max_bytes:,} bytes ({error})",
+            code="tool_limit",
+        ) from None
+    except sqlite3.Error as error:
+        raise ToolError(f"SQL error: {error}", code="sql_error") from None
+    finally:
+        connection.close()
+    return {"columns": columns, "rows": rows, "row_count": len(rows), "truncated": cut}
+
+
+def _explain(error: sqlite3.OperationalError, budget: float, max_bytes: int) -> ToolError:
+    text = str(error)
+    if "too big" in text:
+        return ToolError(
+            f"a value in the query is larger than the limit of {max_bytes:,} bytes ({text})",
+            code="tool_limit",
+        )
+    if "interrupted" in text:
+        return ToolError(f"the query ran longer than {budget:.1f}s and was stopped", code="tool_timeout")
+    if "readonly" in text or "read-only" in text or "not authorized" in text or "query_only" in text:
+        return ToolError(f"sql.query is read-only: {text}", code="sql_not_read_only")
+    return ToolError(f"SQL error: {text}", code="sql_error")

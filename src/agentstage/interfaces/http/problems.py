@@ -7,6 +7,7 @@ file path) ever reaches the client.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from starlette.responses import Response
@@ -16,6 +17,7 @@ from agentstage.errors import (
     ConflictError,
     ForbiddenError,
     NotFoundError,
+    StoreError,
     TooManyRequestsError,
     UnauthorizedError,
     UserError,
@@ -36,6 +38,7 @@ TITLES = {
     429: "Too Many Requests",
     500: "Internal Server Error",
     503: "Service Unavailable",
+    507: "Insufficient Storage",
 }
 
 _STATUS_BY_CODE = {
@@ -50,6 +53,8 @@ _STATUS_BY_CODE = {
     "invalid_parallel": 422,
     "config_invalid": 422,
     "malformed_json": 400,
+    "store_unavailable": 503,
+    "storage_full": 507,
 }
 
 
@@ -102,9 +107,9 @@ def problem(
 def problem_for(
     error: AgentstageError, *, instance: str | None = None, request_id: str | None = None
 ) -> Response:
-    headers = (
-        {"Retry-After": str(int(error.retry_after))} if isinstance(error, TooManyRequestsError) else None
-    )
+    headers = None
+    if isinstance(error, TooManyRequestsError | StoreError) and error.retry_after is not None:
+        headers = {"Retry-After": str(max(1, math.ceil(error.retry_after)))}
     return problem(
         status_for(error),
         error.code,
