@@ -156,6 +156,8 @@ async def test_sigkill_under_load_loses_nothing_committed(tmp_path: Path) -> Non
     try:
         async with httpx.AsyncClient(base_url=server.url, headers=server.headers, timeout=30) as http:
 
+            busy = asyncio.Event()
+
             async def follow(index: int) -> None:
                 try:
                     async with http.stream(
@@ -165,12 +167,13 @@ async def test_sigkill_under_load_loses_nothing_committed(tmp_path: Path) -> Non
                         async for line in response.aiter_lines():
                             if line.startswith("id: "):
                                 ids.append(int(line[4:]))
+                                if sum(len(ids) for ids in seen.values()) >= 200:
+                                    busy.set()
                 except httpx.HTTPError:
                     pass  # the server died under it
 
             followers = [asyncio.ensure_future(follow(i)) for i in range(20)]
-            while sum(len(ids) for ids in seen.values()) < 200:
-                await asyncio.sleep(0.05)
+            await busy.wait()
             assert server.process is not None
             os.kill(server.process.pid, signal.SIGKILL)
             await asyncio.gather(*followers)
