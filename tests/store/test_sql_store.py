@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import sqlite3
 from pathlib import Path
 
@@ -46,7 +48,16 @@ async def test_a_seq_can_never_be_written_twice(tmp_path: Path) -> None:
     store = SqlRunStore(f"sqlite+aiosqlite:///{tmp_path / 's.db'}")
     await store.open()
     now = utc_now()
-    run = RunRecord(id="r1", status=RunStatus.RUNNING, input="x", mode="chat", profile="p", created_at=now)
+    owner = f"{socket.gethostname()}:{os.getpid()}"  # a live process owns it
+    run = RunRecord(
+        id="r1",
+        status=RunStatus.RUNNING,
+        input="x",
+        mode="chat",
+        profile="p",
+        created_at=now,
+        worker_id=owner,
+    )
     event = RunEvent("r1", 1, now, type="run.queued", data={})
     first = Batch()
     first.of("r1").new_run = run

@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal, cast
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from agentstage.core.messages import Message, ToolCall, Usage
+from agentstage.core.model import ToolSpec
 
 EventType = Literal[
     "run.queued",
@@ -113,7 +114,7 @@ class ModelRequested(Payload):
     model: str
     params: dict[str, Any] = Field(default_factory=dict)
     messages: list[Message]
-    tools: list[dict[str, Any]] = Field(default_factory=list)
+    tools: list[ToolSpec] = Field(default_factory=list)
     response_format: dict[str, Any] | None = None
 
 
@@ -223,6 +224,61 @@ def dump_json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
+def payload_json(payload: Payload) -> str:
+    """The wire ``data`` of a payload as compact JSON text.
+
+    A model request repeats the same system prompt and tool definitions in every call of every
+    run of a profile — most of the bytes a run records — so their JSON is made once and reused."""
+    if isinstance(payload, ModelRequested):
+        return _model_request_json(payload)
+    return dump_json(payload.model_dump(mode="json"))
+
+
+class _Memo:
+    """JSON text of values that recur, by a key; bounded (cleared when full)."""
+
+    def __init__(self, size: int = 512) -> None:
+        self.size = size
+        self.texts: dict[Any, tuple[Any, str]] = {}
+
+    def get(self, key: Any, value: Any, make: Any) -> str:
+        found = self.texts.get(key)
+        if found is not None and found[0] is value:
+            return found[1]
+        text: str = make(value)
+        if len(self.texts) >= self.size:
+            self.texts.clear()
+        self.texts[key] = (value, text)
+        return text
+
+
+_MESSAGES = _Memo()
+_SPECS = _Memo()
+
+
+def _message_json(message: Message) -> str:
+    if message.tool_calls:
+        return dump_json(message.model_dump(mode="json"))
+    key = (message.role, message.content, message.tool_call_id, message.name)
+    # equal text is enough: a message without tool calls is these four fields
+    found = _MESSAGES.texts.get(key)
+    if found is not None:
+        return found[1]
+    return _MESSAGES.get(key, key, lambda _: dump_json(message.model_dump(mode="json")))
+
+
+def _model_request_json(payload: ModelRequested) -> str:
+    messages = ",".join(_message_json(m) for m in payload.messages)
+    tools = ",".join(
+        _SPECS.get(id(spec), spec, lambda s: dump_json(s.model_dump(mode="json"))) for spec in payload.tools
+    )
+    return (
+        f'{{"call_id":{dump_json(payload.call_id)},"provider":{dump_json(payload.provider)},'
+        f'"model":{dump_json(payload.model)},"params":{dump_json(payload.params)},"messages":[{messages}],'
+        f'"tools":[{tools}],"response_format":{dump_json(payload.response_format)}}}'
+    )
+
+
 @dataclass(slots=True)
 class EventDraft:
     """An event before the recorder gives it a place in the run's sequence."""
@@ -286,7 +342,7 @@ class RunEvent:
     def data_json(self) -> str:
         """``data`` as compact JSON text; raises ``ValueError``/``TypeError`` if it cannot be encoded."""
         if self._data_json is None:
-            self._data_json = dump_json(cast(Payload, self._payload).model_dump(mode="json"))
+            self._data_json = payload_json(cast(Payload, self._payload))
         return self._data_json
 
     @property

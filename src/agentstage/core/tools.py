@@ -148,6 +148,7 @@ class Toolset:
         self._tools: dict[str, Tool] = {tool.name: tool for tool in tools}
         self.call_timeout = call_timeout
         self.max_output_chars = max_output_chars
+        self._specs: list[ToolSpec] | None = None
 
     def __len__(self) -> int:
         return len(self._tools)
@@ -162,10 +163,13 @@ class Toolset:
         return self._tools.get(name.split(":", 1)[0])
 
     def specs(self) -> list[ToolSpec]:
-        return [
-            ToolSpec(name=t.name, description=t.description, parameters=t.parameters)
-            for t in self._tools.values()
-        ]
+        """What models are told about these tools (made once: a toolset never changes)."""
+        if self._specs is None:
+            self._specs = [
+                ToolSpec(name=t.name, description=t.description, parameters=t.parameters)
+                for t in self._tools.values()
+            ]
+        return list(self._specs)
 
     def qualified(self, name: str) -> str:
         tool = self.get(name)

@@ -95,12 +95,40 @@ class AnthropicKind(_KeyedKind):
 
 
 class ScriptedKind(BaseProviderKind):
+    """Scripts are parsed once and reused while they stay the same (an inline script is the same
+    object; a script file has the same modification time and size)."""
+
     name = "scripted"
 
-    def build(self, name: str, model: str | None, options: dict[str, Any], params: dict[str, Any]) -> Model:
-        from agentstage.providers.scripted import Script, ScriptedModel
+    def __init__(self) -> None:
+        self._parsed: dict[Any, tuple[Any, Any]] = {}
 
-        return ScriptedModel(Script.load(self._source(name, options)), provider=name, model_name=model)
+    def build(self, name: str, model: str | None, options: dict[str, Any], params: dict[str, Any]) -> Model:
+        from agentstage.providers.scripted import ScriptedModel
+
+        return ScriptedModel(self._script(self._source(name, options)), provider=name, model_name=model)
+
+    def _script(self, source: dict[str, Any] | str) -> Any:
+        from agentstage.providers.scripted import Script
+
+        if isinstance(source, dict):
+            key: Any = id(source)
+            stamp: Any = source
+        else:
+            key = source
+            try:
+                status = Path(source).expanduser().stat()
+                stamp = (status.st_mtime_ns, status.st_size)
+            except OSError:
+                stamp = None
+        cached = self._parsed.get(key)
+        if cached is not None and stamp is not None and (cached[0] is stamp or cached[0] == stamp):
+            return cached[1]
+        script = Script.load(source)
+        if len(self._parsed) > 256:
+            self._parsed.clear()
+        self._parsed[key] = (stamp, script)
+        return script
 
     def check(self, options: dict[str, Any]) -> str | None:
         from agentstage.providers.scripted import Script

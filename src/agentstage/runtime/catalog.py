@@ -90,6 +90,7 @@ class ToolCatalog:
         self.max_output_chars = max_output_chars
         self.connector = connector
         self._tools: dict[str, Tool] = {}
+        self._toolsets: dict[tuple[str, ...] | None, Toolset] = {}  # cleared whenever the tools change
         self._servers: dict[str, tuple[ToolServerSpec, ToolSource]] = {}
         for tool in tools:
             self.register(tool)
@@ -121,6 +122,7 @@ class ToolCatalog:
             raise NotFoundError(f"unknown tool server {name!r}", code="tool_not_found")
         for tool in spec_source[1].tools:
             self._tools.pop(tool_id(tool), None)
+        self._toolsets.clear()
         await spec_source[1].close()
 
     async def close(self) -> None:
@@ -133,9 +135,11 @@ class ToolCatalog:
 
     def register(self, tool: Tool) -> None:
         self._tools[tool_id(tool)] = tool
+        self._toolsets.clear()
 
     def unregister(self, identifier: str) -> None:
         del self._tools[tool_id(self.get(identifier))]
+        self._toolsets.clear()
 
     def list_tools(self, category: str | None = None) -> list[Tool]:
         tools = sorted(self._tools.values(), key=tool_id)
@@ -155,7 +159,15 @@ class ToolCatalog:
         return max(matches, key=lambda t: version_order(t.version))
 
     def toolset(self, names: Iterable[str] | None = None) -> Toolset:
-        """The newest version of each tool, or exactly the named ones."""
+        """The newest version of each tool, or exactly the named ones. Toolsets never change, so
+        runs that ask for the same tools share one (and its tool descriptions)."""
+        key = None if names is None else tuple(names)
+        found = self._toolsets.get(key)
+        if found is None:
+            found = self._toolsets[key] = self._make_toolset(key)
+        return found
+
+    def _make_toolset(self, names: tuple[str, ...] | None) -> Toolset:
         if names is None:
             latest: dict[str, Tool] = {}
             for tool in self.list_tools():

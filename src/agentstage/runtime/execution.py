@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
@@ -46,6 +47,28 @@ from agentstage.types import Mode, RunStatus
 ModelFactory = Callable[[str], Model]
 
 
+class ConfigSnapshots:
+    """Configuration snapshots already made, by what they depend on: runs of one profile with the
+    same options and tools share one (made, hashed and stored once)."""
+
+    def __init__(self, size: int = 256) -> None:
+        self.size = size
+        self._made: dict[tuple[Any, ...], tuple[Settings, Any, str, dict[str, Any]]] = {}
+
+    def get(
+        self, key: tuple[Any, ...], settings: Settings, toolset: Any, make: Callable[[], dict[str, Any]]
+    ) -> tuple[str, dict[str, Any]]:
+        found = self._made.get(key)
+        if found is not None and found[0] is settings and found[1] is toolset:
+            return found[2], found[3]
+        config = make()
+        digest = snapshot_hash(config)
+        if len(self._made) >= self.size:
+            self._made.clear()
+        self._made[key] = (settings, toolset, digest, config)
+        return digest, config
+
+
 @dataclass(frozen=True)
 class ExecutionDeps:
     """What a run needs from the service, and nothing more."""
@@ -55,6 +78,7 @@ class ExecutionDeps:
     prompts: PromptLibrary
     model_factory: ModelFactory
     history: Callable[[str], Awaitable[list[MessageRecord]]]
+    snapshots: ConfigSnapshots
 
 
 class RunExecution:
@@ -170,8 +194,11 @@ class RunExecution:
             deadline=time.monotonic() + limits.max_duration,
         )
         self.context = context
-        config = self._config_snapshot(orchestrator, limits, context)
-        digest = snapshot_hash(config)
+        key = (id(deps.settings), record.profile, orchestrator.template, context.model.model_name,
+               json.dumps(record.options, sort_keys=True, default=str), id(toolset))  # fmt: skip
+        digest, config = deps.snapshots.get(
+            key, deps.settings, toolset, lambda: self._config_snapshot(orchestrator, limits, context)
+        )
         self.recorder.keep_snapshot(digest, config)
         self.recorder.update(
             status=RunStatus.RUNNING, started_at=utc_now(), resolved_mode=mode.value, snapshot_hash=digest

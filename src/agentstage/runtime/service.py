@@ -40,7 +40,7 @@ from agentstage.core.prompts import PromptLibrary
 from agentstage.core.records import MessageRecord, RunRecord
 from agentstage.errors import AgentstageError, ConflictError, InvalidInputError, NotFoundError, StoreError
 from agentstage.runtime.catalog import ToolCatalog, ToolServerSpec
-from agentstage.runtime.execution import ExecutionDeps, ModelFactory, RunExecution
+from agentstage.runtime.execution import ConfigSnapshots, ExecutionDeps, ModelFactory, RunExecution
 from agentstage.runtime.live import LiveRun
 from agentstage.runtime.recorder import RunRecorder
 from agentstage.runtime.recovery import LostRunSweeper
@@ -119,6 +119,7 @@ class RunService:
         self._sweeper = LostRunSweeper(store, self.worker_id, settings.runtime.worker_lost_after)
         self._repairs: dict[str, tuple[RunRecorder, RunFailed, dict[str, Any]]] = {}
         self._abandoned: set[asyncio.Task[None]] = set()
+        self._snapshots = ConfigSnapshots()
         self._heartbeat: asyncio.Task[None] | None = None
         self._opened = False
 
@@ -386,6 +387,7 @@ class RunService:
             prompts=self.prompts,
             model_factory=self.model_factory,
             history=self._history,
+            snapshots=self._snapshots,
         )
 
     async def _history(self, conversation_id: str) -> list[MessageRecord]:

@@ -132,7 +132,7 @@ class ModelCall:
                 model=ctx.model.model_name,
                 params=request.params,
                 messages=request.messages,
-                tools=[spec.model_dump() for spec in request.tools],
+                tools=list(request.tools),
                 response_format=request.response_format,
             )
         )
