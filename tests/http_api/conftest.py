@@ -91,6 +91,14 @@ class Server:
     def log(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
+    def wait_for_log(self, text: str, timeout: float = 10) -> str:
+        """The server's log once it contains ``text`` (logs are written as requests finish)."""
+        deadline = time.monotonic() + timeout
+        while text not in (log := self.log()):
+            assert time.monotonic() < deadline, f"{text!r} never appeared in the log:\n{log}"
+            time.sleep(0.02)
+        return log
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:

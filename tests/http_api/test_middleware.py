@@ -32,7 +32,6 @@ def test_keys_are_stored_hashed_and_can_be_revoked(server: Server) -> None:
     store = (server.home / "agentstage.db").read_bytes()
     assert key.encode() not in store
     server.agent("keys", "revoke", "temporary")
-    time.sleep(0.1)
     with httpx.Client(base_url=server.url) as client:
         # revocation reaches a running server within its short key cache
         deadline = time.monotonic() + 35
@@ -82,8 +81,8 @@ def test_large_json_is_gzipped_small_json_and_sse_are_not(http: httpx.Client) ->
 
 def test_one_json_log_line_per_request(server: Server, http: httpx.Client) -> None:
     http.get("/api/v1/tools", headers={"X-Request-ID": "log-line-check"})
-    time.sleep(0.2)
-    lines = [json.loads(line) for line in server.log().splitlines() if "log-line-check" in line]
+    log = server.wait_for_log("log-line-check")
+    lines = [json.loads(line) for line in log.splitlines() if "log-line-check" in line]
     assert len(lines) == 1
     line = lines[0]
     assert line["method"] == "GET" and line["path"] == "/api/v1/tools" and line["status"] == 200

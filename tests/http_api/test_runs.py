@@ -107,7 +107,8 @@ def test_disconnecting_does_not_cancel_unless_asked(server: Server, http: httpx.
 
 
 def test_list_filters_and_pages(http: httpx.Client) -> None:
-    http.post("/api/v1/agent/run", json={"input": "fail now", "mode": "chat"})
+    for text in ("fail now", "one", "two", "three"):  # this test's own runs: it needs at least four
+        http.post("/api/v1/agent/run", json={"input": text, "mode": "chat"})
     failed = http.get("/api/v1/agent/runs", params={"status": "failed"}).json()
     assert failed["total"] >= 1 and all(r["status"] == "failed" for r in failed["runs"])
     page = http.get("/api/v1/agent/runs", params={"limit": 2, "offset": 1}).json()

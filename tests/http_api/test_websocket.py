@@ -83,9 +83,10 @@ async def test_bad_frames_get_errors_and_the_socket_stays_open(server: Server) -
 
 
 async def test_sockets_need_a_key(server: Server) -> None:
-    with pytest.raises(Exception):  # noqa: B017 (the handshake is refused or closed with 1008)
+    with pytest.raises(ConnectionClosed) as closed:
         async with connect(ws_url(server, "/ws/agent/stream")) as socket:
             await socket.recv()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008  # policy violation
     async with connect(ws_url(server, f"/ws/agent/stream?api_key={server.key}")) as socket:
         await socket.send(json.dumps({"type": "ping"}))
         assert json.loads(await socket.recv()) == {"type": "pong"}
