@@ -88,6 +88,22 @@ async def through_service(runs: int, concurrency: int) -> float:
     return rate
 
 
+async def without_safety(runs: int, concurrency: int) -> float:
+    """The service with tool outputs recorded as they come (no JSON-safety pass, no size cap)."""
+    from agentstage.core import tools
+
+    safe = tools.json_safe
+
+    def passthrough(value: object, **_: object) -> tuple[object, int]:
+        return value, 0
+
+    tools.json_safe = passthrough  # type: ignore[assignment]
+    try:
+        return await through_service(runs, concurrency)
+    finally:
+        tools.json_safe = safe
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -104,6 +120,12 @@ async def main() -> None:
             f"{args.runs} react runs, {concurrency} at a time: bare loop {bare:,.0f} runs/s · "
             f"RunService + SQLite {full:,.0f} runs/s · ratio {full / bare:.2f}"
         )
+    unsafe = await without_safety(args.runs, args.concurrency)
+    safe = await through_service(args.runs, args.concurrency)
+    print(
+        f"JSON-safety pass and size caps: {safe:,.0f} runs/s with, {unsafe:,.0f} without · "
+        f"cost {max(0.0, 1 - safe / unsafe):.1%} (aim < 5%)"
+    )
 
 
 if __name__ == "__main__":

@@ -121,13 +121,13 @@ class RunRecorder:
             span_id=draft.span_id,
         )
         try:
-            size = len(event.data_json.encode())
+            text = event.data_json
         except (ValueError, TypeError) as error:
             raise RunError(
                 f"a {event.type} event of this run cannot be recorded as JSON: {error}",
                 code="event_invalid",
             ) from None
-        if size > self._max_event_bytes:
+        if len(text) * 4 > self._max_event_bytes and len(text.encode()) > self._max_event_bytes:
             event = self._capped(event)
         self._next_seq += 1
         self.record.last_seq = event.seq
