@@ -28,7 +28,7 @@ from agentstage.interfaces.http.middleware.rate_limit import RateLimitMiddleware
 from agentstage.interfaces.http.middleware.request_log import RequestLogMiddleware
 from agentstage.interfaces.http.openapi import build_openapi
 from agentstage.interfaces.http.routes import audit, config, conversations, health, runs, tools
-from agentstage.runtime.wiring import build_services, configure_logging
+from agentstage.runtime.wiring import Services, build_services, configure_logging
 from agentstage.settings import Settings, load_settings
 
 log = logging.getLogger("agentstage.http")
@@ -65,10 +65,12 @@ def listed_route(connection: HTTPConnection) -> None:
         )
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
+    """``services``: shared with another door of this process (``agent serve --grpc-port``);
+    this app's lifespan still opens and closes them."""
     settings = settings or load_settings()
     configure_logging(settings)
-    services = build_services(settings)
+    services = services or build_services(settings)
     service = services.runs
     rt = Runtime(
         runs=service,
