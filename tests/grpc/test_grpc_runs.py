@@ -129,7 +129,9 @@ async def test_cancel_a_running_run_then_a_finished_one(server: GrpcServer) -> N
         agent, _, _ = stubs(channel)
         stream = agent.ExecuteStream(chat("slow to cancel"), metadata=server.metadata)
         run_id = (await stream.read()).run_id
-        accepted = await agent.Cancel(pb.CancelRequest(run_id=run_id, reason="enough"), metadata=server.metadata)
+        accepted = await agent.Cancel(
+            pb.CancelRequest(run_id=run_id, reason="enough"), metadata=server.metadata
+        )
         assert accepted.run_id == run_id and accepted.cancel_requested
         last = (await rest(stream))[-1]
         assert last.type == "run.cancelled"
@@ -197,7 +199,9 @@ async def test_bad_requests_get_the_right_codes_naming_the_field(server: GrpcSer
             agent.Execute(chat("hi", options=pb.RunOptions(params_json="{nope")), metadata=md),
         )
         assert "options.params_json" in params["fields"]
-        no_id = await expect(grpc.StatusCode.INVALID_ARGUMENT, agent.GetStatus(pb.GetStatusRequest(), metadata=md))
+        no_id = await expect(
+            grpc.StatusCode.INVALID_ARGUMENT, agent.GetStatus(pb.GetStatusRequest(), metadata=md)
+        )
         assert "run_id" in no_id["fields"]
         beyond = await expect(
             grpc.StatusCode.INVALID_ARGUMENT,
@@ -214,10 +218,14 @@ async def test_bad_requests_get_the_right_codes_naming_the_field(server: GrpcSer
             assert "no-such-" in missing["message"]
         unknown_tool = await expect(
             grpc.StatusCode.NOT_FOUND,
-            agent.Execute(chat("hi", options=pb.RunOptions(tools=pb.ToolSelection(names=["nope"]))), metadata=md),
+            agent.Execute(
+                chat("hi", options=pb.RunOptions(tools=pb.ToolSelection(names=["nope"]))), metadata=md
+            ),
         )
         assert unknown_tool["reason"] == "tool_not_found"
-        huge = await expect(grpc.StatusCode.RESOURCE_EXHAUSTED, agent.Execute(chat("x" * 70_000), metadata=md))
+        huge = await expect(
+            grpc.StatusCode.RESOURCE_EXHAUSTED, agent.Execute(chat("x" * 70_000), metadata=md)
+        )
         assert "larger than max" in huge["message"]
 
 

@@ -81,7 +81,9 @@ async def test_chat_cancel_stops_the_current_run_and_goes_on(server: GrpcServer)
                     break
         await call.done_writing()
         assert await call.read() is grpc.aio.EOF
-    terminal = [e.type for e in seen if e.type.startswith("run.") and e.type not in ("run.queued", "run.started")]
+    terminal = [
+        e.type for e in seen if e.type.startswith("run.") and e.type not in ("run.queued", "run.started")
+    ]
     assert terminal == ["run.cancelled", "run.completed"]
 
 
@@ -121,15 +123,26 @@ async def test_list_and_execute_tools(server: GrpcServer) -> None:
         _, tools, _ = stubs(channel)
         listed = (await tools.ListTools(pb.ListToolsRequest(), metadata=server.metadata)).tools
         calc = next(t for t in listed if t.name == "math.calculate")
-        assert calc.id == f"math.calculate:{calc.version}" and "expression" in json.loads(calc.parameters_json)["properties"]
-        only = (await tools.ListTools(pb.ListToolsRequest(category=calc.category), metadata=server.metadata)).tools
+        assert (
+            calc.id == f"math.calculate:{calc.version}"
+            and "expression" in json.loads(calc.parameters_json)["properties"]
+        )
+        only = (
+            await tools.ListTools(pb.ListToolsRequest(category=calc.category), metadata=server.metadata)
+        ).tools
         assert only and {t.category for t in only} == {calc.category}
         result = await tools.ExecuteTool(
-            pb.ExecuteToolRequest(tool="math.calculate", arguments_json='{"expression": "6*7"}'), metadata=server.metadata
+            pb.ExecuteToolRequest(tool="math.calculate", arguments_json='{"expression": "6*7"}'),
+            metadata=server.metadata,
         )
-        assert result.tool == calc.id and json.loads(result.output_json) == {"result": 42} and not result.HasField("error")
+        assert (
+            result.tool == calc.id
+            and json.loads(result.output_json) == {"result": 42}
+            and not result.HasField("error")
+        )
         failed = await tools.ExecuteTool(
-            pb.ExecuteToolRequest(tool="math.calculate", arguments_json='{"expression": "1/0"}'), metadata=server.metadata
+            pb.ExecuteToolRequest(tool="math.calculate", arguments_json='{"expression": "1/0"}'),
+            metadata=server.metadata,
         )
         assert failed.error.code and failed.output_json == ""
         with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -139,7 +152,10 @@ async def test_list_and_execute_tools(server: GrpcServer) -> None:
         for request, code in (
             (pb.ExecuteToolRequest(tool="nope"), grpc.StatusCode.NOT_FOUND),
             (pb.ExecuteToolRequest(tool=""), grpc.StatusCode.INVALID_ARGUMENT),
-            (pb.ExecuteToolRequest(tool="math.calculate", arguments_json="[1]"), grpc.StatusCode.INVALID_ARGUMENT),
+            (
+                pb.ExecuteToolRequest(tool="math.calculate", arguments_json="[1]"),
+                grpc.StatusCode.INVALID_ARGUMENT,
+            ),
         ):
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await tools.ExecuteTool(request, metadata=server.metadata)
@@ -182,7 +198,9 @@ async def test_register_an_mcp_server_like_the_http_route(server: GrpcServer) ->
 async def test_config_is_masked_and_profiles_listed(server: GrpcServer) -> None:
     async with server.channel() as channel:
         _, _, config = stubs(channel)
-        shown = json.loads((await config.GetConfig(pb.GetConfigRequest(), metadata=server.metadata)).config_json)
+        shown = json.loads(
+            (await config.GetConfig(pb.GetConfigRequest(), metadata=server.metadata)).config_json
+        )
         assert shown["default_profile"] == "t" and shown["providers"]["hosted"]["api_key"] == "***"
         assert "0123456789abcdef" not in json.dumps(shown)
         listed = await config.ListProfiles(pb.ListProfilesRequest(), metadata=server.metadata)

@@ -167,6 +167,7 @@ async def run(
     if wanted == "sse":
         response: Response = event_stream(rt, record.id, cancel_on_disconnect=body.on_disconnect == "cancel")
     else:
-        response = JSONResponse((await rt.runs.wait(record.id)).result())
+        result = RunResult.model_validate((await rt.runs.wait(record.id)).result())
+        response = JSONResponse(result.model_dump(mode="json"))  # exactly the v1 route's body
     response.headers["Vary"] = "Accept"
     return response
