@@ -7,6 +7,7 @@ Health and reflection pass through untouched. A refused call is refused before t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -114,7 +115,8 @@ class _Guard:
             raise
         finally:
             if token is not None:
-                current_call.reset(token)
+                with contextlib.suppress(ValueError):  # a stream closed from another context
+                    current_call.reset(token)
             _log(self.method, call, outcome.code, started)
 
     async def stream(self, behavior: Any, request: Any, context: Context) -> AsyncIterator[Any]:
@@ -127,14 +129,16 @@ class _Guard:
                 await outcome.fail(call, context)
             assert isinstance(call, Call)
             token = current_call.set(call)
-            async for item in behavior(request, context):
-                yield item
+            async with contextlib.aclosing(behavior(request, context)) as items:  # closed with the call
+                async for item in items:
+                    yield item
         except BaseException as error:
             await outcome.settle(self.method, error, context)
             raise
         finally:
             if token is not None:
-                current_call.reset(token)
+                with contextlib.suppress(ValueError):  # a stream closed from another context
+                    current_call.reset(token)
             _log(self.method, call, outcome.code, started)
 
 
