@@ -27,8 +27,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from agentstage.interfaces.grpc.auth import PERMISSIONS
 from agentstage.interfaces.grpc.gen import agent_pb2 as pb
 from agentstage.interfaces.grpc.server import GrpcGateway, server_options
-from agentstage.runtime.keys import KeyService
-from agentstage.runtime.wiring import build_service
+from agentstage.runtime.wiring import build_services
 from conftest import AGENT, make_settings, scripted_config
 
 pytestmark = pytest.mark.anyio
@@ -38,16 +37,20 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 @asynccontextmanager
-async def gateway(home: Path, script: Any = None, **grpc_settings: Any) -> AsyncIterator[GrpcGateway]:
+async def gateway(
+    home: Path, script: Any = None, store: dict[str, Any] | None = None, **grpc_settings: Any
+) -> AsyncIterator[GrpcGateway]:
     settings = make_settings(
         home,
         scripted_config(
             script or {"responses": [{"text": "Hello."}]},
             grpc={"port": 0, "shutdown_grace": 0.5, **grpc_settings},
+            store=store or {},
         ),
     )
-    async with build_service(settings) as service:
-        server = GrpcGateway(service)
+    services = build_services(settings)
+    async with services.runs:
+        server = GrpcGateway(services)
         await server.start()
         try:
             yield server
@@ -69,7 +72,7 @@ async def failure(call: Any) -> grpc.aio.AioRpcError:
 
 async def test_api_keys_in_metadata(home: Path) -> None:
     async with gateway(home) as server, channel(server) as opened:
-        key, _ = await KeyService(server.service.store).create("client")
+        key, _ = await server.services.keys.create("client")
         _, _, config = stubs(opened)
         request = pb.GetConfigRequest()
         for metadata in ((("authorization", f"Bearer {key}"),), (("x-api-key", key),)):
@@ -99,7 +102,7 @@ async def test_every_method_needs_a_named_permission() -> None:
 
 async def test_rate_limit_is_resource_exhausted_with_retry_info(home: Path) -> None:
     async with gateway(home) as server, channel(server) as opened:
-        key, _ = await KeyService(server.service.store).create("limited", requests_per_minute=2)
+        key, _ = await server.services.keys.create("limited", requests_per_minute=2)
         metadata = (("x-api-key", key),)
         _, _, config = stubs(opened)
         for _ in range(2):
@@ -111,7 +114,7 @@ async def test_rate_limit_is_resource_exhausted_with_retry_info(home: Path) -> N
         found = details(limited)
         assert found["reason"] == "rate_limited" and 1 <= found["retry_seconds"] <= 30
         assert found["retry-after"] == str(found["retry_seconds"])
-        other, _ = await KeyService(server.service.store).create("other")
+        other, _ = await server.services.keys.create("other")
         await config.ListProfiles(
             pb.ListProfilesRequest(), metadata=(("x-api-key", other),)
         )  # its own bucket
@@ -256,3 +259,18 @@ def test_serve_refuses_unusable_grpc_flags(tmp_path: Path) -> None:
         )
     assert busy.returncode == 1 and f"cannot listen for gRPC on '127.0.0.1:{port}'" in busy.stderr
     assert free_port() != port
+
+
+async def test_a_locked_store_is_unavailable_with_retry_info(home: Path) -> None:
+    async with gateway(home, store={"write_timeout": 0.5}, auth="off") as server, channel(server) as opened:
+        agent, _, _ = stubs(opened)
+        locker = sqlite3.connect(home / "agentstage.db", isolation_level=None)
+        try:
+            locker.execute("BEGIN EXCLUSIVE")
+            refused = await failure(agent.Execute(pb.ExecuteRequest(input="hi"), timeout=30))
+        finally:
+            locker.close()
+        assert refused.code() == grpc.StatusCode.UNAVAILABLE, refused.details()
+        found = details(refused)
+        assert found["reason"] == "store_unavailable" and found["retry_seconds"] >= 1
+        assert "sqlite" not in refused.details().lower() and "locked" not in refused.details().lower()

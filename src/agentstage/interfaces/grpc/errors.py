@@ -21,7 +21,7 @@ import google.rpc.status_pb2 as status_pb2
 import grpc
 from google.protobuf import any_pb2, duration_pb2
 
-from agentstage.errors import AgentstageError, ConflictError, NotFoundError, UserError
+from agentstage.errors import AgentstageError, ConflictError, NotFoundError, StoreError, UserError
 
 log = logging.getLogger("agentstage.grpc")
 DOMAIN = "agentstage"
@@ -87,12 +87,26 @@ def _pack(message: Any) -> any_pb2.Any:
 def failure_for(error: AgentstageError, prefix: str = "") -> Failure:
     """The status for one of our own errors; ``prefix`` places field names in the request
     (``message.`` for a chat message)."""
+    if isinstance(error, StoreError):
+        return _store_failure(error)
     fields = [(prefix + name, text) for name, text in _fields(error)]
     message = error.message
     if len(fields) == 1 and not message.startswith(fields[0][0]):
         message = f"{fields[0][0]}: {message}"
     metadata = {key: str(value) for key, value in error.details.items() if isinstance(value, str | int)}
     return Failure(_status(error), message, error.code, fields, metadata=metadata)
+
+
+def _store_failure(error: StoreError) -> Failure:
+    """The store is busy, gone or full: say so and when to retry, never the driver's words."""
+    log.warning("store error surfaced to a gRPC call: %s", error.message)
+    if error.code == "storage_full":
+        code, message = grpc.StatusCode.RESOURCE_EXHAUSTED, "the store is out of space"
+    elif error.code == "store_unavailable":
+        code, message = grpc.StatusCode.UNAVAILABLE, "the store is unavailable"
+    else:
+        code, message = grpc.StatusCode.INTERNAL, "the store could not keep this run's writes"
+    return Failure(code, f"{message}; retry later", error.code, retry_after=error.retry_after)
 
 
 def _status(error: AgentstageError) -> grpc.StatusCode:
