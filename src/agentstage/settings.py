@@ -134,12 +134,6 @@ class GrpcSettings(Strict):
 
     host: str = "127.0.0.1"
     port: int | None = Field(default=None, ge=0, le=65535, description="Port; unset: no gRPC server.")
-    auth: Literal["api_keys", "off"] = Field(
-        default="api_keys", description="'off' only for local use; the server says so at start-up."
-    )
-    requests_per_minute: int | None = Field(
-        default=None, ge=1, description="Default rate limit per API key; unset: http.requests_per_minute."
-    )
     max_receive_message_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=2**31 - 1)
     max_send_message_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, le=2**31 - 1)
     max_concurrent_streams: int = Field(default=100, ge=1, description="Concurrent calls per connection.")

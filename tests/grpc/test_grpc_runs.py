@@ -250,6 +250,6 @@ async def test_the_call_log_names_method_code_and_key(server: GrpcServer) -> Non
     await asyncio.sleep(0.2)
     lines = [json.loads(line) for line in server.log().splitlines() if '"grpc.call"' in line]
     mine = [line for line in lines if line["request_id"] == request_id]
-    assert mine and mine[0]["method"] == "agentstage.v1.AgentService/Execute"
-    assert mine[0]["code"] == "OK" and mine[0]["key"] == "tests"
+    assert mine and mine[0]["method"] == "/agentstage.v1.AgentService/Execute"
+    assert mine[0]["code"] == "OK" and mine[0]["principal"] == "api_key:tests"
     assert server.key not in server.log()

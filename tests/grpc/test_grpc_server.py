@@ -24,7 +24,7 @@ from grpc_harness import GrpcServer, details, free_port, health_status, stubs
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from agentstage.interfaces.grpc.auth import PERMISSIONS
+from agentstage.access.permissions import GRPC
 from agentstage.interfaces.grpc.gen import agent_pb2 as pb
 from agentstage.interfaces.grpc.server import GrpcGateway, server_options
 from agentstage.runtime.wiring import build_services
@@ -38,7 +38,12 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 @asynccontextmanager
 async def gateway(
-    home: Path, script: Any = None, store: dict[str, Any] | None = None, **grpc_settings: Any
+    home: Path,
+    script: Any = None,
+    store: dict[str, Any] | None = None,
+    http: dict[str, Any] | None = None,
+    security: dict[str, Any] | None = None,
+    **grpc_settings: Any,
 ) -> AsyncIterator[GrpcGateway]:
     settings = make_settings(
         home,
@@ -46,16 +51,20 @@ async def gateway(
             script or {"responses": [{"text": "Hello."}]},
             grpc={"port": 0, "shutdown_grace": 0.5, **grpc_settings},
             store=store or {},
+            http=http or {},
+            security=security or {},
         ),
     )
     services = build_services(settings)
     async with services.runs:
+        services.guard.start()
         server = GrpcGateway(services)
         await server.start()
         try:
             yield server
         finally:
             await server.stop()
+            await services.guard.close()
 
 
 @asynccontextmanager
@@ -78,26 +87,60 @@ async def test_api_keys_in_metadata(home: Path) -> None:
         for metadata in ((("authorization", f"Bearer {key}"),), (("x-api-key", key),)):
             assert (await config.GetConfig(request, metadata=metadata)).config_json
         missing = await failure(config.GetConfig(request))
-        assert missing.code() == grpc.StatusCode.UNAUTHENTICATED and "API key" in missing.details()
-        assert details(missing)["reason"] == "unauthenticated"
+        assert missing.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert details(missing)["reason"] == "unauthorized"
         wrong = await failure(config.GetConfig(request, metadata=(("authorization", "Bearer ags_wrong"),)))
-        assert wrong.code() == grpc.StatusCode.UNAUTHENTICATED and "not valid" in wrong.details()
+        assert wrong.code() == grpc.StatusCode.UNAUTHENTICATED
         agent, _, _ = stubs(opened)
         refused = await failure(agent.Execute(pb.ExecuteRequest(input="hi")))
         assert refused.code() == grpc.StatusCode.UNAUTHENTICATED
         assert await server.service.count_runs() == 0  # refused before anything started
 
 
-async def test_every_method_needs_a_named_permission() -> None:
+async def test_every_method_is_in_the_one_permission_table() -> None:
     methods = {
-        f"{service.full_name}/{method.name}"
+        f"/{service.full_name}/{method.name}"
         for service in pb.DESCRIPTOR.services_by_name.values()
         for method in service.methods
     }
-    assert set(PERMISSIONS) == methods
-    assert PERMISSIONS["agentstage.v1.ToolService/RegisterTool"] == "tools.register"
-    assert PERMISSIONS["agentstage.v1.AgentService/Cancel"] == "runs.cancel"
-    assert {p.split(".")[0] for p in PERMISSIONS.values()} == {"runs", "tools", "config"}
+    assert set(GRPC) == methods
+    assert GRPC["/agentstage.v1.ToolService/RegisterTool"] == "tools.register"
+
+
+async def test_roles_and_tenants_decide_what_a_key_may_do(home: Path) -> None:
+    tenants = {"tenants": {"default": {}, "other": {}}}
+    async with gateway(home, security=tenants) as server, channel(server) as opened:
+        keys = server.services.keys
+        operator, _ = await keys.create("op", role="operator")
+        viewer, _ = await keys.create("viewer", role="viewer")
+        outsider, _ = await keys.create("outsider", role="admin", tenant="other")
+        agent, tools, _ = stubs(opened)
+        run = await agent.Execute(
+            pb.ExecuteRequest(input="hi", mode="chat"), metadata=(("x-api-key", operator),)
+        )
+        assert run.status == pb.RUN_STATE_COMPLETED
+        seen = await agent.GetStatus(
+            pb.GetStatusRequest(run_id=run.run_id), metadata=(("x-api-key", viewer),)
+        )
+        assert seen.run_id == run.run_id
+        denied = await failure(
+            agent.Execute(pb.ExecuteRequest(input="hi"), metadata=(("x-api-key", viewer),))
+        )
+        assert denied.code() == grpc.StatusCode.PERMISSION_DENIED and "'runs.start'" in denied.details()
+        assert details(denied)["reason"] == "forbidden"
+        register = pb.RegisterToolRequest(name="evil", command="/bin/sh")
+        not_admin = await failure(tools.RegisterTool(register, metadata=(("x-api-key", operator),)))
+        assert (
+            not_admin.code() == grpc.StatusCode.PERMISSION_DENIED
+            and "'tools.register'" in not_admin.details()
+        )
+        hidden = await failure(
+            agent.GetStatus(pb.GetStatusRequest(run_id=run.run_id), metadata=(("x-api-key", outsider),))
+        )
+        assert hidden.code() == grpc.StatusCode.NOT_FOUND  # another tenant's run is simply not found
+        rows = await server.services.guard.audit_entries()
+        assert any(r["outcome"] == "denied" and r["action"] == "tools.register" for r in rows)
+        assert any(r["outcome"] == "allowed" and r["action"] == "runs.start" for r in rows)
 
 
 async def test_rate_limit_is_resource_exhausted_with_retry_info(home: Path) -> None:
@@ -109,7 +152,8 @@ async def test_rate_limit_is_resource_exhausted_with_retry_info(home: Path) -> N
             await config.ListProfiles(pb.ListProfilesRequest(), metadata=metadata)
         limited = await failure(config.ListProfiles(pb.ListProfilesRequest(), metadata=metadata))
         assert (
-            limited.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "2 calls per minute" in limited.details()
+            limited.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            and "2 requests per minute" in limited.details()
         )
         found = details(limited)
         assert found["reason"] == "rate_limited" and 1 <= found["retry_seconds"] <= 30
@@ -169,7 +213,7 @@ async def test_reflection_lists_and_describes_the_services(home: Path) -> None:
 
 
 async def test_internal_errors_say_nothing_of_the_internals(home: Path) -> None:
-    async with gateway(home, auth="off") as server, channel(server) as opened:
+    async with gateway(home, http={"auth": "off"}) as server, channel(server) as opened:
         with sqlite3.connect(home / "agentstage.db") as database:  # break the store under the server
             database.execute("DROP TABLE runs")
         agent, _, _ = stubs(opened)
@@ -186,7 +230,10 @@ async def test_internal_errors_say_nothing_of_the_internals(home: Path) -> None:
 async def test_auth_off_is_explicit_and_limits_by_address(
     home: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async with gateway(home, auth="off", requests_per_minute=1) as server, channel(server) as opened:
+    async with (
+        gateway(home, http={"auth": "off", "requests_per_minute": 1}) as server,
+        channel(server) as opened,
+    ):
         assert "gRPC authentication is OFF" in caplog.text
         _, _, config = stubs(opened)
         await config.GetConfig(pb.GetConfigRequest())
@@ -261,8 +308,11 @@ def test_serve_refuses_unusable_grpc_flags(tmp_path: Path) -> None:
     assert free_port() != port
 
 
-async def test_a_locked_store_is_unavailable_with_retry_info(home: Path) -> None:
-    async with gateway(home, store={"write_timeout": 0.5}, auth="off") as server, channel(server) as opened:
+async def test_a_locked_store_answers_a_status_without_internals(home: Path) -> None:
+    async with (
+        gateway(home, store={"write_timeout": 0.5}, http={"auth": "off"}) as server,
+        channel(server) as opened,
+    ):
         agent, _, _ = stubs(opened)
         locker = sqlite3.connect(home / "agentstage.db", isolation_level=None)
         try:
@@ -270,7 +320,9 @@ async def test_a_locked_store_is_unavailable_with_retry_info(home: Path) -> None
             refused = await failure(agent.Execute(pb.ExecuteRequest(input="hi"), timeout=30))
         finally:
             locker.close()
-        assert refused.code() == grpc.StatusCode.UNAVAILABLE, refused.details()
+        # The rate limiter (in the store) or the run's first write meets the lock: either way the
+        # caller hears a status, and nothing of the database's own words.
+        assert refused.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL), refused.details()
         found = details(refused)
-        assert found["reason"] == "store_unavailable" and found["retry_seconds"] >= 1
+        assert found["reason"] in ("store_unavailable", "internal_error")
         assert "sqlite" not in refused.details().lower() and "locked" not in refused.details().lower()

@@ -27,7 +27,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GrpcServer]:
         "s": {"type": "scripted", "script": str(home / "script.json")},
         "hosted": {"type": "openai", "api_key": "sk-test-0123456789abcdef"},
     }
-    running = GrpcServer(home, {"providers": providers}).start()
+    policy = {"mcp": {"allow_commands": True, "executables": [sys.executable], "timeout": 30}}
+    running = GrpcServer(home, {"providers": providers, "security": policy}).start()
     yield running
     running.stop()
 
@@ -176,14 +177,18 @@ async def test_register_an_mcp_server_like_the_http_route(server: GrpcServer) ->
             metadata=server.metadata,
         )
         assert json.loads(result.output_json)["timezone"] == "Asia/Tokyo"
-        for request, field in (
-            (pb.RegisterToolRequest(name="x"), None),
-            (pb.RegisterToolRequest(name="Bad Name!", command="x"), "name"),
-            (pb.RegisterToolRequest(name="ghost", command="/no/such/binary"), None),
-        ):
+        for request, code, field in (
+            (pb.RegisterToolRequest(name="x"), grpc.StatusCode.INVALID_ARGUMENT, None),
+            (pb.RegisterToolRequest(name="Bad Name!", command="x"), grpc.StatusCode.INVALID_ARGUMENT, "name"),
+            (
+                pb.RegisterToolRequest(name="ghost", command="/bin/sh"),
+                grpc.StatusCode.PERMISSION_DENIED,
+                None,
+            ),
+        ):  # the last: an executable outside security.mcp's allow-list, even for an admin
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await tools.RegisterTool(request, metadata=server.metadata)
-            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
+            assert caught.value.code() == code, caught.value.details()
             if field:
                 assert field in details(caught.value)["fields"]
         listed = await tools.ListTools(pb.ListToolsRequest(), metadata=server.metadata)

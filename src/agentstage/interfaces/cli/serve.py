@@ -77,7 +77,10 @@ def serve(
     grpc_port: Annotated[
         int | None,
         typer.Option(
-            "--grpc-port", min=0, max=65535, help="Also serve gRPC on this port (default: grpc.port; unset: none)."
+            "--grpc-port",
+            min=0,
+            max=65535,
+            help="Also serve gRPC on this port (default: grpc.port; unset: none).",
         ),
     ] = None,
     no_http: Annotated[
@@ -104,13 +107,15 @@ def serve(
     if no_http and grpc_port is None:
         fail("--no-http serves gRPC only: give --grpc-port PORT (or set grpc.port)")
     if no_http and workers > 1:
-        fail("--workers applies to the HTTP server; run several `agent serve --no-http` for more gRPC processes")
+        fail(
+            "--workers applies to the HTTP server; run several `agent serve --no-http` for more gRPC processes"
+        )
     if grpc_port is not None:
         _grpc_environment(host, grpc_port, workers)
     grpc_host = host or settings.grpc.host
-    if grpc_port is not None and settings.grpc.auth == "off" and not _loopback(grpc_host) and not insecure:
-        fail(f"gRPC authentication is off (grpc.auth = off) and {grpc_host!r} is not a loopback address; "
-             "bind 127.0.0.1, turn auth on, or pass --insecure")  # fmt: skip
+    if grpc_port is not None and settings.http.auth == "off" and not _loopback(grpc_host) and not insecure:
+        fail(f"authentication is off (http.auth = off) and {grpc_host!r} is not a loopback address: anyone "
+             "who can reach it could run agents; bind 127.0.0.1, turn auth on, or pass --insecure")  # fmt: skip
     host = host or settings.http.host
     port = settings.http.port if port is None else port
     auth_off = settings.http.auth == "off"
@@ -159,7 +164,7 @@ def _grpc_environment(host: str | None, grpc_port: int, workers: int) -> None:
 
 
 def _grpc_auth(settings: Any) -> str:
-    return "credentials" if settings.grpc.auth != "off" else "OFF (grpc.auth = off; local use only)"
+    return "API keys / JWT" if settings.http.auth != "off" else "OFF (http.auth = off; local use only)"
 
 
 def _call(target: str) -> None:

@@ -1,90 +1,36 @@
-"""Who is calling and what they may do: the API key in metadata, the permission of each method, and
-a token bucket per key.
+"""Who is calling, for which tenant: credentials from gRPC metadata for the shared guard, and the
+tenant a call reads and writes.
 
-The key is read from ``authorization: Bearer <key>`` or ``x-api-key: <key>`` and checked by the
-runtime's key service, exactly as the HTTP API does. Each method needs one permission, named in
-:data:`PERMISSIONS`; a method missing from the table is refused (deny by default). Health and
-reflection stay open, like the HTTP health probes.
+The method -> permission mapping is the ``GRPC`` part of the one permission table
+(:mod:`agentstage.access.permissions`); a method missing from it is refused for everyone. Health
+and reflection stay open, like the HTTP health probes.
 """
 
 from __future__ import annotations
 
-import time
+from collections.abc import Collection
 from dataclasses import dataclass
 
-from agentstage.runtime.keys import KeyService
+from agentstage.access.permissions import GRPC, require
+from agentstage.access.principals import Credentials, Principal
+from agentstage.errors import ForbiddenError
 
 OPEN_SERVICES = (
     "grpc.health.v1.Health",
     "grpc.reflection.v1alpha.ServerReflection",
     "grpc.reflection.v1.ServerReflection",
 )
-
-# The one table: full method name -> the permission it needs.
-PERMISSIONS: dict[str, str] = {
-    "agentstage.v1.AgentService/Execute": "runs.start",
-    "agentstage.v1.AgentService/ExecuteStream": "runs.start",
-    "agentstage.v1.AgentService/Chat": "runs.start",
-    "agentstage.v1.AgentService/Resume": "runs.read",
-    "agentstage.v1.AgentService/GetStatus": "runs.read",
-    "agentstage.v1.AgentService/Cancel": "runs.cancel",
-    "agentstage.v1.ToolService/ListTools": "tools.read",
-    "agentstage.v1.ToolService/ExecuteTool": "tools.execute",
-    "agentstage.v1.ToolService/RegisterTool": "tools.register",
-    "agentstage.v1.ConfigService/GetConfig": "config.read",
-    "agentstage.v1.ConfigService/ListProfiles": "config.read",
-}
+READS = frozenset({"runs.read", "tools.read", "config.read", "conversations.read"})
+TENANT_KEY = "x-agentstage-tenant"
 
 
-def method_name(path: str) -> str:
-    """``/pkg.Service/Method`` as grpc gives it -> ``pkg.Service/Method`` as the table names it."""
-    return path.lstrip("/")
+def permission_of(path: str) -> str | None:
+    """``/pkg.Service/Method`` -> the permission the table names, or None (refused)."""
+    return GRPC.get(path)
 
 
-def is_open(method: str) -> bool:
-    return method.split("/", 1)[0] in OPEN_SERVICES
-
-
-@dataclass(frozen=True)
-class Principal:
-    """The caller: an API key (by name), or the local user when auth is off."""
-
-    name: str
-    authenticated: bool
-    requests_per_minute: int | None = None
-
-    def may(self, permission: str) -> bool:
-        """Every valid key holds every permission of the table: keys carry no roles (yet)."""
-        return permission in _KNOWN
-
-
-_KNOWN = frozenset(PERMISSIONS.values())
-
-
-def presented_key(metadata: dict[str, str]) -> str | None:
-    authorization = metadata.get("authorization", "")
-    if authorization.lower().startswith("bearer "):
-        return authorization[7:].strip() or None
-    key = metadata.get("x-api-key", "").strip()
-    return key or None
-
-
-class Authenticator:
-    def __init__(self, keys: KeyService, enabled: bool):
-        self.keys = keys
-        self.enabled = enabled
-
-    async def principal(self, metadata: dict[str, str], peer: str) -> Principal | str:
-        """The caller, or the reason it is not authenticated."""
-        if not self.enabled:
-            return Principal(name=f"peer:{peer_address(peer)}", authenticated=False)
-        key = presented_key(metadata)
-        if key is None:
-            return "this call needs an API key (metadata authorization: Bearer <key>, or x-api-key)"
-        record = await self.keys.verify(key)
-        if record is None:
-            return "the API key is not valid (unknown or revoked)"
-        return Principal(name=record.name, authenticated=True, requests_per_minute=record.requests_per_minute)
+def is_open(path: str) -> bool:
+    return path.lstrip("/").split("/", 1)[0] in OPEN_SERVICES
 
 
 def peer_address(peer: str) -> str:
@@ -93,31 +39,36 @@ def peer_address(peer: str) -> str:
     return address.rsplit(":", 1)[0] if address.count(":") >= 1 and not address.endswith("]") else address
 
 
-@dataclass
-class _Bucket:
-    capacity: float
-    tokens: float
-    updated: float
+def credentials(metadata: dict[str, str], peer: str) -> Credentials:
+    """``authorization: Bearer <API key or JWT>`` or ``x-api-key: <key>``, as over HTTP."""
+    found = Credentials(client=peer_address(peer), user_agent=metadata.get("user-agent"))
+    authorization = metadata.get("authorization", "")
+    if authorization[:7].lower() == "bearer ":
+        found.bearer = authorization[7:].strip() or None
+    found.api_key = metadata.get("x-api-key", "").strip() or None
+    return found
 
 
-class RateLimiter:
-    """A token bucket per caller: ``per_minute`` calls, refilled continuously."""
+@dataclass(frozen=True)
+class Caller:
+    """The principal of a call and the tenant it asked to act in (``x-agentstage-tenant``)."""
 
-    def __init__(self, default_per_minute: int):
-        self.default_per_minute = default_per_minute
-        self._buckets: dict[str, _Bucket] = {}
+    principal: Principal
+    asked_tenant: str | None = None
 
-    def take(self, principal: Principal) -> float:
-        """Take one call's token; 0 when allowed, else the seconds until the next one."""
-        per_minute = principal.requests_per_minute or self.default_per_minute
-        now = time.monotonic()
-        bucket = self._buckets.get(principal.name)
-        if bucket is None or bucket.capacity != per_minute:
-            bucket = self._buckets[principal.name] = _Bucket(per_minute, per_minute, now)
-        rate = per_minute / 60
-        bucket.tokens = min(bucket.capacity, bucket.tokens + (now - bucket.updated) * rate)
-        bucket.updated = now
-        if bucket.tokens >= 1:
-            bucket.tokens -= 1
-            return 0.0
-        return (1 - bucket.tokens) / rate
+    def scope(self) -> str | None:
+        """The tenant this call reads and changes: the caller's own; an admin (``tenants.any``)
+        may name another, or ``*`` for every tenant (None)."""
+        asked = self.asked_tenant
+        if asked is None or asked == self.principal.tenant:
+            return self.principal.tenant
+        require(self.principal.permissions, "tenants.any")
+        return None if asked == "*" else asked
+
+    def owner(self, known: Collection[str]) -> str:
+        """The tenant new runs and conversations belong to."""
+        scope = self.scope()
+        tenant = scope if scope is not None else self.principal.tenant
+        if tenant not in known:
+            raise ForbiddenError(f"tenant {tenant!r} does not exist", code="unknown_tenant")
+        return tenant

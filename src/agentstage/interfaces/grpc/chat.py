@@ -21,7 +21,7 @@ from agentstage.errors import AgentstageError
 from agentstage.interfaces.grpc import convert
 from agentstage.interfaces.grpc.errors import CallFailed, failure_for
 from agentstage.interfaces.grpc.gen import agent_pb2 as pb
-from agentstage.interfaces.grpc.interceptor import request_id
+from agentstage.interfaces.grpc.interceptor import caller, request_id
 from agentstage.interfaces.grpc.runtime import Runtime
 
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
@@ -79,10 +79,12 @@ class ChatSession:
         """The conversation named by the first message, or a new one."""
         if message.conversation_id:
             with _fields_in_message():
-                await self.rt.conversations.get(message.conversation_id)
+                await self.rt.conversations.get(message.conversation_id, caller().scope())
             self.conversation_id, created = message.conversation_id, False
         else:
-            record = await self.rt.conversations.create(title="gRPC chat")
+            with _fields_in_message():
+                tenant = caller().owner(self.rt.settings.security.tenants)
+            record = await self.rt.conversations.create(title="gRPC chat", tenant=tenant)
             self.conversation_id, created = record.id, True
         started = pb.ConversationStarted(conversation_id=self.conversation_id, created=created)
         return pb.ChatResponse(conversation=started)
@@ -102,6 +104,8 @@ class ChatSession:
                 mode=request.mode,
                 profile=request.profile,
                 options=request.options,
+                tenant=caller().scope(),
+                correlation_id=request.correlation_id,
             )
         self.owner.own(record.id, message.detach)
         async for event in self.rt.runs.stream(record.id):

@@ -77,9 +77,12 @@ def options(message: pb.RunOptions) -> dict[str, Any]:
     return found
 
 
-def run_request(message: pb.ExecuteRequest | pb.ChatMessage, correlation_id: str | None) -> RunRequest:
+def run_request(
+    message: pb.ExecuteRequest | pb.ChatMessage, correlation_id: str | None, tenant: str = "default"
+) -> RunRequest:
     """Validate a run request like every door does; an invalid option names its field."""
     data: dict[str, Any] = {
+        "tenant": tenant,
         "input": message.input,
         "mode": message.mode or None,
         "profile": message.profile or None,

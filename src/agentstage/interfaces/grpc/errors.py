@@ -21,7 +21,16 @@ import google.rpc.status_pb2 as status_pb2
 import grpc
 from google.protobuf import any_pb2, duration_pb2
 
-from agentstage.errors import AgentstageError, ConflictError, NotFoundError, StoreError, UserError
+from agentstage.errors import (
+    AgentstageError,
+    ConflictError,
+    ForbiddenError,
+    NotFoundError,
+    StoreError,
+    TooManyRequestsError,
+    UnauthorizedError,
+    UserError,
+)
 
 log = logging.getLogger("agentstage.grpc")
 DOMAIN = "agentstage"
@@ -36,9 +45,6 @@ FIELD_BY_CODE = {
 }
 STATUS_BY_CODE = {
     "run_finished": grpc.StatusCode.FAILED_PRECONDITION,
-    "rate_limited": grpc.StatusCode.RESOURCE_EXHAUSTED,
-    "unauthenticated": grpc.StatusCode.UNAUTHENTICATED,
-    "permission_denied": grpc.StatusCode.PERMISSION_DENIED,
     "internal_error": grpc.StatusCode.INTERNAL,
 }
 
@@ -89,6 +95,10 @@ def failure_for(error: AgentstageError, prefix: str = "") -> Failure:
     (``message.`` for a chat message)."""
     if isinstance(error, StoreError):
         return _store_failure(error)
+    if isinstance(error, TooManyRequestsError):
+        return Failure(
+            grpc.StatusCode.RESOURCE_EXHAUSTED, error.message, error.code, retry_after=error.retry_after
+        )
     fields = [(prefix + name, text) for name, text in _fields(error)]
     message = error.message
     if len(fields) == 1 and not message.startswith(fields[0][0]):
@@ -112,6 +122,10 @@ def _store_failure(error: StoreError) -> Failure:
 def _status(error: AgentstageError) -> grpc.StatusCode:
     if error.code in STATUS_BY_CODE:
         return STATUS_BY_CODE[error.code]
+    if isinstance(error, UnauthorizedError):
+        return grpc.StatusCode.UNAUTHENTICATED
+    if isinstance(error, ForbiddenError):
+        return grpc.StatusCode.PERMISSION_DENIED
     if isinstance(error, NotFoundError):
         return grpc.StatusCode.NOT_FOUND
     if isinstance(error, ConflictError):

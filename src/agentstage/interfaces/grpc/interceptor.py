@@ -1,5 +1,6 @@
-"""The one server interceptor: authenticate, check the method's permission, apply the rate limit,
-then run the method with our errors mapped to statuses and one JSON log line per call.
+"""The one server interceptor: authenticate with the guard every door shares, check the method's
+permission in the one table, apply the rate limits, then run the method with our errors mapped to
+statuses, changes and denials audited, and one JSON log line per call.
 
 Health and reflection pass through untouched. A refused call is refused before the method runs.
 """
@@ -10,7 +11,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import math
 import re
 import time
 import uuid
@@ -22,15 +22,9 @@ from typing import Any, TypeAlias
 
 import grpc
 
-from agentstage.errors import AgentstageError
-from agentstage.interfaces.grpc.auth import (
-    PERMISSIONS,
-    Authenticator,
-    Principal,
-    RateLimiter,
-    is_open,
-    method_name,
-)
+from agentstage.access.guard import Guard
+from agentstage.errors import AgentstageError, ForbiddenError, TooManyRequestsError, UnauthorizedError
+from agentstage.interfaces.grpc.auth import READS, TENANT_KEY, Caller, credentials, is_open, permission_of
 from agentstage.interfaces.grpc.errors import CallFailed, Failure, failure_for, internal
 
 log = logging.getLogger("agentstage.grpc.access")
@@ -45,7 +39,8 @@ class Call:
 
     method: str
     request_id: str
-    principal: Principal
+    caller: Caller
+    client: str
 
 
 current_call: ContextVar[Call | None] = ContextVar("agentstage_grpc_call", default=None)
@@ -56,10 +51,16 @@ def request_id() -> str | None:
     return call.request_id if call else None
 
 
+def caller() -> Caller:
+    """The caller of the call being served (set by the interceptor before any method runs)."""
+    call = current_call.get()
+    assert call is not None, "a gRPC method ran outside the interceptor"
+    return call.caller
+
+
 class GatewayInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, authenticator: Authenticator, limiter: RateLimiter):
-        self.authenticator = authenticator
-        self.limiter = limiter
+    def __init__(self, guard: Guard):
+        self.guard = guard
 
     async def intercept_service(
         self,
@@ -67,29 +68,44 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Handler | None:
         handler = await continuation(handler_call_details)
-        method = method_name(handler_call_details.method)
-        if handler is None or is_open(method):
+        path = handler_call_details.method
+        if handler is None or is_open(path):
             return handler
-        return _wrap(handler, _Guard(self, method))
+        return _wrap(handler, _Guard(self, path))
 
-    async def admit(self, method: str, context: Context) -> Call | Failure:
-        """Authenticate the caller, check the method's permission, take a token of its rate limit."""
+    async def admit(self, path: str, context: Context) -> Call | Failure:
+        """Authenticate with the shared guard, check the method's permission in the one table,
+        count the call against the caller's rate limits. Denials are audited."""
         metadata = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
         given = metadata.get("x-request-id", "")
         rid = given if _VALID_REQUEST_ID.match(given) else uuid.uuid4().hex
-        found = await self.authenticator.principal(metadata, context.peer())
-        if isinstance(found, str):
-            return Failure(grpc.StatusCode.UNAUTHENTICATED, found, "unauthenticated")
-        permission = PERMISSIONS.get(method)
-        if permission is None or not found.may(permission):
-            needed = f"the {permission!r} permission" if permission else "a permission no key holds"
-            return Failure(grpc.StatusCode.PERMISSION_DENIED, f"{method} needs {needed}", "permission_denied")
-        wait = self.limiter.take(found)
-        if wait > 0:
-            per_minute = found.requests_per_minute or self.limiter.default_per_minute
-            message = f"more than {per_minute} calls per minute; retry in {max(1, math.ceil(wait))}s"
-            return Failure(grpc.StatusCode.RESOURCE_EXHAUSTED, message, "rate_limited", retry_after=wait)
-        return Call(method, rid, found)
+        found = credentials(metadata, context.peer())
+        principal = None
+        permission = permission_of(path)
+        try:
+            principal = await self.guard.authenticate(found)
+            if permission is None:
+                raise ForbiddenError(f"{path} is not in the permission table; it is refused for everyone")
+            self.guard.authorize(principal, permission)
+            await self.guard.admit(principal, client=found.client)
+        except (UnauthorizedError, ForbiddenError, TooManyRequestsError) as error:
+            if not isinstance(error, TooManyRequestsError) or error.code == "too_many_failed_authentications":
+                await self.guard.record(
+                    principal, permission or path, path, allowed=False, client=found.client,
+                    user_agent=found.user_agent, request_id=rid, error=error,
+                )  # fmt: skip
+            return failure_for(error)
+        return Call(path, rid, Caller(principal, metadata.get(TENANT_KEY)), found.client or "")
+
+    async def audit_change(self, call: Call) -> None:
+        """A call that changed something succeeded: one audit row (durable first when sensitive)."""
+        permission = permission_of(call.method) or call.method
+        if permission in READS:
+            return
+        await self.guard.record(
+            call.caller.principal, permission, call.method, allowed=True, client=call.client,
+            request_id=call.request_id,
+        )  # fmt: skip
 
 
 class _Guard:
@@ -97,7 +113,7 @@ class _Guard:
 
     def __init__(self, gateway: GatewayInterceptor, method: str):
         self.gateway = gateway
-        self.method = method
+        self.method = method  # the full path, /package.Service/Method
 
     async def unary(self, behavior: Any, request: Any, context: Context) -> Any:
         started, outcome = time.perf_counter(), _Outcome()
@@ -109,7 +125,9 @@ class _Guard:
                 await outcome.fail(call, context)
             assert isinstance(call, Call)
             token = current_call.set(call)
-            return await behavior(request, context)
+            response = await behavior(request, context)
+            await self.gateway.audit_change(call)  # before the caller hears it happened
+            return response
         except BaseException as error:
             await outcome.settle(self.method, error, context)
             raise
@@ -132,6 +150,7 @@ class _Guard:
             async with contextlib.aclosing(behavior(request, context)) as items:  # closed with the call
                 async for item in items:
                     yield item
+            await self.gateway.audit_change(call)
         except BaseException as error:
             await outcome.settle(self.method, error, context)
             raise
@@ -171,7 +190,7 @@ def _log(method: str, call: Call | Failure | None, code: str, started: float) ->
         "method": method,
         "code": code,
         "duration_ms": round((time.perf_counter() - started) * 1000, 3),
-        "key": admitted.principal.name if admitted and admitted.principal.authenticated else None,
+        "principal": admitted.caller.principal.label if admitted else None,
         "request_id": admitted.request_id if admitted else None,
     }
     log.info(json.dumps(line, separators=(",", ":")))

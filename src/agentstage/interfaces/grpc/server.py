@@ -20,7 +20,6 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from agentstage.errors import ConfigError
-from agentstage.interfaces.grpc.auth import Authenticator, RateLimiter
 from agentstage.interfaces.grpc.gen import agent_pb2 as pb
 from agentstage.interfaces.grpc.gen import agent_pb2_grpc as rpc
 from agentstage.interfaces.grpc.interceptor import GatewayInterceptor
@@ -73,11 +72,7 @@ class GrpcGateway:
         return self.service.settings
 
     def _build(self) -> grpc.aio.Server:
-        config = self.settings.grpc
-        limit = config.requests_per_minute or self.settings.http.requests_per_minute
-        interceptor = GatewayInterceptor(
-            Authenticator(self.services.keys, enabled=config.auth != "off"), RateLimiter(limit)
-        )
+        interceptor = GatewayInterceptor(self.services.guard)
         server = grpc.aio.server(interceptors=[interceptor], options=server_options(self.settings))
         rpc.add_AgentServiceServicer_to_server(AgentService(self.rt), server)
         rpc.add_ToolServiceServicer_to_server(ToolService(self.rt), server)
@@ -108,9 +103,9 @@ class GrpcGateway:
         self.server, self.port = server, port
         await self.check_health()
         self._watcher = asyncio.get_running_loop().create_task(self._watch_health(), name="grpc-health")
-        if config.auth == "off":
+        if not self.services.guard.auth_enabled:
             log.warning(
-                "gRPC authentication is OFF (grpc.auth = off): anyone who can reach this port can run agents"
+                "gRPC authentication is OFF (http.auth = off): anyone who can reach this port can run agents"
             )
         log.info("gRPC listening on %s", listen_address(config.host, port))
         return port
@@ -158,14 +153,16 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
         loop.add_signal_handler(sig, stop.set)
     services = build_services(settings)
     async with services.runs:
+        services.guard.start()  # the audit log's writer (the HTTP app's lifespan does this otherwise)
         gateway = GrpcGateway(services)
-        await gateway.start()
-        if ready is not None:
-            ready.set()
         try:
+            await gateway.start()
+            if ready is not None:
+                ready.set()
             await stop.wait()
         finally:
             await gateway.stop()
+            await services.guard.close()
 
 
 def main(settings: Settings | None = None) -> None:

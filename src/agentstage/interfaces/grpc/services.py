@@ -16,7 +16,7 @@ from agentstage.interfaces.grpc import convert
 from agentstage.interfaces.grpc.chat import ChatSession
 from agentstage.interfaces.grpc.gen import agent_pb2 as pb
 from agentstage.interfaces.grpc.gen import agent_pb2_grpc as rpc
-from agentstage.interfaces.grpc.interceptor import request_id
+from agentstage.interfaces.grpc.interceptor import caller, request_id
 from agentstage.interfaces.grpc.runtime import RunOwner, Runtime
 from agentstage.runtime.catalog import describe
 from agentstage.runtime.config_view import masked_config, remember_tool_servers
@@ -46,7 +46,8 @@ class AgentService(rpc.AgentServiceServicer):
             yield convert.chunk(event)
 
     async def _start(self, request: pb.ExecuteRequest, context: Context, owner: RunOwner) -> RunRecord:
-        record = await self.rt.runs.start(convert.run_request(request, request_id()))
+        tenant = caller().owner(self.rt.settings.security.tenants)
+        record = await self.rt.runs.start(convert.run_request(request, request_id(), tenant))
         owner.own(record.id, request.detach)
         await context.send_initial_metadata((("x-run-id", record.id),))
         return record
@@ -54,16 +55,20 @@ class AgentService(rpc.AgentServiceServicer):
     async def Resume(self, request: pb.ResumeRequest, context: Context) -> AsyncIterator[pb.StreamChunk]:
         run_id = convert.required(request.run_id, "run_id")
         after = convert.seq_after(request.after)
-        await self.rt.runs.status(run_id)
-        async for event in self.rt.runs.stream(run_id, after=after):
+        tenant = caller().scope()
+        await self.rt.runs.status(run_id, tenant)
+        async for event in self.rt.runs.stream(run_id, after=after, tenant=tenant):
             yield convert.chunk(event)
 
     async def GetStatus(self, request: pb.GetStatusRequest, context: Context) -> pb.Run:
-        return convert.run(await self.rt.runs.status(convert.required(request.run_id, "run_id")))
+        return convert.run(
+            await self.rt.runs.status(convert.required(request.run_id, "run_id"), caller().scope())
+        )
 
     async def Cancel(self, request: pb.CancelRequest, context: Context) -> pb.CancelResponse:
         run_id = convert.required(request.run_id, "run_id")
-        record = await self.rt.runs.cancel(run_id, reason=request.reason or "cancelled by the user")
+        reason = request.reason or "cancelled by the user"
+        record = await self.rt.runs.cancel(run_id, reason=reason, tenant=caller().scope())
         return pb.CancelResponse(
             run_id=record.id, status=convert.STATES[record.status], cancel_requested=True
         )
@@ -101,7 +106,9 @@ class ToolService(rpc.ToolServiceServicer):
     ) -> pb.RegisterToolResponse:
         """The same steps as the HTTP registration: connect, remember in the user config, and undo the
         connection if it cannot be remembered (nothing half-applied)."""
-        spec = convert.tool_server(request)
+        # Registered over the network: checked against security.mcp now and at every start, like
+        # the HTTP registrations (the catalog names that origin "http").
+        spec = convert.tool_server(request).model_copy(update={"origin": "http"})
         tools = await self.rt.runs.catalog.connect(spec)
         try:
             remember_tool_servers(self.rt.runs)

@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, Response
 
 from agentstage.core.tools import validation_details
 from agentstage.errors import InvalidInputError
-from agentstage.interfaces.http.deps import request_id, runtime
+from agentstage.interfaces.http.deps import owner_tenant, request_id, runtime
 from agentstage.interfaces.http.problems import problem
 from agentstage.interfaces.http.routes import problems
 from agentstage.interfaces.http.routes.runs import SSE_RESPONSE
@@ -163,7 +163,8 @@ async def run(
             instance=request.url.path, request_id=request_id(request),
         )  # fmt: skip
     rt = runtime(request)
-    record = await rt.runs.start(body.to_request(request_id(request)))
+    run_request = body.to_request(request_id(request)).model_copy(update={"tenant": owner_tenant(request)})
+    record = await rt.runs.start(run_request)
     if wanted == "sse":
         response: Response = event_stream(rt, record.id, cancel_on_disconnect=body.on_disconnect == "cancel")
     else:
