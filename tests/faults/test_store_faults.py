@@ -155,7 +155,6 @@ async def test_sigkill_under_load_loses_nothing_committed(tmp_path: Path) -> Non
     seen: dict[str, list[int]] = {}
     try:
         async with httpx.AsyncClient(base_url=server.url, headers=server.headers, timeout=30) as http:
-
             busy = asyncio.Event()
 
             async def follow(index: int) -> None:

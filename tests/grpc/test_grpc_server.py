@@ -218,10 +218,14 @@ async def test_reflection_lists_and_describes_the_services(home: Path) -> None:
 
 async def test_internal_errors_say_nothing_of_the_internals(home: Path) -> None:
     async with gateway(home, http={"auth": "off"}) as server, channel(server) as opened:
-        with sqlite3.connect(home / "agentstage.db") as database:  # break the store under the server
-            database.execute("DROP TABLE runs")
-        agent, _, _ = stubs(opened)
-        broken = await failure(agent.GetStatus(pb.GetStatusRequest(run_id="anything")))
+        database = sqlite3.connect(home / "agentstage.db", isolation_level=None)
+        try:  # break the store under the server, then mend it (the store must end consistent)
+            database.execute("ALTER TABLE runs RENAME TO runs_hidden")
+            agent, _, _ = stubs(opened)
+            broken = await failure(agent.GetStatus(pb.GetStatusRequest(run_id="anything")))
+        finally:
+            database.execute("ALTER TABLE runs_hidden RENAME TO runs")
+            database.close()
         assert broken.code() == grpc.StatusCode.INTERNAL
         assert broken.details().startswith(
             "an internal error occurred; the server log has the details (error "
