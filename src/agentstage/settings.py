@@ -129,6 +129,26 @@ class HttpSettings(Strict):
     cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS (none: off).")
 
 
+class GrpcSettings(Strict):
+    """The gRPC door, served by ``agent serve --grpc-port`` next to the HTTP API (or alone)."""
+
+    host: str = "127.0.0.1"
+    port: int | None = Field(default=None, ge=0, le=65535, description="Port; unset: no gRPC server.")
+    max_receive_message_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=2**31 - 1)
+    max_send_message_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, le=2**31 - 1)
+    max_concurrent_streams: int = Field(default=100, ge=1, description="Concurrent calls per connection.")
+    keepalive_time: float = Field(
+        default=60.0, gt=0, description="Seconds between pings on a quiet connection."
+    )
+    keepalive_timeout: float = Field(default=20.0, gt=0, description="Seconds to wait for a ping's answer.")
+    min_client_ping_interval: float = Field(
+        default=10.0, gt=0, description="Clients that ping more often are told to go away (too_many_pings)."
+    )
+    shutdown_grace: float = Field(default=10.0, ge=0, description="Seconds calls get to finish at shutdown.")
+    health_interval: float = Field(default=5.0, gt=0, description="Seconds between readiness checks.")
+    reuse_port: bool = Field(default=False, description="Let several server processes share the port.")
+
+
 class Price(Strict):
     """US dollars per million tokens."""
 
@@ -204,6 +224,7 @@ class Settings(Strict):
     http: HttpSettings = Field(default_factory=HttpSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     secrets: SecretsSettings = Field(default_factory=SecretsSettings)
+    grpc: GrpcSettings = Field(default_factory=GrpcSettings)
     environment_allowlist: list[str] = Field(
         default_factory=lambda: [
             "AGENT_ENV",

@@ -47,6 +47,7 @@ BUILTIN_ROLES: dict[str, frozenset[str]] = {"viewer": _VIEWER, "operator": _OPER
 HTTP: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/agent/run"): "runs.start",
     ("POST", "/api/v1/agent/run/stream"): "runs.start",
+    ("POST", "/api/agent/run"): "runs.start",  # the unversioned alias (JSON or SSE by Accept)
     ("POST", "/api/v1/agent/batch"): "runs.start",
     ("GET", "/api/v1/agent/batch/{batch_id}"): "runs.read",
     ("GET", "/api/v1/agent/status/{run_id}"): "runs.read",

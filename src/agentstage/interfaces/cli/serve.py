@@ -1,14 +1,20 @@
-"""``agent serve``: the HTTP API (REST, Server-Sent Events, WebSocket) on uvicorn."""
+"""``agent serve``: the HTTP API (REST, Server-Sent Events, WebSocket) on uvicorn, and gRPC beside it."""
 
 from __future__ import annotations
 
 import ipaddress
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from agentstage.interfaces.cli.common import fail, load_settings
+
+# Doors are named by their import strings, never imported here: doors stay independent.
+HTTP_APP = "agentstage.interfaces.http.app:create_app"
+HTTP_AND_GRPC_APP = "agentstage.interfaces.cli.hosting:create_app"
+GRPC_ALONE = "agentstage.interfaces.cli.hosting:serve_grpc"
 
 
 def _loopback(host: str) -> bool:
@@ -68,8 +74,21 @@ def serve(
         bool,
         typer.Option("--insecure", help="Allow auth off on a non-loopback address (anyone can run agents)."),
     ] = False,
+    grpc_port: Annotated[
+        int | None,
+        typer.Option(
+            "--grpc-port",
+            min=0,
+            max=65535,
+            help="Also serve gRPC on this port (default: grpc.port; unset: none).",
+        ),
+    ] = None,
+    no_http: Annotated[
+        bool, typer.Option("--no-http", help="Serve gRPC only (needs --grpc-port or grpc.port).")
+    ] = False,
 ) -> None:
     """Serve the HTTP API: runs, streams (SSE, WebSocket), conversations, tools, config, health.
+    With --grpc-port, serve the gRPC API (protos/agent.proto) in the same process, on the same runs.
 
     Requests need a credential — an API key (`agent keys create --name NAME --role operator`), a JWT
     (security.jwt) or a client certificate (--tls-client-ca) — unless the config sets http.auth to
@@ -84,6 +103,19 @@ def serve(
         settings = load_settings()
     except UserError as error:
         fail(error.message)
+    grpc_port = settings.grpc.port if grpc_port is None else grpc_port
+    if no_http and grpc_port is None:
+        fail("--no-http serves gRPC only: give --grpc-port PORT (or set grpc.port)")
+    if no_http and workers > 1:
+        fail(
+            "--workers applies to the HTTP server; run several `agent serve --no-http` for more gRPC processes"
+        )
+    if grpc_port is not None:
+        _grpc_environment(host, grpc_port, workers)
+    grpc_host = host or settings.grpc.host
+    if grpc_port is not None and settings.http.auth == "off" and not _loopback(grpc_host) and not insecure:
+        fail(f"authentication is off (http.auth = off) and {grpc_host!r} is not a loopback address: anyone "
+             "who can reach it could run agents; bind 127.0.0.1, turn auth on, or pass --insecure")  # fmt: skip
     host = host or settings.http.host
     port = settings.http.port if port is None else port
     auth_off = settings.http.auth == "off"
@@ -97,13 +129,22 @@ def serve(
     auth = "API keys" if not auth_off else "OFF (http.auth = off; local use only)"
     if tls_client_ca is not None:
         auth += " + client certificates"
-    typer.secho(
-        f"agentstage serving on {scheme}://{host}:{port} · auth: {auth} · store: {settings.store_url()}",
-        err=True,
-    )
-    # The HTTP door is named by its import string, never imported here: doors stay independent.
+    if not no_http:
+        typer.secho(
+            f"agentstage serving on {scheme}://{host}:{port} · auth: {auth} · store: {settings.store_url()}",
+            err=True,
+        )
+    if grpc_port is not None:
+        typer.secho(
+            f"agentstage serving gRPC on {grpc_host}:{grpc_port} · auth: {_grpc_auth(settings)}"
+            f" · store: {settings.store_url()}",
+            err=True,
+        )
+    if no_http:
+        _call(GRPC_ALONE)
+        return
     uvicorn.run(
-        "agentstage.interfaces.http.app:create_app",
+        HTTP_APP if grpc_port is None else HTTP_AND_GRPC_APP,
         factory=True,
         host=host,
         port=port,
@@ -112,3 +153,22 @@ def serve(
         access_log=False,
         **tls,
     )
+
+
+def _grpc_environment(host: str | None, grpc_port: int, workers: int) -> None:
+    """Flags reach the server (and each worker process) as settings, like every AGENT_* variable."""
+    os.environ["AGENT_GRPC__PORT"] = str(grpc_port)
+    os.environ["AGENT_GRPC__REUSE_PORT"] = "true" if workers > 1 else "false"
+    if host:
+        os.environ["AGENT_GRPC__HOST"] = host
+
+
+def _grpc_auth(settings: Any) -> str:
+    return "API keys / JWT" if settings.http.auth != "off" else "OFF (http.auth = off; local use only)"
+
+
+def _call(target: str) -> None:
+    import importlib
+
+    module, _, name = target.partition(":")
+    getattr(importlib.import_module(module), name)()

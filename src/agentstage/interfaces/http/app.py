@@ -27,8 +27,8 @@ from agentstage.interfaces.http.middleware.headers import SecurityHeadersMiddlew
 from agentstage.interfaces.http.middleware.rate_limit import RateLimitMiddleware
 from agentstage.interfaces.http.middleware.request_log import RequestLogMiddleware
 from agentstage.interfaces.http.openapi import build_openapi
-from agentstage.interfaces.http.routes import audit, config, conversations, health, runs, tools
-from agentstage.runtime.wiring import build_services, configure_logging
+from agentstage.interfaces.http.routes import alias, audit, config, conversations, health, runs, tools
+from agentstage.runtime.wiring import Services, build_services, configure_logging
 from agentstage.settings import Settings, load_settings
 
 log = logging.getLogger("agentstage.http")
@@ -65,10 +65,12 @@ def listed_route(connection: HTTPConnection) -> None:
         )
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
+    """``services``: shared with another door of this process (``agent serve --grpc-port``);
+    this app's lifespan still opens and closes them."""
     settings = settings or load_settings()
     configure_logging(settings)
-    services = build_services(settings)
+    services = services or build_services(settings)
     service = services.runs
     rt = Runtime(
         runs=service,
@@ -102,7 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         dependencies=[Depends(listed_route)],
     )
     app.state.runtime = rt
-    for module in (runs, conversations, tools, config, audit, health):
+    for module in (runs, alias, conversations, tools, config, audit, health):
         app.include_router(module.router)
     app.include_router(ws.router)
     errors.install(app)

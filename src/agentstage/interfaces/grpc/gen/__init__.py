@@ -1,0 +1,1 @@
+"""Generated from protos/agent.proto by scripts/gen-proto; do not edit."""
