@@ -210,3 +210,27 @@ async def test_the_circuit_breaker_opens_after_repeated_failures(
     ) as service:
         codes = [(await service.run(RunRequest(input="hi", mode="chat"))).error_code for _ in range(3)]
     assert codes == ["provider_unavailable", "provider_unavailable", "circuit_open"]
+
+
+async def test_a_config_change_keeps_what_breakers_learned(
+    home: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from agentstage.runtime.config_view import reconfigure
+    from agentstage.runtime.wiring import build_service
+    from agentstage.settings import load_settings
+
+    down = {"responses": [{"error": {"code": "provider_unavailable", "message": "refused"}}]}
+    config = two_providers(down, {"responses": [{"text": "From b."}]})
+    config["retry"] = {"breaker_threshold": 1, "breaker_reset": 600, "max_attempts": 1}
+    (home / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    monkeypatch.setenv("AGENT_HOME", str(home))
+    async with build_service(load_settings()) as service:
+        first, _ = await run_and_log(service, input="hi", mode="chat")
+        reconfigure(service, {"pricing": {"b/scripted-model": {"input": 1.0, "output": 1.0}}})
+        second, events = await run_and_log(service, input="hi", mode="chat")
+    assert first.status == second.status == "completed"
+    fallback = next(e for e in events if e.type == "model.fallback")
+    assert fallback.data["reason"]["code"] == "circuit_open"  # still open after the change
+    assert second.cost > 0  # and the change itself applied
