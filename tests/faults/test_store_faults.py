@@ -49,6 +49,17 @@ async def ready(http: httpx.AsyncClient, within: float) -> httpx.Response:
         await asyncio.sleep(0.1)
 
 
+async def ended(http: httpx.AsyncClient, run_id: str, within: float) -> dict[str, Any]:
+    """The run's stored status once it is terminal (an ending the store could not take at first is
+    written as soon as it can)."""
+    deadline = time.monotonic() + within
+    while True:
+        status: dict[str, Any] = (await http.get(f"/api/v1/agent/status/{run_id}")).json()
+        if status["status"] in {"completed", "failed", "cancelled"} or time.monotonic() > deadline:
+            return status
+        await asyncio.sleep(0.1)
+
+
 async def test_a_locked_store_refuses_new_runs_quickly_and_recovers(tmp_path: Path) -> None:
     server = server_with(tmp_path, [SLOW], {"store": {"write_timeout": 2}}).start()
     try:
@@ -67,7 +78,7 @@ async def test_a_locked_store_refuses_new_runs_quickly_and_recovers(tmp_path: Pa
                 locker.communicate(timeout=30)
             back = await ready(http, within=10)
             after = await http.post("/api/v1/agent/run", json={"input": "hi", "mode": "chat"})
-            stored = (await http.get(f"/api/v1/agent/status/{run_id}")).json()
+            stored = await ended(http, run_id, within=5)
     finally:
         server.stop()
     assert refused.status_code == 503 and refused.json()["code"] == "store_unavailable"

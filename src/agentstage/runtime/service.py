@@ -56,6 +56,7 @@ __all__ = ["BatchItem", "ModelFactory", "RunService"]
 
 log = logging.getLogger("agentstage.runtime")
 STORE_POLL_SECONDS = 0.2
+REPAIR_INTERVAL = 0.25
 SWEEP_EVERY_BEATS = 5
 
 Lock = asyncio.Semaphore | asyncio.Lock
@@ -121,6 +122,8 @@ class RunService:
         self._abandoned: set[asyncio.Task[None]] = set()
         self._snapshots = ConfigSnapshots()
         self._heartbeat: asyncio.Task[None] | None = None
+        self._repairer: asyncio.Task[None] | None = None
+        self._repairs_waiting = asyncio.Event()
         self._opened = False
 
     # life cycle -------------------------------------------------------------------------------
@@ -132,6 +135,7 @@ class RunService:
         await self._connect_tool_servers()
         self._writer.start()
         self._heartbeat = asyncio.create_task(self._heartbeat_loop(), name="agentstage-heartbeat")
+        self._repairer = asyncio.create_task(self._repair_loop(), name="agentstage-repairs")
         self._opened = True
 
     async def _connect_tool_servers(self) -> None:
@@ -151,10 +155,11 @@ class RunService:
         tasks = [live.task for live in self._live.values() if live.task is not None]
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._heartbeat
+        for task in (self._heartbeat, self._repairer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self._repair()
         for task in self._abandoned:
             task.cancel()
@@ -338,6 +343,7 @@ class RunService:
         except StoreError as again:
             live.failure = again
             self._repairs[live.record.id] = (recorder, *self._store_failure(live, again))
+            self._repairs_waiting.set()
             log.error(
                 "run %s ended but its end could not be stored (%s); it is retried in the background",
                 live.record.id,
@@ -558,7 +564,6 @@ class RunService:
             beats += 1
             try:
                 await self._beat()
-                await self._repair()
                 if beats % SWEEP_EVERY_BEATS == 0:
                     await self._sweeper.sweep(at_startup=False)
             except Exception as error:  # the store may be briefly unavailable; the next beat retries
@@ -574,6 +579,19 @@ class RunService:
         for run_id in await self.store.cancel_requested(active):
             with contextlib.suppress(AgentstageError):
                 await self.cancel(run_id, reason="cancelled by request from another process")
+
+    async def _repair_loop(self) -> None:
+        """While endings wait to be stored, try again a few times a second: they are written as
+        soon as the store takes them (a lock released, disk space back)."""
+        while True:
+            await self._repairs_waiting.wait()
+            await asyncio.sleep(REPAIR_INTERVAL)
+            try:
+                await self._repair()
+            except Exception as error:  # never expected: retried at the next turn
+                log.warning("repairing run endings failed: %s: %s", type(error).__name__, error)
+            if not self._repairs:
+                self._repairs_waiting.clear()
 
     async def _repair(self) -> None:
         """Retry writing the endings the store could not take when their runs ended."""
