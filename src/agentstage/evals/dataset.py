@@ -170,6 +170,7 @@ def load_dataset(path: Path) -> Dataset:
             continue
         first_seen[loaded.id] = loaded.source
         dataset.cases.append(loaded)
+    dataset.problems.sort(key=lambda p: (p.file, p.line))
     if not dataset.cases and not dataset.problems:
         raise InvalidInputError(
             f"no test cases found in {str(path)!r}: expected inputs/*.json with expected/*.expected.json, "

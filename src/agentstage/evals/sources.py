@@ -44,10 +44,10 @@ class RawCase:
         """The line of the deepest part of ``loc`` present in the file (the case's line at worst)."""
         node, line = self.node, self.line
         for part in loc:
-            node = _child(node, part)
-            if node is None:
+            found = _child(node, part)
+            if found is None:
                 break
-            line = node.start_mark.line + 1
+            line, node = found
         return line
 
     def problem(self, loc: Sequence[str | int], message: str) -> Problem:
@@ -55,16 +55,22 @@ class RawCase:
         return Problem(self.file, self.line_of(loc), field, message)
 
 
-def _child(node: yaml.Node | None, part: str | int) -> yaml.Node | None:
+def _child(node: yaml.Node | None, part: str | int) -> tuple[int, yaml.Node] | None:
+    """The line of a mapping key (or a sequence item) and the node of its value."""
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
             if isinstance(key, yaml.ScalarNode) and key.value == str(part):
                 found: yaml.Node = value
-                return found
+                return key.start_mark.line + 1, found
     elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
         item: yaml.Node = node.value[part]
-        return item
+        return item.start_mark.line + 1, item
     return None
+
+
+def _value(node: yaml.Node | None, part: str | int) -> yaml.Node | None:
+    found = _child(node, part)
+    return found[1] if found else None
 
 
 def _documents(text: str) -> Iterator[tuple[Any, yaml.Node | None]]:
@@ -83,15 +89,15 @@ def unwrap(data: Any, node: yaml.Node | None, file: str, line: int) -> tuple[lis
     if data is None:
         return [], []
     if isinstance(data, dict) and set(data) == {"test_case"}:
-        inner = _child(node, "test_case")
+        inner = _value(node, "test_case")
         return [RawCase(data["test_case"], file, _line(inner, line), inner)], []
     if isinstance(data, dict) and set(data) == {"test_cases"}:
-        return unwrap(data["test_cases"], _child(node, "test_cases"), file, line)
+        return unwrap(data["test_cases"], _value(node, "test_cases"), file, line)
     if isinstance(data, list):
         cases: list[RawCase] = []
         problems: list[Problem] = []
         for index, item in enumerate(data):
-            item_node = _child(node, index)
+            item_node = _value(node, index)
             found, wrong = unwrap(item, item_node, file, _line(item_node, line))
             cases += found
             problems += wrong

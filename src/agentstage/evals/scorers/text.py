@@ -116,7 +116,8 @@ class Regex(Scorer):
     @classmethod
     def _content_is_the_pattern(cls, data: object) -> object:
         if isinstance(data, dict) and "pattern" not in data and "content" in data:
-            data = {**data, "pattern": data.pop("content")}
+            data = dict(data)
+            data["pattern"] = data.pop("content")
         return data
 
     @field_validator("pattern")
