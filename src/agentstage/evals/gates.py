@@ -115,9 +115,8 @@ def evaluate(gates: Iterable[Gate], report: dict[str, Any]) -> list[dict[str, An
             passed, reason = False, "not measured"
         else:
             passed = value >= gate.threshold if gate.op == ">=" else value <= gate.threshold
-            reason = (
-                f"{value:g} {gate.op if passed else ('<' if gate.op == '>=' else '>')} {gate.threshold:g}"
-            )
+            relation = {(">=", True): "≥", (">=", False): "<", ("<=", True): "≤", ("<=", False): ">"}
+            reason = f"{value:g} {relation[gate.op, passed]} {gate.threshold:g}"
         results.append(
             {
                 "metric": gate.metric,

@@ -265,7 +265,7 @@ class _Progress:
     def advance(self, passed: bool) -> None:
         self.done += 1
         self.passed += passed
-        rate = f"{self.passed / self.done:.0%} ({self.passed}/{self.done})"
+        rate = f"{self.passed / self.done:.1%} ({self.passed}/{self.done})"
         self.progress.update(self.task, advance=1, rate=rate)
 
     def __enter__(self) -> _Progress:
