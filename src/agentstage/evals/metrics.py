@@ -7,6 +7,7 @@ BLEU is on sacrebleu's 0..100 scale, latency in milliseconds, cost in US dollars
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -137,8 +138,13 @@ def measure(spec: MetricSpec, attempts: list[AttemptResult]) -> dict[str, Any]:
     interval = (
         wilson_interval(int(sum(values)), len(values)) if spec.kind == "proportion" else mean_interval(values)
     )
-    ci = [_rounded(interval[0]), _rounded(interval[1])] if interval else None
+    ci = [_rounded(max(interval[0], 0.0)), _rounded(min(interval[1], _upper(spec)))] if interval else None
     return {"value": _rounded(statistics.fmean(values)), "ci": ci, "n": len(values)}
+
+
+def _upper(spec: MetricSpec) -> float:
+    """Every metric is non-negative; rates stop at 1 and BLEU at 100, and so do their intervals."""
+    return {"fraction": 1.0, "bleu": 100.0}.get(spec.unit, math.inf)
 
 
 def _corpus_bleu(attempts: list[AttemptResult]) -> dict[str, Any]:
@@ -179,7 +185,7 @@ def scorer_summary(attempts: list[AttemptResult]) -> dict[str, dict[str, Any]]:
         summary[name] = {
             "n": len(pairs),
             "mean": _rounded(statistics.fmean(values)),
-            "mean_ci": [_rounded(x) for x in mean_ci] if mean_ci else None,
+            "mean_ci": [_rounded(max(mean_ci[0], 0.0)), _rounded(min(mean_ci[1], 1.0))] if mean_ci else None,
             "pass_rate": _rounded(passed / len(pairs)),
             "pass_rate_ci": [_rounded(x) for x in pass_ci] if pass_ci else None,
         }
