@@ -133,10 +133,11 @@ class EvalHarness:
                 return self._report(loaded, _not_run(number, "rejected", error.message, error.code))
             self._running.add(record.id)
             try:
+                # Following the run's stream collects its events as they happen, with no store read.
+                events = [event async for event in self.service.stream(record.id)]
                 record = await self.service.wait(record.id)
             finally:
                 self._running.discard(record.id)
-            events = await self.service.events(record.id)
             judge = _LiveJudge(self.service, self.options.judge_profile, self.eval_id)
             return await self._scored(loaded, number, record, events, judge)
 
