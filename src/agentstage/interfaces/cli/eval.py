@@ -161,6 +161,7 @@ class _Job:
     ) -> dict[str, Any]:
         from agentstage.core.events import utc_now
         from agentstage.core.orchestrators import parse_mode
+        from agentstage.errors import AgentstageError
         from agentstage.evals.harness import EvalHarness, EvalOptions
         from agentstage.evals.report import EvalRunInfo, build_report, recorded_attempts, write_reports
 
@@ -182,8 +183,8 @@ class _Job:
             harness = EvalHarness(
                 service,
                 options,
-                on_attempt=lambda _case, attempt: progress.advance(attempt.passed),
-                on_case=self._save,
+                on_attempt=lambda _case, attempt: progress.run_done(attempt.passed),
+                on_case=lambda result: self._save(result, progress),
             )
             _stop_on_interrupt(harness)
             with progress:
@@ -201,13 +202,23 @@ class _Job:
             interrupted=harness.interrupted,
         )
         document = build_report(info, cases, self.dataset.problems, self.gates)
-        self.report_paths = write_reports(document, self.report_dir, self.run_url)
+        try:
+            self.report_paths = write_reports(document, self.report_dir, self.run_url)
+        except OSError as error:
+            raise AgentstageError(
+                f"cannot write the reports to {str(self.report_dir)!r}: {error}", code="eval_write_failed"
+            ) from None
         return document
 
-    def _save(self, result: CaseResult) -> None:
+    def _save(self, result: CaseResult, progress: _Progress) -> None:
+        """Each case is written as soon as it is done: an interrupted eval keeps it."""
         from agentstage.evals.results import write_case
 
-        write_case(self.results_dir, result)
+        try:
+            write_case(self.results_dir, result)
+        except OSError as error:
+            typer.secho(f"error: cannot write the result of {result.case_id!r}: {error}", fg="red", err=True)
+        progress.case_done()
 
     def _attempt_count(self, recorded: dict[str, list[RecordedAttempt]], repeat: int) -> int:
         if not self.replay:
@@ -232,7 +243,7 @@ def _stop_on_interrupt(harness: EvalHarness) -> None:
 
 
 class _Progress:
-    """Runs done, cases done, pass rate so far and the time left, on stderr."""
+    """Cases done, runs done, pass rate so far and the time left, on stderr."""
 
     def __init__(self, cases: int, attempts: int):
         from rich.console import Console
@@ -245,28 +256,28 @@ class _Progress:
             TimeRemainingColumn,
         )
 
-        self.attempts = attempts
-        self.done = 0
-        self.passed = 0
+        self.cases, self.cases_done = cases, 0
+        self.done = self.passed = 0
         self.progress = Progress(
-            TextColumn("[bold]eval[/]"),
+            TextColumn("[bold]eval[/] cases {task.fields[cases]}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("runs · pass rate {task.fields[rate]}"),
-            TextColumn("· ETA"),
+            TextColumn("runs · pass rate {task.fields[rate]} · ETA"),
             TimeRemainingColumn(),
             TimeElapsedColumn(),
             console=Console(stderr=True),
-            transient=False,
         )
-        self.task = self.progress.add_task("eval", total=attempts, rate="—")
-        self.cases = cases
+        self.task = self.progress.add_task("eval", total=attempts, rate="—", cases=f"0/{cases}")
 
-    def advance(self, passed: bool) -> None:
+    def run_done(self, passed: bool) -> None:
         self.done += 1
         self.passed += passed
         rate = f"{self.passed / self.done:.1%} ({self.passed}/{self.done})"
         self.progress.update(self.task, advance=1, rate=rate)
+
+    def case_done(self) -> None:
+        self.cases_done += 1
+        self.progress.update(self.task, cases=f"{self.cases_done}/{self.cases}")
 
     def __enter__(self) -> _Progress:
         self.progress.start()
