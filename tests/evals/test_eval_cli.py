@@ -186,9 +186,12 @@ def test_gates_decide_the_exit_code(
         (["--profile", "ghost"], "unknown profile 'ghost'"),
         (["--judge-profile", "ghost"], "unknown profile 'ghost'"),
         (["--mode", "telepathy"], "unknown mode 'telepathy'"),
+        (["--report", "{dataset}/colours.jsonl"], "cannot create"),
+        (["--replay", "{dataset}/results", "--repeat", "2"], "--replay re-scores recorded runs"),
     ],
 )
 def test_usage_errors_exit_2_with_one_red_line(evaluated: Evaluated, args: list[str], message: str) -> None:
+    args = [a.replace("{dataset}", str(evaluated.dataset)) for a in args]
     done = evaluated.cli("eval", "run", str(evaluated.dataset), *args)
     assert done.returncode == 2, done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip()]

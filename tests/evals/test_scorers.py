@@ -144,6 +144,16 @@ async def test_latency_tokens_and_cost_constraints() -> None:
     assert not (await score("cost", "", max_cost=0.001)).passed
 
 
+def test_intervals_stay_within_the_metrics_range() -> None:
+    """A mean of mostly zeros has a t interval below 0; tokens and rates cannot be negative."""
+    runs = [
+        AttemptResult(status="completed", run_id=f"r{i}", usage={"total_tokens": t})
+        for i, t in enumerate([0, 0, 0, 90])
+    ]
+    tokens = measure(METRICS["tokens_per_case"], runs)
+    assert tokens["value"] == 22.5 and tokens["ci"][0] == 0.0 and tokens["ci"][1] > 22.5
+
+
 def test_judge_verdicts_are_read_strictly() -> None:
     assert read_verdict('Sure: {"reasoning": "Correct and brief.", "score": 0.9}') == (
         0.9,
