@@ -110,7 +110,10 @@ def test_scores_explain_themselves(evaluated: Evaluated) -> None:
         and "| Accuracy | 62.5% | 30.6% to 86.3% | 8 |" in markdown
     )
     assert "| wrong-sum | math |" in markdown
-    assert "eval cases 8/8 ━" in evaluated.done.stderr and "8/8 runs · pass rate 62.5% (5/8)" in evaluated.done.stderr
+    assert (
+        "eval cases 8/8 ━" in evaluated.done.stderr
+        and "8/8 runs · pass rate 62.5% (5/8)" in evaluated.done.stderr
+    )
 
 
 def test_replay_rescores_recorded_runs_with_the_provider_switched_off(
