@@ -199,3 +199,17 @@ def test_unusable_paths_are_usage_errors(tmp_path: Path) -> None:
     with pytest.raises(InvalidInputError, match="unknown case id 'q-9'"):
         dataset.select(ids=["q-9"])
     assert [c.id for c in dataset.select(categories=["arithmetic"]).cases] == ["q-001"]
+
+
+def test_the_bundled_sample_set_loads_cleanly() -> None:
+    root = Path(__file__).resolve().parents[2] / "samples/eval"
+    dataset = load_dataset(root)
+    assert dataset.problems == []
+    by_id = {c.id: c for c in dataset.cases}
+    assert by_id["capital-of-france"].case.input.query == "What is the capital of France?"
+    scorers = {c.id: {s.name for s in c.scorers} for c in dataset.cases}
+    tools = {t for c in dataset.cases for s in c.scorers for t in getattr(s, "tools", [])}
+    assert tools == {"math.calculate", "sql.query"}
+    assert any("json_schema" in names for names in scorers.values())
+    assert set(dataset.categories()) == {"chat", "json", "math", "sales"}
+    assert all(c.case.input.options.max_duration for c in dataset.cases if c.case.input.options.tools)
