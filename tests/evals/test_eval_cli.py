@@ -190,6 +190,7 @@ def test_gates_decide_the_exit_code(
         (["--judge-profile", "ghost"], "unknown profile 'ghost'"),
         (["--mode", "telepathy"], "unknown mode 'telepathy'"),
         (["--report", "{dataset}/colours.jsonl"], "cannot create"),
+        (["--run-url", "javascript:alert(1)//{run_id}"], "--run-url must be an http(s) URL"),
         (["--replay", "{dataset}/results", "--repeat", "2"], "--replay re-scores recorded runs"),
     ],
 )

@@ -102,3 +102,16 @@ def test_markup_in_an_answer_is_shown_not_run(opened: Opened, evaluated: Evaluat
     assert page.locator(f"details[id='run-{run_id}'] pre.output").text_content() == MARKUP
     assert page.title() != "owned" and page.locator("details img").count() == 0
     assert opened.problems == []
+
+
+def test_run_links_and_long_answers(evaluated: Evaluated) -> None:
+    from agentstage.evals.report_html import MAX_OUTPUT_CHARS, render_html
+
+    report = evaluated.report
+    run_id = report["cases"][0]["attempts"][0]["run_id"]
+    page = render_html(report, "https://ops.example/runs/{run_id}")
+    assert f'href="https://ops.example/runs/{run_id}"' in page
+    report["cases"][0]["attempts"][0]["output"] = "x" * (MAX_OUTPUT_CHARS + 5)
+    page = render_html(report)
+    assert "x" * MAX_OUTPUT_CHARS + "\n…[5 more characters in report.json]" in page
+    assert "x" * (MAX_OUTPUT_CHARS + 1) not in page

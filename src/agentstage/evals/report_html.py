@@ -16,6 +16,7 @@ from agentstage.evals.charts import Bar, bar_chart, histogram
 from agentstage.evals.metrics import METRICS
 from agentstage.evals.report import fmt, fmt_ci, metric_rows
 
+MAX_OUTPUT_CHARS = 20_000
 _env = Environment(
     loader=PackageLoader("agentstage.evals", "templates"),
     autoescape=select_autoescape(default=True, default_for_string=True),
@@ -77,6 +78,13 @@ def _latency_chart(report: dict[str, Any]) -> str:
     return histogram("Run duration (runs per bin)", values, lambda v: fmt(v, "ms")) if len(values) > 1 else ""
 
 
+def _cut(text: str) -> str:
+    """Long answers are cut in the page (report.json keeps them whole)."""
+    if len(text) <= MAX_OUTPUT_CHARS:
+        return text
+    return text[:MAX_OUTPUT_CHARS] + f"\n…[{len(text) - MAX_OUTPUT_CHARS:,} more characters in report.json]"
+
+
 def _rows(report: dict[str, Any], run_url: str | None) -> list[dict[str, Any]]:
     """One row per attempt, with what the detail section below the table shows."""
     rows = []
@@ -94,6 +102,7 @@ def _rows(report: dict[str, Any], run_url: str | None) -> list[dict[str, Any]]:
                     "external": run_url.replace("{run_id}", run_id) if run_url and run_id else None,
                     "failing": failing,
                     "expected": json.dumps(case["expected"], indent=2, ensure_ascii=False),
+                    "output": _cut(attempt.get("output") or ""),
                     "tokens": attempt["usage"].get(
                         "total_tokens",
                         attempt["usage"].get("input_tokens", 0) + attempt["usage"].get("output_tokens", 0),

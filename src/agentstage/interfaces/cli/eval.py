@@ -102,6 +102,8 @@ def run(
         ]
     except UserError as error:
         fail(error.message)
+    if run_url is not None and not (run_url.startswith(("http://", "https://")) and "{run_id}" in run_url):
+        fail(f"--run-url must be an http(s) URL containing {{run_id}}, got {run_url!r}")
     if replay is not None and (profile or mode or repeat != 1):
         fail("--replay re-scores recorded runs: --profile, --mode and --repeat do not apply")
     dataset = _load(path, category, case)
