@@ -45,7 +45,10 @@ def run(
     parallel: Annotated[int, typer.Option(min=1, max=256, help="Runs at the same time.")] = 4,
     repeat: Annotated[int, typer.Option(min=1, max=100, help="Runs per case (pass only if all pass).")] = 1,
     report: Annotated[
-        Path | None, typer.Option("--report", help="Write report.json, report.md and report.html here.")
+        Path | None,
+        typer.Option(
+            "--report", help="Write report.json, report.md and report.html here. Default: the results dir."
+        ),
     ] = None,
     results: Annotated[
         Path | None,
