@@ -9,7 +9,7 @@
    in a temporary AGENT_HOME on a copy of the samples. Prints wall seconds (aim: < 120 s) and the
    pass rate.
 
-    python benchmarks/eval_harness.py [--cases 300] [--parallel 8] [--skip-samples]
+    python benchmarks/eval_harness.py [--cases 300] [--parallel 8] [--rounds 3] [--skip-samples]
 """
 
 from __future__ import annotations
@@ -121,13 +121,19 @@ def main() -> None:
     )
     parser.add_argument("--cases", type=int, default=300)
     parser.add_argument("--parallel", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--skip-samples", action="store_true", help="Skip the embedded-model sample set.")
     args = parser.parse_args()
     print(machine())
     asyncio.run(bare(20, args.parallel))  # warm up imports and SQLite
-    base = asyncio.run(bare(args.cases, args.parallel))
-    evaluated = asyncio.run(harness(args.cases, args.parallel))
-    print(f"RunService.run alone : {base:8.1f} cases/s ({args.cases} cases, parallel {args.parallel})")
+    # Alternate the two and keep the best of each: a shared machine's noise only ever slows a round.
+    base = evaluated = 0.0
+    for _ in range(args.rounds):
+        base = max(base, asyncio.run(bare(args.cases, args.parallel)))
+        evaluated = max(evaluated, asyncio.run(harness(args.cases, args.parallel)))
+    print(
+        f"RunService.run alone : {base:8.1f} cases/s ({args.cases} cases, parallel {args.parallel}, best of {args.rounds})"
+    )
     print(f"EvalHarness          : {evaluated:8.1f} cases/s (3 scorers each, every event followed)")
     print(f"ratio                : {evaluated / base:8.2f} (aim >= 0.8)")
     if not args.skip_samples:

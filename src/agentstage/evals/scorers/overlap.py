@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import Counter
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from agentstage.evals.scorers.base import Sample, Score, Scorer, register
+
+if TYPE_CHECKING:
+    from sacrebleu.metrics.bleu import BLEU
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 _LABEL_SPLIT = re.compile(r"[,;\n]+")
@@ -126,10 +130,9 @@ class Bleu(Scorer):
         return _references(value)
 
     async def score(self, sample: Sample) -> Score:
-        from sacrebleu.metrics.bleu import BLEU
-
-        metric = BLEU(tokenize=self.tokenize, lowercase=self.lowercase, effective_order=True)
-        result = metric.sentence_score(sample.output, list(self.content))
+        result = _sentence_bleu(self.tokenize, self.lowercase).sentence_score(
+            sample.output, list(self.content)
+        )
         return self.verdict(
             result.score / 100,
             f"BLEU {result.score:.2f}",
@@ -138,6 +141,14 @@ class Bleu(Scorer):
             tokenize=self.tokenize,
             lowercase=self.lowercase,
         )
+
+
+@functools.lru_cache(maxsize=16)
+def _sentence_bleu(tokenize: str, lowercase: bool) -> BLEU:
+    """One sacrebleu metric per setting: building it costs more than scoring a sentence."""
+    from sacrebleu.metrics.bleu import BLEU
+
+    return BLEU(tokenize=tokenize, lowercase=lowercase, effective_order=True)
 
 
 def lcs_length(a: list[str], b: list[str]) -> int:
