@@ -12,6 +12,7 @@ SRC = Path(agentstage.__file__).resolve().parent
 SDKS = ("openai", "anthropic", "llama_cpp")
 THIRD_PARTY_IN_CORE = {"pydantic", "jinja2"}  # jinja2: prompt templates are part of the core
 SHARED = ("agentstage.errors", "agentstage.types")
+EVALS_MAY_USE = {"evals", "runtime", "core", "errors", "types", "settings"}
 
 
 @dataclass(frozen=True)
@@ -57,9 +58,9 @@ def is_stdlib(name: str) -> bool:
     return name.split(".")[0] in sys.stdlib_module_names or name == "__future__"
 
 
-def breaches() -> list[str]:
+def breaches(imports: list[Import] | None = None) -> list[str]:
     problems = []
-    for imp in all_imports():
+    for imp in all_imports() if imports is None else imports:
         where = f"{imp.module}:{imp.line} imports {imp.target}"
         own, target = layer(imp.module), imp.target
         target_layer = layer(target) if target.startswith("agentstage.") else None
@@ -96,6 +97,7 @@ def breaches() -> list[str]:
                 "types",
                 "settings",
                 "interfaces",
+                "evals",
             } or target in {
                 "agentstage",
                 "agentstage.__version__",
@@ -104,6 +106,11 @@ def breaches() -> list[str]:
                 problems.append(f"doors call the runtime only: {where}")
             if target.startswith("agentstage.interfaces.") and target.split(".")[2] != door:
                 problems.append(f"doors never import each other: {where}")
+        if own == "evals" and target.startswith("agentstage"):
+            # The eval harness is a client of the runtime like any door.
+            allowed = target_layer in EVALS_MAY_USE or target in {"agentstage", "agentstage.__version__"}
+            if not allowed:
+                problems.append(f"evals is a client of the runtime only: {where}")
     return problems
 
 
@@ -119,3 +126,14 @@ def test_the_walk_sees_real_imports() -> None:
     assert ("agentstage.interfaces.http.middleware.auth", "agentstage.access.guard") in edges
     lazy = [i for i in all_imports() if i.module == "agentstage.providers.openai" and i.target == "openai"]
     assert lazy and not any(i.top_level for i in lazy)
+    assert ("agentstage.evals.harness", "agentstage.runtime.requests") in edges
+    assert any(m == "agentstage.interfaces.cli.eval" and t.startswith("agentstage.evals") for m, t in edges)
+
+
+def test_evals_may_use_the_runtime_but_nothing_below_or_beside_it() -> None:
+    def check(target: str) -> list[str]:
+        return breaches([Import("agentstage.evals.harness", target, True, 1)])
+
+    assert check("agentstage.runtime.service") == [] and check("agentstage.core.events") == []
+    for target in ("agentstage.store.sql", "agentstage.providers.local", "agentstage.interfaces.cli.run"):
+        assert check(target), target

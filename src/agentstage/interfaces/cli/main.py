@@ -6,6 +6,7 @@ import typer
 
 from agentstage import __version__
 from agentstage.interfaces.cli import audit, batch, chat, config, keys, run, runs, serve, tools
+from agentstage.interfaces.cli import eval as eval_cli
 
 app = typer.Typer(
     name="agent",
@@ -40,6 +41,7 @@ app.add_typer(tools.app, name="tool")
 app.command("serve")(serve.serve)
 app.add_typer(keys.app, name="keys")
 app.add_typer(audit.app, name="audit")
+app.add_typer(eval_cli.app, name="eval")
 
 
 def entry() -> None:
