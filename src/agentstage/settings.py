@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from agentstage.access.config import SecretsSettings, SecuritySettings
+from agentstage.access.config import SecretsSettings, SecuritySettings, env_references
 from agentstage.core.limits import RunLimits
 from agentstage.errors import ConfigError, UnknownProfileError
 from agentstage.providers.resilience import RetryPolicy
@@ -67,6 +67,43 @@ class StoreSettings(Strict):
         description="Seconds a write may wait on a locked or unreachable store before the runs concerned "
         "fail with store_unavailable (new runs are refused with 503 meanwhile).",
     )
+    encryption_key: str | None = Field(
+        default=None,
+        description="Turns on encryption at rest (AES-256-GCM) of run inputs, outputs, events, messages and "
+        "snapshots: 'env:NAME' or 'file:/path' holding 32 random bytes as base64 or hex "
+        "(`agent store generate-key` prints one).",
+    )
+    decryption_keys: list[str] = Field(
+        default_factory=list,
+        description="Older keys ('env:NAME' or 'file:/path') that still open data sealed before a key "
+        "rotation; never used to seal. Drop one once `agent store rotate-key` has finished.",
+    )
+
+    @field_validator("encryption_key")
+    @classmethod
+    def _key_reference(cls, value: str | None) -> str | None:
+        if value is not None:
+            _check_key_reference(value, "store.encryption_key")
+        return value
+
+    @field_validator("decryption_keys")
+    @classmethod
+    def _key_references(cls, value: list[str]) -> list[str]:
+        for index, reference in enumerate(value):
+            _check_key_reference(reference, f"store.decryption_keys[{index}]")
+        return value
+
+    def key_variables(self) -> set[str]:
+        """Environment variables that hold store keys."""
+        references = [self.encryption_key, *self.decryption_keys]
+        return {ref[4:] for ref in references if ref and ref.startswith("env:")}
+
+
+def _check_key_reference(value: str, what: str) -> None:
+    if not value.startswith(("env:", "file:")) or len(value) < 5:
+        raise ValueError(
+            f"{what} must say where the key lives ('env:NAME' or 'file:/path'), never hold the key itself"
+        )
 
 
 class ToolSettings(Strict):
@@ -254,7 +291,25 @@ class Settings(Strict):
             RunLimits.model_validate({**self.limits.model_dump(), **profile.limits})
         if self.default_profile not in self.profiles:
             raise ValueError(f"default_profile {self.default_profile!r} is not a defined profile")
+        self._keep_store_keys_private()
         return self
+
+    def _keep_store_keys_private(self) -> None:
+        """A variable holding a store key must not be one that config changes over HTTP may name
+        (a provider could send it anywhere) nor one recorded in run snapshots."""
+        key_variables = self.store.key_variables()
+        exposed = {
+            "secrets.allowed_env": set(self.secrets.allowed_env or ()),
+            "environment_allowlist": set(self.environment_allowlist),
+            "providers": env_references({n: p.options() for n, p in self.providers.items()}),
+            "tools.mcp_servers": env_references(self.tools.mcp_servers),
+        }
+        for where, names in exposed.items():
+            shared = sorted(key_variables & names)
+            if shared:
+                raise ValueError(
+                    f"{', '.join(shared)} holds a store encryption key and may not also appear in {where}"
+                )
 
     def profile(self, name: str | None) -> ProfileSettings:
         name = name or self.default_profile

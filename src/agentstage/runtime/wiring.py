@@ -12,6 +12,7 @@ from pathlib import Path
 
 from agentstage.access.config import McpPolicy
 from agentstage.access.guard import Guard
+from agentstage.access.secrets import resolve_reference
 from agentstage.core.model import Model
 from agentstage.core.prompts import PromptLibrary
 from agentstage.errors import ConfigError, ForbiddenError, StoreError
@@ -25,7 +26,9 @@ from agentstage.runtime.conversations import ConversationService
 from agentstage.runtime.keys import KeyService
 from agentstage.runtime.security import AuditTrail, build_guard
 from agentstage.runtime.service import ModelFactory, RunService
+from agentstage.runtime.store_keys import StoreKeyService
 from agentstage.settings import Settings
+from agentstage.store.crypto import Keyring, parse_key
 from agentstage.store.sql import SqlRunStore
 from agentstage.tools.plugins import plugin_tools
 from agentstage.tools.registry import builtin_tools
@@ -41,6 +44,7 @@ class Services:
     keys: KeyService
     guard: Guard
     audit: AuditTrail
+    store_keys: StoreKeyService
 
 
 class ModelChains:
@@ -104,16 +108,45 @@ async def connect_tool_server(spec: ToolServerSpec, policy: McpPolicy | None = N
     return await connect(spec, policy)
 
 
+def store_keyring(settings: Settings) -> Keyring:
+    """The store's keys, read from where ``store.encryption_key`` and ``store.decryption_keys``
+    say they live (an environment variable or a file); an empty keyring when encryption is off."""
+    store = settings.store
+
+    def key(reference: str, what: str) -> bytes:
+        return parse_key(resolve_reference(reference, what), f"{what} ({reference})")
+
+    current = key(store.encryption_key, "store.encryption_key") if store.encryption_key else None
+    older = [key(ref, f"store.decryption_keys[{i}]") for i, ref in enumerate(store.decryption_keys)]
+    return Keyring(current, older)
+
+
+def build_store(settings: Settings) -> SqlRunStore:
+    return SqlRunStore(
+        settings.store_url(), write_timeout=settings.store.write_timeout, keys=store_keyring(settings)
+    )
+
+
 def build_service(settings: Settings) -> RunService:
     prompts_dir = settings.home / "prompts"
     prompts = PromptLibrary(prompts_dir) if prompts_dir.is_dir() else PromptLibrary()
     return RunService(
         settings,
-        SqlRunStore(settings.store_url(), write_timeout=settings.store.write_timeout),
+        build_store(settings),
         model_factory(settings),
         tool_catalog(settings),
         prompts,
     )
+
+
+async def check_store(settings: Settings) -> None:
+    """Open the store once (migrating it) and check its keys: what a server does before it
+    listens, so a wrong store URL or encryption key is one clear error, not a failed start-up."""
+    store = build_store(settings)
+    try:
+        await store.open()
+    finally:
+        await store.close()
 
 
 def build_services(settings: Settings) -> Services:
@@ -125,6 +158,7 @@ def build_services(settings: Settings) -> Services:
         keys=KeyService(runs.store, settings),
         guard=build_guard(settings, runs.store),
         audit=AuditTrail(runs.store),
+        store_keys=StoreKeyService(runs.store),
     )
 
 
@@ -144,8 +178,9 @@ async def readiness(settings: Settings, service: RunService) -> dict[str, str]:
     checks: dict[str, str] = {}
     try:
         await service.check_store()
+        await service.store.check_encryption()
         checks["store"] = "ok"
-    except StoreError as error:
+    except (StoreError, ConfigError) as error:
         checks["store"] = f"unavailable ({error.code}): {error.message}"
     except Exception as error:  # any failure means not ready; the reason is what matters
         checks["store"] = f"unavailable: {type(error).__name__}: {error}"

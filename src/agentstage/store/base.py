@@ -40,6 +40,23 @@ class RunWrites:
 
 
 @dataclass
+class KeyReport:
+    """Encryption at rest as it stands: the keyring, the key ids the store lists, the work left."""
+
+    current: str | None  # the key that seals new values (None: encryption is off)
+    usable: list[str]  # every key id the keyring can open, the current one first
+    listed: list[str]  # key ids the store's values may be sealed with
+    pending: dict[str, int] = field(default_factory=dict)  # table -> rows with a value to re-seal
+
+
+@dataclass
+class RekeyResult:
+    rows: int  # rows rewritten
+    retired: list[str]  # key ids the store no longer needs
+    checkpointed: bool  # SQLite: the write-ahead log was emptied (always True elsewhere)
+
+
+@dataclass
 class Batch:
     """Writes of many runs that land in one transaction. A run whose rows the database refuses is
     left out (its writes are reported back); the other runs of the batch are still committed."""
@@ -158,3 +175,16 @@ class RunStore(Protocol):
     async def get_batch(self, batch_id: str) -> BatchRecord | None: ...
 
     async def ping(self) -> None: ...
+
+    # encryption at rest (store/rekey.py) -------------------------------------------------------
+
+    async def check_encryption(self, *, register: bool = False) -> None:
+        """Raise the one key error (``encryption_key_missing`` / ``encryption_key_unknown``) when
+        the store's data needs a key the configured keyring lacks."""
+        ...
+
+    async def key_report(self) -> KeyReport: ...
+
+    async def reencrypt(self, progress: Callable[[str, int], None] | None = None) -> RekeyResult:
+        """Re-seal every stored value with the current key; resumable, each page commits."""
+        ...

@@ -4,6 +4,10 @@ Writes arrive in :class:`~agentstage.store.base.Batch` objects and land in one t
 which lets the run service group many small event writes into few commits under load. On SQLite
 they take the hand-written path of :mod:`agentstage.store.sqlite_writes` on one thread; other
 databases go through SQLAlchemy with a savepoint per run when a batch has to be split.
+
+With a keyring that has a current key, both paths seal the values that carry content and every
+read opens them (:mod:`agentstage.store.crypto`); opening the store checks that the keyring has
+every key the store's data was sealed with, so a wrong or missing key is one error at start-up.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ from agentstage.core.records import ApiKeyRecord, BatchRecord, ConversationRecor
 from agentstage.errors import ConfigError, StoreError
 from agentstage.store import migrations
 from agentstage.store.base import Batch, RunWrites
+from agentstage.store.crypto import Keyring
+from agentstage.store.rekey import KeyMaintenance
 from agentstage.store.security import SecurityTables
 from agentstage.store.sqlite_writes import SqliteWrites
 from agentstage.store.tables import (
@@ -74,31 +80,38 @@ _RUN_COLUMNS = [c for c in runs.columns if c.name != "last_seq"]
 _RUN_SELECT = select(*_RUN_COLUMNS, func.coalesce(_LAST_SEQ, runs.c.last_seq).label("last_seq"))
 
 
-def _run_from_row(row: Row[Any] | Any) -> RunRecord:
+def _run_from_row(row: Row[Any] | Any, keys: Keyring) -> RunRecord:
     data = dict(row._mapping)
     for key in ("created_at", "started_at", "finished_at", "heartbeat_at"):
         data[key] = _utc(data[key])
     data["metrics"] = data.get("metrics") or {}
+    run_id = data["id"]
+    for key in ("input", "output", "error_message"):
+        data[key] = keys.get_text(data[key], f"runs.{key}", run_id)
+    data["options"] = keys.get_json(data["options"], "runs.options", run_id)
     return RunRecord.model_validate(data)
 
 
-def _event_from_row(row: Row[Any]) -> RunEvent:
+def _event_from_row(row: Row[Any], keys: Keyring) -> RunEvent:
+    sealed = keys.get_json_text(row.data, "run_events.data", f"{row.run_id}:{row.seq}")
     return RunEvent(
         row.run_id,
         row.seq,
         _utc(row.ts) or row.ts,
         type=row.type,
-        data=row.data,
+        data=row.data if sealed is None else None,
+        data_json=sealed,
         trace_id=row.trace_id,
         span_id=row.span_id,
     )
 
 
-class SqlRunStore(SecurityTables):
-    def __init__(self, url: str, *, write_timeout: float = 10.0):
+class SqlRunStore(KeyMaintenance, SecurityTables):
+    def __init__(self, url: str, *, write_timeout: float = 10.0, keys: Keyring | None = None):
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         self.write_timeout = write_timeout
+        self.keys = keys or Keyring()
         self._engine: AsyncEngine | None = None
         # SQLite writes go through one thread with a plain connection: a whole batch costs one
         # thread hop instead of one per statement (aiosqlite's model).
@@ -130,9 +143,10 @@ class SqlRunStore(SecurityTables):
         if self.is_sqlite:
             event.listen(self._engine.sync_engine, "connect", _sqlite_pragmas(self.write_timeout))
             busy = max(min(self.write_timeout / 4, 1.0), 0.05)
-            self._sqlite = SqliteWrites(self._sqlite_path(), busy_timeout=busy)
+            self._sqlite = SqliteWrites(self._sqlite_path(), busy_timeout=busy, keys=self.keys)
             self._write_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agentstage-store")
         await self._migrate()
+        await self.check_encryption(register=True)
 
     def _prepare_sqlite_path(self) -> None:
         path = self.url.split("///", 1)[-1]
@@ -195,7 +209,7 @@ class SqlRunStore(SecurityTables):
         try:
             async with self.engine.begin() as connection:
                 for writes in parts:
-                    await _write_run(connection, writes)
+                    await _write_run(connection, writes, self.keys)
             return {}
         except SQLAlchemyError as error:
             failure = _classify(error)
@@ -211,7 +225,7 @@ class SqlRunStore(SecurityTables):
                 for writes in parts:
                     try:
                         async with connection.begin_nested():
-                            await _write_run(connection, writes)
+                            await _write_run(connection, writes, self.keys)
                     except SQLAlchemyError as error:
                         failure = _classify(error)
                         if failure.code != "store_write_failed":
@@ -240,7 +254,7 @@ class SqlRunStore(SecurityTables):
     async def get_run(self, run_id: str) -> RunRecord | None:
         async with self.engine.connect() as connection:
             row = (await connection.execute(_RUN_SELECT.where(runs.c.id == run_id))).first()
-        return _run_from_row(row) if row else None
+        return _run_from_row(row, self.keys) if row else None
 
     async def list_runs(
         self, *, status: RunStatus | None = None, limit: int = 50, offset: int = 0, tenant: str | None = None
@@ -251,7 +265,7 @@ class SqlRunStore(SecurityTables):
         if tenant is not None:
             query = query.where(runs.c.tenant == tenant)
         async with self.engine.connect() as connection:
-            return [_run_from_row(row) for row in (await connection.execute(query)).all()]
+            return [_run_from_row(row, self.keys) for row in (await connection.execute(query)).all()]
 
     async def count_runs(self, *, status: RunStatus | None = None, tenant: str | None = None) -> int:
         query = select(func.count()).select_from(runs)
@@ -265,7 +279,7 @@ class SqlRunStore(SecurityTables):
     async def unfinished_runs(self) -> list[RunRecord]:
         query = _RUN_SELECT.where(runs.c.status.not_in(_TERMINAL))
         async with self.engine.connect() as connection:
-            return [_run_from_row(row) for row in (await connection.execute(query)).all()]
+            return [_run_from_row(row, self.keys) for row in (await connection.execute(query)).all()]
 
     async def events(self, run_id: str, *, after: int = 0, limit: int | None = None) -> list[RunEvent]:
         query = (
@@ -276,19 +290,19 @@ class SqlRunStore(SecurityTables):
         if limit is not None:
             query = query.limit(limit)
         async with self.engine.connect() as connection:
-            return [_event_from_row(row) for row in await connection.execute(query)]
+            return [_event_from_row(row, self.keys) for row in await connection.execute(query)]
 
     async def last_event(self, run_id: str) -> RunEvent | None:
         query = select(run_events).where(run_events.c.run_id == run_id).order_by(run_events.c.seq.desc())
         async with self.engine.connect() as connection:
             row = (await connection.execute(query.limit(1))).first()
-        return _event_from_row(row) if row else None
+        return _event_from_row(row, self.keys) if row else None
 
     async def snapshot(self, snapshot_hash: str) -> dict[str, Any] | None:
         query = select(snapshots.c.body).where(snapshots.c.hash == snapshot_hash)
         async with self.engine.connect() as connection:
             body = (await connection.execute(query)).scalar_one_or_none()
-        return dict(body) if body is not None else None
+        return dict(self.keys.get_json(body, "snapshots.body", snapshot_hash)) if body is not None else None
 
     async def heartbeat(self, run_ids: Sequence[str], at: datetime) -> None:
         if not run_ids:
@@ -309,13 +323,13 @@ class SqlRunStore(SecurityTables):
 
     async def create_conversation(self, record: ConversationRecord) -> None:
         async with self.engine.begin() as connection:
-            await connection.execute(insert(conversations).values(**record.model_dump()))
+            await connection.execute(insert(conversations).values(**_conversation_row(record, self.keys)))
 
     async def get_conversation(self, conversation_id: str) -> ConversationRecord | None:
         async with self.engine.connect() as connection:
             query = select(*_CONVERSATION_COLUMNS).where(conversations.c.id == conversation_id)
             row = (await connection.execute(query)).first()
-        return _conversation_from_row(row) if row is not None else None
+        return _conversation_from_row(row, self.keys) if row is not None else None
 
     async def list_conversations(
         self, *, limit: int = 50, offset: int = 0, tenant: str | None = None
@@ -329,7 +343,7 @@ class SqlRunStore(SecurityTables):
         if tenant is not None:
             query = query.where(conversations.c.tenant == tenant)
         async with self.engine.connect() as connection:
-            return [_conversation_from_row(row) for row in await connection.execute(query)]
+            return [_conversation_from_row(row, self.keys) for row in await connection.execute(query)]
 
     async def delete_conversation(self, conversation_id: str) -> bool:
         async with self.engine.begin() as connection:
@@ -356,7 +370,7 @@ class SqlRunStore(SecurityTables):
                 conversation_id=r.conversation_id,
                 position=r.position,
                 role=r.role,
-                content=r.content,
+                content=self.keys.get_text(r.content, _MESSAGE, f"{r.conversation_id}:{r.position}"),
                 run_id=r.run_id,
                 created_at=_utc(r.created_at) or r.created_at,
             )
@@ -388,7 +402,9 @@ class SqlRunStore(SecurityTables):
 
     async def create_batch(self, record: BatchRecord) -> None:
         async with self.engine.begin() as connection:
-            await connection.execute(insert(batches), [record.model_dump()])
+            row = record.model_dump()
+            row["items"] = self.keys.put_json_value(row["items"], "batches.items", record.id)
+            await connection.execute(insert(batches), [row])
 
     async def get_batch(self, batch_id: str) -> BatchRecord | None:
         async with self.engine.connect() as connection:
@@ -397,6 +413,7 @@ class SqlRunStore(SecurityTables):
             return None
         data = dict(row._mapping)
         data["created_at"] = _utc(data["created_at"])
+        data["items"] = self.keys.get_json(data["items"], "batches.items", batch_id)
         return BatchRecord.model_validate(data)
 
 
@@ -410,10 +427,33 @@ def _key_from_row(row: Row[Any]) -> ApiKeyRecord:
 _CONVERSATION_COLUMNS = [c for c in conversations.columns if c.name != "message_count"]
 
 
-def _conversation_from_row(row: Row[Any]) -> ConversationRecord:
+def _conversation_from_row(row: Row[Any], keys: Keyring) -> ConversationRecord:
     data = dict(row._mapping)
     data["created_at"], data["updated_at"] = _utc(data["created_at"]), _utc(data["updated_at"])
+    data["title"] = keys.get_text(data["title"], "conversations.title", data["id"])
+    data["metadata"] = keys.get_json(data["metadata"], "conversations.metadata", data["id"])
     return ConversationRecord.model_validate(data)
+
+
+def _conversation_row(record: ConversationRecord, keys: Keyring) -> dict[str, Any]:
+    row = record.model_dump()
+    row["title"] = keys.put_text(row["title"], "conversations.title", record.id)
+    row["metadata"] = keys.put_json_value(row["metadata"], "conversations.metadata", record.id)
+    return row
+
+
+_MESSAGE = "conversation_messages.content"
+
+
+def _run_row(values: dict[str, Any], run_id: str, keys: Keyring) -> dict[str, Any]:
+    """Run columns as stored: content sealed when encryption is on."""
+    row = dict(values)
+    for key in ("input", "output", "error_message"):
+        if row.get(key) is not None:
+            row[key] = keys.put_text(row[key], f"runs.{key}", run_id)
+    if row.get("options") is not None:
+        row["options"] = keys.put_json_value(row["options"], "runs.options", run_id)
+    return row
 
 
 def _masked_url(url: str) -> str:
@@ -442,28 +482,28 @@ def _classify(error: SQLAlchemyError) -> StoreError:
     return StoreError(f"the store refused this run's data: {type(error).__name__}: {text_}")
 
 
-async def _write_run(connection: AsyncConnection, writes: RunWrites) -> None:
+async def _write_run(connection: AsyncConnection, writes: RunWrites, keys: Keyring) -> None:
     """One run's writes through SQLAlchemy (the path for databases other than SQLite)."""
     from agentstage.core.events import utc_now
 
     if writes.new_run is not None:
-        await connection.execute(insert(runs), [writes.new_run.model_dump()])
+        await connection.execute(insert(runs), [_run_row(writes.new_run.model_dump(), writes.run_id, keys)])
     for digest, body in writes.snapshots.items():
         exists = await connection.execute(select(snapshots.c.hash).where(snapshots.c.hash == digest))
         if exists.first() is None:
             await connection.execute(
                 insert(snapshots),
-                [{"hash": digest, "schema_version": int(body.get("schema_version", 1)), "body": body,
-                  "created_at": utc_now()}],
+                [{"hash": digest, "schema_version": int(body.get("schema_version", 1)),
+                  "body": keys.put_json_value(body, "snapshots.body", digest), "created_at": utc_now()}],
             )  # fmt: skip
     if writes.events:
-        await connection.execute(insert(run_events), [_event_row(e) for e in writes.events])
+        await connection.execute(insert(run_events), [_event_row(e, keys) for e in writes.events])
     if writes.updates:
         await connection.execute(
             update(runs)
             .where(runs.c.id == bindparam("run_id_"))
             .values({k: bindparam(k) for k in writes.updates}),
-            [{"run_id_": writes.run_id, **writes.updates}],
+            [{"run_id_": writes.run_id, **_run_row(writes.updates, writes.run_id, keys)}],
         )
     for turn in writes.turns:
         result = await connection.execute(
@@ -480,19 +520,23 @@ async def _write_run(connection: AsyncConnection, writes: RunWrites) -> None:
             insert(conversation_messages),
             [
                 {"conversation_id": turn.conversation_id, "position": first + offset, "role": role,
-                 "content": content, "run_id": turn.run_id, "created_at": turn.at}
+                 "content": keys.put_text(content, _MESSAGE, f"{turn.conversation_id}:{first + offset}"),
+                 "run_id": turn.run_id, "created_at": turn.at}
                 for offset, (role, content) in enumerate(turn.messages)
             ],
         )  # fmt: skip
 
 
-def _event_row(event_: RunEvent) -> dict[str, Any]:
+def _event_row(event_: RunEvent, keys: Keyring) -> dict[str, Any]:
+    data: Any = event_.data
+    if keys.encrypting:
+        data = keys.seal(event_.data_json, "run_events.data", f"{event_.run_id}:{event_.seq}")
     return {
         "run_id": event_.run_id,
         "seq": event_.seq,
         "type": event_.type,
         "ts": event_.ts,
-        "data": event_.data,
+        "data": data,
         "trace_id": event_.trace_id,
         "span_id": event_.span_id,
     }

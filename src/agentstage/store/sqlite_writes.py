@@ -4,7 +4,8 @@ Every write of every run goes through here, on one thread, so it is the store's 
 encoded by hand from pre-serialised event JSON (no SQLAlchemy statement compilation, no JSON
 encoding of event data a second time). A batch normally lands in one transaction; when the
 database refuses a row, the batch is written again with one savepoint per run, so only the runs
-whose rows are bad are left out.
+whose rows are bad are left out. With encryption at rest on, values that carry content are sealed
+here, from the same pre-serialised text (see :mod:`agentstage.store.crypto`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from sqlalchemy import JSON, Boolean, DateTime, Table
 
 from agentstage.errors import StoreError
 from agentstage.store.base import Batch, RunWrites
+from agentstage.store.crypto import Keyring
 from agentstage.store.tables import conversation_messages, run_events, runs, snapshots, store_probe
 
 _FULL = {sqlite3.SQLITE_FULL}
@@ -58,6 +60,21 @@ def _encoder(table: Table) -> Callable[[str, Any], Any]:
 
 _encode_run = _encoder(runs)
 _RUN_COLUMNS = [c.name for c in runs.columns]
+# Run columns that carry content, sealed when encryption is on: text as is, JSON after encoding.
+_SEALED_TEXT = {"input", "output", "error_message"}
+_SEALED_JSON = {"options"}
+
+
+def _run_value(keys: Keyring, run_id: str, column: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if column in _SEALED_TEXT:
+        return keys.put_text(value, f"runs.{column}", run_id)
+    if column in _SEALED_JSON:
+        return keys.put_json(_encode_run(column, value), f"runs.{column}", run_id)
+    return _encode_run(column, value)
+
+
 _INSERT_RUN = f"INSERT INTO runs ({', '.join(_RUN_COLUMNS)}) VALUES ({', '.join('?' * len(_RUN_COLUMNS))})"
 _INSERT_EVENT = f"INSERT INTO {run_events.name} (run_id, seq, type, ts, data, trace_id, span_id) VALUES (?, ?, ?, ?, ?, ?, ?)"
 _INSERT_SNAPSHOT = (
@@ -71,14 +88,16 @@ _INSERT_MESSAGE = (
     f"INSERT INTO {conversation_messages.name} (conversation_id, position, role, content, run_id, created_at) "
     "VALUES (?, ?, ?, ?, ?, ?)"
 )
+_MESSAGE = "conversation_messages.content"
 _PROBE = f"INSERT OR REPLACE INTO {store_probe.name} (id, at) VALUES (1, ?)"
 
 
 class SqliteWrites:
     """Owns the write connection; every method runs on the store's single write thread."""
 
-    def __init__(self, path: Path, busy_timeout: float):
+    def __init__(self, path: Path, busy_timeout: float, keys: Keyring | None = None):
         self.path = path
+        self.keys = keys or Keyring()
         self.busy_timeout_ms = max(int(busy_timeout * 1000), 1)
         self._connection: sqlite3.Connection | None = None
 
@@ -133,19 +152,20 @@ class SqliteWrites:
             raise
 
     def _write_all(self, connection: sqlite3.Connection, parts: list[RunWrites]) -> None:
-        new_runs = [_run_row(w) for w in parts if w.new_run is not None]
+        keys = self.keys
+        new_runs = [_run_row(keys, w) for w in parts if w.new_run is not None]
         if new_runs:
             connection.executemany(_INSERT_RUN, new_runs)
-        shots = [row for w in parts for row in _snapshot_rows(w)]
+        shots = [row for w in parts for row in _snapshot_rows(keys, w)]
         if shots:
             connection.executemany(_INSERT_SNAPSHOT, shots)
-        events = [row for w in parts for row in _event_rows(w)]
+        events = [row for w in parts for row in _event_rows(keys, w)]
         if events:
             connection.executemany(_INSERT_EVENT, events)
-        for sql, rows in _grouped_updates(parts).items():
+        for sql, rows in _grouped_updates(keys, parts).items():
             connection.executemany(sql, rows)
         for writes in parts:
-            _write_turns(connection, writes)
+            _write_turns(keys, connection, writes)
 
     def _write_each(
         self, connection: sqlite3.Connection, parts: list[RunWrites], refused: dict[str, StoreError]
@@ -202,36 +222,41 @@ def _errno(error: BaseException) -> int | None:
     return cause.errno if isinstance(cause, OSError) else None
 
 
-def _run_row(writes: RunWrites) -> tuple[Any, ...]:
+def _run_row(keys: Keyring, writes: RunWrites) -> tuple[Any, ...]:
     assert writes.new_run is not None
     record = writes.new_run.model_dump()
-    return tuple(_encode_run(column, record.get(column)) for column in _RUN_COLUMNS)
+    run_id = writes.run_id
+    return tuple(_run_value(keys, run_id, column, record.get(column)) for column in _RUN_COLUMNS)
 
 
-def _event_rows(writes: RunWrites) -> Iterable[tuple[Any, ...]]:
+def _event_rows(keys: Keyring, writes: RunWrites) -> Iterable[tuple[Any, ...]]:
+    sealing = keys.encrypting
     for event in writes.events:
+        data = event.data_json
         yield (
             event.run_id,
             event.seq,
             event.type,
             sqlite_timestamp(event.ts),
-            event.data_json,
+            keys.put_json(data, "run_events.data", f"{event.run_id}:{event.seq}") if sealing else data,
             event.trace_id,
             event.span_id,
         )
 
 
-def _snapshot_rows(writes: RunWrites) -> Iterable[tuple[Any, ...]]:
+def _snapshot_rows(keys: Keyring, writes: RunWrites) -> Iterable[tuple[Any, ...]]:
     for digest, body in writes.snapshots.items():
         yield (
             digest,
             int(body.get("schema_version", 1)),
-            json.dumps(body, separators=(",", ":"), ensure_ascii=False),
+            keys.put_json(
+                json.dumps(body, separators=(",", ":"), ensure_ascii=False), "snapshots.body", digest
+            ),
             sqlite_timestamp(datetime.now(UTC)),
         )
 
 
-def _grouped_updates(parts: list[RunWrites]) -> dict[str, list[tuple[Any, ...]]]:
+def _grouped_updates(keys: Keyring, parts: list[RunWrites]) -> dict[str, list[tuple[Any, ...]]]:
     """Run updates grouped by the columns they set: one executemany per group."""
     groups: dict[str, list[tuple[Any, ...]]] = {}
     for writes in parts:
@@ -239,22 +264,25 @@ def _grouped_updates(parts: list[RunWrites]) -> dict[str, list[tuple[Any, ...]]]
             continue
         columns = sorted(writes.updates)
         sql = f"UPDATE runs SET {', '.join(f'{c} = ?' for c in columns)} WHERE id = ?"
-        row = (*(_encode_run(c, writes.updates[c]) for c in columns), writes.run_id)
+        run_id = writes.run_id
+        row = (*(_run_value(keys, run_id, c, writes.updates[c]) for c in columns), run_id)
         groups.setdefault(sql, []).append(row)
     return groups
 
 
-def _write_turns(connection: sqlite3.Connection, writes: RunWrites) -> None:
+def _write_turns(keys: Keyring, connection: sqlite3.Connection, writes: RunWrites) -> None:
     for turn in writes.turns:
         at = sqlite_timestamp(turn.at)
         row = connection.execute(_NEXT_POSITIONS, (len(turn.messages), at, turn.conversation_id)).fetchone()
         if row is None:  # the conversation was deleted while the run went on: nothing to add to
             continue
         first = int(row[0]) - len(turn.messages)
+        conversation = turn.conversation_id
         connection.executemany(
             _INSERT_MESSAGE,
             [
-                (turn.conversation_id, first + offset, role, content, turn.run_id, at)
+                (conversation, first + offset, role, keys.put_text(content, _MESSAGE, f"{conversation}:{first + offset}"),
+                 turn.run_id, at)
                 for offset, (role, content) in enumerate(turn.messages)
             ],
-        )
+        )  # fmt: skip

@@ -171,3 +171,10 @@ rate_limits = Table(
     Column("tokens", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
 )
+
+encryption_keys = Table(
+    "encryption_keys",
+    metadata,
+    Column("key_id", String(16), primary_key=True),
+    Column("added_at", DateTime(timezone=True), nullable=False),
+)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from agentstage import __version__
-from agentstage.interfaces.cli import audit, batch, chat, config, keys, run, runs, serve, tools
+from agentstage.interfaces.cli import audit, batch, chat, config, keys, run, runs, serve, store, tools
 from agentstage.interfaces.cli import eval as eval_cli
 
 app = typer.Typer(
@@ -42,6 +42,7 @@ app.command("serve")(serve.serve)
 app.add_typer(keys.app, name="keys")
 app.add_typer(audit.app, name="audit")
 app.add_typer(eval_cli.app, name="eval")
+app.add_typer(store.app, name="store")
 
 
 def entry() -> None:

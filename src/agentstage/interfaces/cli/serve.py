@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from agentstage.interfaces.cli.common import fail, load_settings
+from agentstage.interfaces.cli.common import fail, load_settings, run_command
 
 # Doors are named by their import strings, never imported here: doors stay independent.
 HTTP_APP = "agentstage.interfaces.http.app:create_app"
@@ -98,6 +98,7 @@ def serve(
     import uvicorn
 
     from agentstage.errors import UserError
+    from agentstage.runtime.wiring import check_store
 
     try:
         settings = load_settings()
@@ -125,6 +126,7 @@ def serve(
             "can reach it could run agents; bind 127.0.0.1, turn auth on, or pass --insecure"
         )
     tls = _tls_options(tls_cert, tls_key, tls_client_ca)
+    run_command(lambda: check_store(settings))  # a bad store URL or encryption key: one line, exit 2
     scheme = "https" if tls else "http"
     auth = "API keys" if not auth_off else "OFF (http.auth = off; local use only)"
     if tls_client_ca is not None:

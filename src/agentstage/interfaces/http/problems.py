@@ -56,6 +56,8 @@ _STATUS_BY_CODE = {
     "malformed_json": 400,
     "store_unavailable": 503,
     "storage_full": 507,
+    "encryption_key_missing": 503,
+    "encryption_key_unknown": 503,
 }
 
 
