@@ -14,6 +14,7 @@ timeout.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -47,15 +48,33 @@ class RateLimiter:
             str, tuple[float, float]
         ] = {}  # identity -> (tokens, at): used while the store is down
         self._store_down_until = 0.0
+        self._renewing: dict[str, asyncio.Lock] = {}
 
     async def take(self, identity: str, per_minute: int, count: int = 1) -> float:
         """Take ``count`` tokens; 0 when allowed, else the seconds to wait (nothing taken)."""
-        now = time.monotonic()
-        lease = self._leases.get(identity)
-        if lease is not None and lease.expires > now and lease.per_minute == per_minute:
-            if lease.tokens >= count:
-                lease.tokens -= count
+        if self._from_lease(identity, per_minute, count):
+            return 0.0
+        # One renewal per identity at a time: requests that find the lease spent while another is
+        # renewing it wait for that lease instead of each taking a lease of their own (which
+        # would drain the shared bucket many times faster than the requests use it).
+        if len(self._renewing) >= self.max_leases:
+            self._renewing.clear()
+        async with self._renewing.setdefault(identity, asyncio.Lock()):
+            if self._from_lease(identity, per_minute, count):
                 return 0.0
+            return await self._renew(identity, per_minute, count)
+
+    def _from_lease(self, identity: str, per_minute: int, count: int) -> bool:
+        lease = self._leases.get(identity)
+        if lease is None or lease.expires <= time.monotonic() or lease.per_minute != per_minute:
+            return False
+        if lease.tokens < count:
+            return False
+        lease.tokens -= count
+        return True
+
+    async def _renew(self, identity: str, per_minute: int, count: int) -> float:
+        now = time.monotonic()
         extra = per_minute // 60 if per_minute >= 120 else 0
         if now < self._store_down_until:
             return self._take_locally(identity, per_minute, count, now)
