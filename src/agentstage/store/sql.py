@@ -85,21 +85,25 @@ def _run_from_row(row: Row[Any] | Any, keys: Keyring) -> RunRecord:
     for key in ("created_at", "started_at", "finished_at", "heartbeat_at"):
         data[key] = _utc(data[key])
     data["metrics"] = data.get("metrics") or {}
-    run_id = data["id"]
-    for key in ("input", "output", "error_message"):
-        data[key] = keys.get_text(data[key], f"runs.{key}", run_id)
-    data["options"] = keys.get_json(data["options"], "runs.options", run_id)
+    for key, label in _SEALED_RUN_TEXT.items():
+        data[key] = keys.get_text(data[key], label, data["id"])
+    data["options"] = keys.get_json(data["options"], "runs.options", data["id"])
     return RunRecord.model_validate(data)
 
 
+_SEALED_RUN_TEXT = {"input": "runs.input", "output": "runs.output", "error_message": "runs.error_message"}
+
+
 def _event_from_row(row: Row[Any], keys: Keyring) -> RunEvent:
-    sealed = keys.get_json_text(row.data, "run_events.data", f"{row.run_id}:{row.seq}")
+    data, sealed = row.data, None
+    if isinstance(data, str):  # a sealed value (in the clear, event data is an object)
+        sealed = keys.get_json_text(data, "run_events.data", f"{row.run_id}:{row.seq}")
     return RunEvent(
         row.run_id,
         row.seq,
         _utc(row.ts) or row.ts,
         type=row.type,
-        data=row.data if sealed is None else None,
+        data=data if sealed is None else None,
         data_json=sealed,
         trace_id=row.trace_id,
         span_id=row.span_id,
@@ -448,9 +452,9 @@ _MESSAGE = "conversation_messages.content"
 def _run_row(values: dict[str, Any], run_id: str, keys: Keyring) -> dict[str, Any]:
     """Run columns as stored: content sealed when encryption is on."""
     row = dict(values)
-    for key in ("input", "output", "error_message"):
+    for key, label in _SEALED_RUN_TEXT.items():
         if row.get(key) is not None:
-            row[key] = keys.put_text(row[key], f"runs.{key}", run_id)
+            row[key] = keys.put_text(row[key], label, run_id)
     if row.get("options") is not None:
         row["options"] = keys.put_json_value(row["options"], "runs.options", run_id)
     return row

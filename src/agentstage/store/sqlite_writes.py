@@ -61,17 +61,17 @@ def _encoder(table: Table) -> Callable[[str, Any], Any]:
 _encode_run = _encoder(runs)
 _RUN_COLUMNS = [c.name for c in runs.columns]
 # Run columns that carry content, sealed when encryption is on: text as is, JSON after encoding.
-_SEALED_TEXT = {"input", "output", "error_message"}
-_SEALED_JSON = {"options"}
+_SEALED_TEXT = {name: f"runs.{name}" for name in ("input", "output", "error_message")}
+_SEALED_JSON = {"options": "runs.options"}
 
 
 def _run_value(keys: Keyring, run_id: str, column: str, value: Any) -> Any:
     if value is None:
         return None
     if column in _SEALED_TEXT:
-        return keys.put_text(value, f"runs.{column}", run_id)
+        return keys.put_text(value, _SEALED_TEXT[column], run_id)
     if column in _SEALED_JSON:
-        return keys.put_json(_encode_run(column, value), f"runs.{column}", run_id)
+        return keys.put_json(_encode_run(column, value), _SEALED_JSON[column], run_id)
     return _encode_run(column, value)
 
 
