@@ -438,6 +438,8 @@ async def test_the_sqlalchemy_write_path_seals_the_same_way(tmp_path: Path) -> N
                                    options={"params": {"stop": [METADATA]}}, created_at=now)  # fmt: skip
         writes.events.append(RunEvent("r", 1, now, type="run.queued", data={"input": INPUT_CHAT, "mode": "chat",
                                                                           "profile": "t"}))  # fmt: skip
+        writes.events.append(RunEvent("r", 2, now, type="run.completed", data={"output": OUTPUT, "usage": {},
+                                                                             "cost": 0.0}))  # fmt: skip
         writes.updates.update(output=OUTPUT, error_message=FAILURE, status=RunStatus.COMPLETED)
         writes.turns.append(ConversationTurn("c", "r", [("user", INPUT_MESSAGE)], now))
         writes.snapshots["h" * 64] = {"schema_version": 1, "input": INPUT_STREAM}
