@@ -532,9 +532,11 @@ async def _write_run(connection: AsyncConnection, writes: RunWrites, keys: Keyri
 
 
 def _event_row(event_: RunEvent, keys: Keyring) -> dict[str, Any]:
-    data: Any = event_.data
-    if keys.encrypting:
-        data = keys.seal(event_.data_json, "run_events.data", f"{event_.run_id}:{event_.seq}")
+    data: Any = (
+        keys.seal(event_.data_json, "run_events.data", f"{event_.run_id}:{event_.seq}")
+        if keys.encrypting
+        else event_.data
+    )
     return {
         "run_id": event_.run_id,
         "seq": event_.seq,

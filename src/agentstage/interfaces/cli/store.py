@@ -23,8 +23,10 @@ app = typer.Typer(
 
 @app.command("generate-key")
 def generate_key() -> None:
-    """Print a new random key (32 bytes, base64). Keep it in a secret store or a file only you can
-    read, and point store.encryption_key at it: "env:NAME" or "file:/path"."""
+    """Print a new random key (32 bytes, base64).
+
+    Keep it in a secret store or a file only you can read, and point store.encryption_key at it:
+    "env:NAME" or "file:/path". Without the key the encrypted data cannot be read."""
     from agentstage.runtime.store_keys import StoreKeyService
 
     print(StoreKeyService.new_key())
@@ -38,8 +40,11 @@ def generate_key() -> None:
 
 @app.command("status")
 def status(as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False) -> None:
-    """Show whether encryption is on, which keys are configured, which keys the stored data needs,
-    and how many rows still hold values not sealed with the current key."""
+    """Show the keys: configured, needed by the stored data, and what is left to re-encrypt.
+
+    Says whether encryption is on and with which key, which older keys can still decrypt, which
+    key ids the stored data was sealed with, and how many rows per table still hold values not
+    sealed with the current key (run `agent store rotate-key` for those)."""
 
     async def fetch() -> KeyReport:
         async with open_services() as services:
