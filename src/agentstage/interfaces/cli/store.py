@@ -155,8 +155,8 @@ def rotate_key() -> None:
         print(f"no longer needed: key {', '.join(result.retired)} (it can leave store.decryption_keys)")
     if not result.checkpointed:
         typer.secho(
-            "a running server holds the database's write-ahead log open: replaced values leave it at its "
-            "next checkpoint",
+            "another process holds the database open: replaced values may stay in its write-ahead log "
+            "until the last process closes the database",
             err=True,
             dim=True,
         )
