@@ -46,6 +46,8 @@ FIELD_BY_CODE = {
 STATUS_BY_CODE = {
     "run_finished": grpc.StatusCode.FAILED_PRECONDITION,
     "internal_error": grpc.StatusCode.INTERNAL,
+    "encryption_key_missing": grpc.StatusCode.UNAVAILABLE,  # the server lacks a key its data needs
+    "encryption_key_unknown": grpc.StatusCode.UNAVAILABLE,
 }
 
 
@@ -114,6 +116,8 @@ def _store_failure(error: StoreError) -> Failure:
         code, message = grpc.StatusCode.RESOURCE_EXHAUSTED, "the store is out of space"
     elif error.code == "store_unavailable":
         code, message = grpc.StatusCode.UNAVAILABLE, "the store is unavailable"
+    elif error.code == "encrypted_value_invalid":  # altered or moved between rows: retrying cannot help
+        return Failure(grpc.StatusCode.DATA_LOSS, error.message, error.code)
     else:
         code, message = grpc.StatusCode.INTERNAL, "the store could not keep this run's writes"
     return Failure(code, f"{message}; retry later", error.code, retry_after=error.retry_after)
