@@ -5,7 +5,7 @@ with encryption at rest on (``store.encryption_key``), each as a ratio to auth o
 same run (aim >= 0.95 for each credential, >= 0.9 with encryption). Rate limits are raised out of
 the way; the audit log, the shared rate-limit buckets and the key cache run as in production.
 
-    python benchmarks/auth_overhead.py [--requests 1500] [--concurrency 16]
+    python benchmarks/auth_overhead.py [--requests 1500] [--concurrency 16] [--rounds 1]
 """
 
 from __future__ import annotations
@@ -117,6 +117,12 @@ def main() -> None:
     )
     parser.add_argument("--requests", type=int, default=1500)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="Run every scenario this many times, alternating; keep the best.",
+    )
     args = parser.parse_args()
     print(f"auth overhead · {machine()} · {args.requests} requests, {args.concurrency} connections")
 
@@ -131,23 +137,19 @@ def main() -> None:
     rs = {"security": {"jwt": {"algorithms": ["RS256"], "public_key": f"file:{pem_dir / 'public.pem'}"}}}
     auth_off = {"http": {"auth": "off", "requests_per_minute": 10_000_000}}
     encrypted = {**auth_off, "store": {"encryption_key": "env:BENCH_STORE_KEY"}}
-    results = {
-        "auth off": scenario("auth off", auth_off, None, args),
-        "API key": scenario("API key", {}, api_key, args),
-        "JWT HS256": scenario(
-            "JWT HS256",
-            hs,
-            {"Authorization": "Bearer " + jwt.encode(claims(), SECRET, algorithm="HS256")},
-            args,
-        ),
-        "JWT RS256": scenario(
-            "JWT RS256",
-            rs,
-            {"Authorization": "Bearer " + jwt.encode(claims(), private, algorithm="RS256")},
-            args,
-        ),
-        "encryption on": scenario("encryption on", encrypted, None, args),
-    }
+    scenarios: list[tuple[str, dict[str, Any], Any]] = [
+        ("auth off", auth_off, None),
+        ("API key", {}, api_key),
+        ("JWT HS256", hs, {"Authorization": "Bearer " + jwt.encode(claims(), SECRET, algorithm="HS256")}),
+        ("JWT RS256", rs, {"Authorization": "Bearer " + jwt.encode(claims(), private, algorithm="RS256")}),
+        ("encryption on", encrypted, None),
+    ]
+    results: dict[str, float] = {}
+    for round_ in range(args.rounds):  # rounds alternate the scenarios; each keeps its best
+        if args.rounds > 1:
+            print(f"round {round_ + 1} of {args.rounds}")
+        for name, extra, credential in scenarios:
+            results[name] = max(results.get(name, 0.0), scenario(name, extra, credential, args))
     baseline = results["auth off"]
     print("ratios to auth off (aim >= 0.95 for credentials, >= 0.9 with encryption at rest):")
     for name, rate in results.items():
