@@ -382,6 +382,11 @@ class RunService:
         """The writer could not store some of a run's writes: that run, and only it, fails."""
         live = self._live.get(run_id)
         if live is None:
+            # A run whose ending waits for repair is no longer live; its recorder must still
+            # rewind, or the next repair would take the lost ending for a stored one.
+            pending = self._repairs.get(run_id)
+            if pending is not None:
+                pending[0].lose(error)
             return
         live.recorder.lose(error)
         live.control.fail(ErrorInfo(code=error.code, message=error.message))
