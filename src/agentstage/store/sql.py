@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import bindparam, delete, event, func, insert, select, text, update
+from sqlalchemy import bindparam, delete, event, func, insert, or_, select, text, update
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import (
     DBAPIError,
@@ -270,6 +270,33 @@ class SqlRunStore(KeyMaintenance, SecurityTables):
             query = query.where(runs.c.tenant == tenant)
         async with self.engine.connect() as connection:
             return [_run_from_row(row, self.keys) for row in (await connection.execute(query)).all()]
+
+    async def search_runs(
+        self,
+        *,
+        text: str | None = None,
+        id_prefix: str | None = None,
+        status: RunStatus | None = None,
+        limit: int = 50,
+        offset: int = 0,
+        tenant: str | None = None,
+    ) -> list[RunRecord]:
+        query = _RUN_SELECT.order_by(runs.c.created_at.desc(), runs.c.id.desc()).limit(limit).offset(offset)
+        if status is not None:
+            query = query.where(runs.c.status == status.value)
+        if tenant is not None:
+            query = query.where(runs.c.tenant == tenant)
+        if id_prefix:
+            query = query.where(runs.c.id.startswith(id_prefix.lower(), autoescape=True))
+        if text:
+            query = query.where(
+                or_(
+                    runs.c.input.icontains(text, autoescape=True),
+                    runs.c.output.icontains(text, autoescape=True),
+                )
+            )
+        async with self.engine.connect() as connection:
+            return [_run_from_row(row) for row in (await connection.execute(query)).all()]
 
     async def count_runs(self, *, status: RunStatus | None = None, tenant: str | None = None) -> int:
         query = select(func.count()).select_from(runs)
