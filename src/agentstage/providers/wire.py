@@ -107,13 +107,25 @@ def translate_sdk_error(
             )
         if status in (401, 403):
             return ModelError(
-                f"{where} refused the API key (HTTP {status})", code="auth_failed", provider=provider
+                f"{where} refused the API key (HTTP {status}): {api_message(error)}",
+                code="auth_failed",
+                provider=provider,
             )
         return ModelError(
-            f"{where} answered HTTP {status}: {error.message}",
+            f"{where} answered HTTP {status}: {api_message(error)}",
             code="provider_error",
             retryable=status >= 500 or status in retryable_statuses,
             retry_after=delay,
             provider=provider,
         )
     return ModelError(f"{where} failed: {error}", code="model_error", provider=provider)
+
+
+def api_message(error: Any) -> str:
+    """The API's own explanation from an error body (``{"error": {"message": …}}`` in both the
+    OpenAI and the Anthropic shape), else the SDK's message."""
+    body = getattr(error, "body", None)
+    detail = body.get("error", body) if isinstance(body, dict) else None
+    if isinstance(detail, dict) and isinstance(detail.get("message"), str):
+        return str(detail["message"])
+    return str(getattr(error, "message", error))
