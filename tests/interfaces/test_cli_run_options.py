@@ -168,3 +168,17 @@ def test_batch_takes_the_same_choices_and_reads_stdin(cli: Cli, tmp_path: Path) 
     log = events(cli, results[0]["run_id"])
     assert first(log, "model.response")["model"] == "batch-model"
     assert first(log, "run.queued")["options"]["max_steps"] == 3
+
+
+def test_chat_continues_the_last_conversation_with_the_same_choices(cli: Cli) -> None:
+    cli.script(SCRIPT)
+    run(cli, "My name is Ada.", "-m", "chat")
+    done = cli(
+        "chat", "-c", "-o", "temperature", "0.1", "--max-steps", "2", stdin="What is my name?\n/exit\n"
+    )
+    assert done.returncode == 0, done.stderr
+    assert "You are Ada." in done.stdout and "continuing conversation" in done.stderr
+    log = events(cli, json.loads(cli("runs", "show", "last", "--json").stdout)["run_id"])
+    assert first(log, "model.request")["params"]["temperature"] == 0.1
+    assert "Hello Ada." in [m["content"] for m in first(log, "model.request")["messages"]]
+    assert first(log, "run.queued")["options"]["max_steps"] == 2
