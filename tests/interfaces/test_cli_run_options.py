@@ -89,8 +89,12 @@ def test_continue_and_conversation_carry_the_history(cli: Cli) -> None:
     follow = json.loads(done.stdout)
     messages = [m["content"] for m in first(events(cli, follow["run_id"]), "model.request")["messages"]]
     assert messages[-3:] == ["My name is Ada.", "Hello Ada.", "What is my name?"]
-    conversation = first(events(cli, follow["run_id"]), "run.queued")["conversation_id"]
-    assert conversation == first(events(cli, opening["run_id"]), "run.queued")["conversation_id"]
+    conversation = follow["conversation_id"]
+    assert (
+        conversation
+        == opening["conversation_id"]
+        == first(events(cli, opening["run_id"]), "run.queued")["conversation_id"]
+    )
     fresh = run(cli, "Unrelated.", "-m", "chat")
     assert first(events(cli, fresh["run_id"]), "run.queued")["conversation_id"] != conversation
     again = run(cli, "And my name?", "-m", "chat", "--conversation", conversation)

@@ -161,7 +161,7 @@ class RunView:
 def format_result(record: RunRecord, output_format: str) -> str:
     """The run's answer in the requested format, as written to stdout or ``-o FILE``."""
     if output_format == "json":
-        return json.dumps(record.result(), ensure_ascii=False, indent=2)
+        return json.dumps(result_body(record), ensure_ascii=False, indent=2)
     if output_format == "markdown":
         lines = [record.output or ""]
         if record.error_code:
@@ -169,3 +169,12 @@ def format_result(record: RunRecord, output_format: str) -> str:
         lines.append(f"\n---\n*{summary_line(record)}*")
         return "\n".join(lines)
     return record.output or ""
+
+
+def result_body(record: RunRecord) -> dict[str, Any]:
+    """The run's answer in the shape every door returns, plus the conversation it belongs to (what
+    ``--conversation`` takes to continue it)."""
+    body = record.result()
+    if record.conversation_id:
+        body["conversation_id"] = record.conversation_id
+    return body

@@ -164,7 +164,7 @@ def show(
     """Show a run: status, input, answer, usage, and a timeline with streamed text merged."""
     from rich.text import Text
 
-    from agentstage.interfaces.cli.render import summary_line
+    from agentstage.interfaces.cli.render import result_body, summary_line
 
     chosen = choose_format(output_format, as_json, SHOW_FORMATS, "text")
     if raw_events and no_events:
@@ -178,7 +178,7 @@ def show(
 
     record, log = run_command(fetch)
     if chosen == "json":
-        body = {**record.result(), "input": record.input, "snapshot_hash": record.snapshot_hash}
+        body = {**result_body(record), "input": record.input, "snapshot_hash": record.snapshot_hash}
         if not no_events:
             body["events"] = [e.to_json_dict() for e in log]
         print(json.dumps(body, ensure_ascii=False, indent=2))
@@ -190,6 +190,8 @@ def show(
     out = console()
     out.print(Text(summary_line(record), style="bold"))
     out.print(Text(f"input: {record.input}"))
+    if record.conversation_id:
+        out.print(Text(f"conversation: {record.conversation_id}"))
     if record.error_code:
         out.print(Text(f"error ({record.error_code}): {record.error_message}", style="red"))
     if record.output:
