@@ -121,7 +121,8 @@ class RunView:
 
     def handle(self, event: RunEvent) -> None:
         if event.type == "message.delta":
-            self._delta(event.data["call_id"], event.data["text"])
+            data = event.data
+            self._delta(data["call_id"], data["text"])
             return
         if event.type == "tool.call":
             self._close_text()

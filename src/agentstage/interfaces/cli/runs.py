@@ -205,28 +205,34 @@ def timeline(log: list[RunEvent]) -> list[str]:
     from agentstage.interfaces.cli.render import describe_event
 
     lines: list[str] = []
-    index = 0
-    while index < len(log):
-        event = log[index]
-        stamp = event.ts.strftime("%H:%M:%S.%f")[:-3]
+    pending: list[tuple[RunEvent, dict[str, Any]]] = []  # one model call's deltas, merged when it ends
+
+    def flush() -> None:
+        if not pending:
+            return
+        first, last = pending[0][0], pending[-1][0]
+        seqs = f"{first.seq}-{last.seq}" if last.seq != first.seq else str(first.seq)
+        chunks = f"({len(pending)} chunk{'s' if len(pending) > 1 else ''})"
+        text = json.dumps("".join(str(data["text"]) for _, data in pending), ensure_ascii=False)
+        lines.append(f"{seqs:>9} {_stamp(first)} {'message':<15} {chunks} {text}")
+        pending.clear()
+
+    for event in log:
         if event.type == "message.delta":
-            first, text, call = event.seq, [], event.data["call_id"]
-            while (
-                index < len(log) and log[index].type == "message.delta" and log[index].data["call_id"] == call
-            ):
-                text.append(log[index].data["text"])
-                index += 1
-            last = log[index - 1].seq
-            seqs = f"{first}-{last}" if last != first else str(first)
-            chunks = f"({last - first + 1} chunks)" if last != first else "(1 chunk)"
-            lines.append(
-                f"{seqs:>9} {stamp} {'message':<15} {chunks} {json.dumps(''.join(text), ensure_ascii=False)}"
-            )
+            data = event.data
+            if pending and pending[0][1]["call_id"] != data["call_id"]:
+                flush()
+            pending.append((event, data))
             continue
+        flush()
         detail = describe_event(event) or _detail(event)
-        lines.append(f"{event.seq:>9} {stamp} {event.type:<15} {detail}".rstrip())
-        index += 1
+        lines.append(f"{event.seq:>9} {_stamp(event)} {event.type:<15} {detail}".rstrip())
+    flush()
     return lines
+
+
+def _stamp(event: RunEvent) -> str:
+    return event.ts.strftime("%H:%M:%S.%f")[:-3]
 
 
 def _detail(event: RunEvent) -> str:
