@@ -471,17 +471,19 @@ def load_settings(overrides: dict[str, Any] | None = None, environ: dict[str, st
 def load_settings_or_defaults(
     overrides: dict[str, Any] | None = None, environ: dict[str, str] | None = None
 ) -> tuple[Settings, str | None]:
-    """Settings for commands that only read: when the user's config file is what makes loading
-    fail, the configuration without it and the reason, so a broken file never locks anyone out
-    of their records. Any other problem is raised as usual."""
+    """Settings for commands that only read: when the user's config file cannot be read or parsed,
+    the configuration without it and the reason, so a broken file never locks anyone out of their
+    records. A file that parses but holds an invalid value is refused as usual (it says what the
+    user meant, so silently using the defaults instead would mislead)."""
     try:
-        return load_settings(overrides, environ), None
+        layers = load_layers(overrides, environ)
     except ConfigError as error:
         try:
-            settings = validate_settings(load_layers(overrides, environ, user_file=False))
+            layers = load_layers(overrides, environ, user_file=False)
         except ConfigError:
             raise error from None
-        return settings, error.message
+        return validate_settings(layers), error.message
+    return validate_settings(layers), None
 
 
 def user_config_path(settings: Settings) -> Path:
