@@ -136,9 +136,6 @@ def serve(
         auth += " + client certificates"
     if not no_http:
         check_port(host, port)
-    if grpc_port is not None:
-        check_port(grpc_host, grpc_port, "--grpc-port")
-    if not no_http:
         url = f"{scheme}://{host}:{port}"
         reloading = " · reloading when the code changes" if reload else ""
         typer.secho(
@@ -188,7 +185,7 @@ def _call(target: str) -> None:
     getattr(importlib.import_module(module), name)()
 
 
-def check_port(host: str, port: int, flag: str = "--port") -> None:
+def check_port(host: str, port: int) -> None:
     """Refuse a busy or unusable address before anything starts, in one line (uvicorn would log
     a traceback after the start-up banner and exit 3)."""
     if port == 0:
@@ -205,6 +202,6 @@ def check_port(host: str, port: int, flag: str = "--port") -> None:
         except OSError as error:
             if error.errno == errno.EADDRINUSE:
                 fail(
-                    f"port {port} on {host} is already in use; stop what uses it or pick another with {flag}"
+                    f"port {port} on {host} is already in use; stop what uses it or pick another with --port"
                 )
             fail(f"cannot listen on {host}:{port}: {error.strerror}")
