@@ -27,7 +27,7 @@ ModeOption = Annotated[
         "-m",
         metavar="MODE",
         help="Orchestration mode: auto (picks per input), chat, react or planner; "
-        "default: the config's default_mode. Not the model: that is --model.",
+        "default: the config's default_mode. The model is -M/--model (run, chat, batch).",
         show_default=False,
         autocompletion=complete_modes,
     ),
