@@ -188,3 +188,25 @@ def test_runs_list_searches_inputs_and_outputs(cli: Cli) -> None:
     assert found("100%_") == [plain] and found("%") == [plain]  # LIKE wildcards are literal
     assert found("nowhere") == []
     assert "no runs match" in cli("runs", "list", "-q", "nowhere").stderr
+
+
+def test_runs_list_searches_encrypted_runs_too(cli: Cli, tmp_path: Path) -> None:
+    from agentstage.store.crypto import generate_key
+
+    key = tmp_path / "store.key"
+    key.write_text(generate_key() + "\n", encoding="utf-8")
+    cli.script(SCRIPT, store={"encryption_key": f"file:{key}"})
+    kiwi = str(run_json(cli, "what about kiwi?")["run_id"])
+    other = str(run_json(cli, "something else")["run_id"])
+    stored = [
+        cli.home / name for name in ("agentstage.db", "agentstage.db-wal") if (cli.home / name).exists()
+    ]
+    assert stored and not any(b"kiwi" in path.read_bytes() for path in stored)  # sealed: SQL cannot match it
+
+    def found(*args: str) -> list[str]:
+        done = cli("runs", "list", *args, "--json")
+        assert done.returncode == 0, done.stderr
+        return [json.loads(line)["run_id"] for line in done.stdout.splitlines()]
+
+    assert found("-q", "KIWI") == [kiwi] and found("-q", "birds") == [kiwi] and found("-q", "Echo") == [other]
+    assert found("-q", "e", "--limit", "1") == [other] and found("-q", "e", "--offset", "1") == [kiwi]

@@ -91,6 +91,8 @@ def _run_from_row(row: Row[Any] | Any, keys: Keyring) -> RunRecord:
     return RunRecord.model_validate(data)
 
 
+SEARCH_PAGE = 500  # runs opened per query when searching sealed text
+
 _SEALED_RUN_TEXT = {"input": "runs.input", "output": "runs.output", "error_message": "runs.error_message"}
 
 
@@ -288,6 +290,8 @@ class SqlRunStore(KeyMaintenance, SecurityTables):
             query = query.where(runs.c.tenant == tenant)
         if id_prefix:
             query = query.where(runs.c.id.startswith(id_prefix.lower(), autoescape=True))
+        if text and self.keys.key_ids:  # sealed text can only be matched once it is opened
+            return await self._search_sealed(query, text, limit, offset)
         if text:
             query = query.where(
                 or_(
@@ -296,7 +300,30 @@ class SqlRunStore(KeyMaintenance, SecurityTables):
                 )
             )
         async with self.engine.connect() as connection:
-            return [_run_from_row(row) for row in (await connection.execute(query)).all()]
+            return [_run_from_row(row, self.keys) for row in (await connection.execute(query)).all()]
+
+    async def _search_sealed(self, query: Any, text: str, limit: int, offset: int) -> list[RunRecord]:
+        """Match ``text`` in opened inputs and outputs, reading the newest runs a page at a time."""
+        needle, skipped, start = text.lower(), 0, 0
+        found: list[RunRecord] = []
+        async with self.engine.connect() as connection:
+            while len(found) < limit:
+                page = query.limit(SEARCH_PAGE).offset(start)
+                rows = (await connection.execute(page)).all()
+                for record in (_run_from_row(row, self.keys) for row in rows):
+                    if (
+                        needle not in (record.input or "").lower()
+                        and needle not in (record.output or "").lower()
+                    ):
+                        continue
+                    if skipped < offset:
+                        skipped += 1
+                    elif len(found) < limit:
+                        found.append(record)
+                if len(rows) < SEARCH_PAGE:
+                    break
+                start += SEARCH_PAGE
+        return found
 
     async def count_runs(self, *, status: RunStatus | None = None, tenant: str | None = None) -> int:
         query = select(func.count()).select_from(runs)
