@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
 from agentstage.core.model import BaseProviderKind, Model, ProviderKind
 from agentstage.errors import AgentstageError, ConfigError
+from agentstage.providers.wire import DEFAULT_KEY_REFERENCES, missing_secrets
 
 log = logging.getLogger("agentstage.providers")
 ENTRY_POINT_GROUP = "agentstage.providers"
@@ -54,15 +54,13 @@ class _KeyedKind(BaseProviderKind):
     default_key = ""
 
     def check(self, options: dict[str, Any]) -> str | None:
-        reference = str(options.get("api_key", self.default_key))
-        if reference.startswith("env:") and not options.get("base_url") and not os.environ.get(reference[4:]):
-            return f"{reference[4:]} is not set"
-        return None
+        missing = missing_secrets(self.name, options)  # the one rule for every env: reference
+        return f"{' and '.join(missing)} is not set" if missing else None
 
 
 class OpenAIKind(_KeyedKind):
     name = "openai"
-    default_key = "env:OPENAI_API_KEY"
+    default_key = DEFAULT_KEY_REFERENCES["openai"]
 
     def build(self, name: str, model: str | None, options: dict[str, Any], params: dict[str, Any]) -> Model:
         from agentstage.providers.openai import OpenAIModel
@@ -79,7 +77,7 @@ class OpenAIKind(_KeyedKind):
 
 class AnthropicKind(_KeyedKind):
     name = "anthropic"
-    default_key = "env:ANTHROPIC_API_KEY"
+    default_key = DEFAULT_KEY_REFERENCES["anthropic"]
 
     def build(self, name: str, model: str | None, options: dict[str, Any], params: dict[str, Any]) -> Model:
         from agentstage.providers.anthropic import AnthropicModel

@@ -33,8 +33,15 @@ if TYPE_CHECKING:
 RESTART_SECTIONS = ("store", "http", "grpc", "runtime", "home", "env", "tools")
 
 
+# Settings whose names look secret to the masking rules but whose values are modes, not secrets.
+NOT_SECRET = (("http", "auth"),)
+
+
 def masked_config(settings: Settings) -> dict[str, Any]:
-    masked: dict[str, Any] = mask(settings.model_dump(mode="json"))
+    plain = settings.model_dump(mode="json")
+    masked: dict[str, Any] = mask(plain)
+    for section, key in NOT_SECRET:
+        masked[section][key] = plain[section][key]
     return masked
 
 

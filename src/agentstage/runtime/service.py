@@ -468,8 +468,21 @@ class RunService:
         return await self.store.events(run_id, after=after, limit=limit)
 
     async def list_runs(
-        self, *, status: RunStatus | None = None, limit: int = 50, offset: int = 0, tenant: str | None = None
+        self,
+        *,
+        status: RunStatus | None = None,
+        limit: int = 50,
+        offset: int = 0,
+        tenant: str | None = None,
+        query: str | None = None,
+        id_prefix: str | None = None,
     ) -> list[RunRecord]:
+        """Runs newest first; ``query`` keeps those whose input or output contains it, ``id_prefix``
+        those whose id starts with it."""
+        if query or id_prefix:
+            return await self.store.search_runs(
+                text=query, id_prefix=id_prefix, status=status, limit=limit, offset=offset, tenant=tenant
+            )
         return await self.store.list_runs(status=status, limit=limit, offset=offset, tenant=tenant)
 
     async def count_runs(self, *, status: RunStatus | None = None, tenant: str | None = None) -> int:

@@ -18,7 +18,8 @@ from agentstage.core.prompts import PromptLibrary
 from agentstage.errors import ConfigError, ForbiddenError, StoreError
 from agentstage.observability.logging import configure_json_logging
 from agentstage.providers.registry import build_model, check_provider
-from agentstage.providers.resilience import BreakerRegistry, ResilientModel
+from agentstage.providers.resilience import BreakerRegistry, ResilientModel, UnavailableModel
+from agentstage.providers.wire import missing_secrets
 from agentstage.runtime.batches import BatchService
 from agentstage.runtime.catalog import ToolCatalog, ToolServerSpec, ToolSource
 from agentstage.runtime.config_view import check_sql_database
@@ -59,11 +60,23 @@ class ModelChains:
     def __call__(self, profile_name: str) -> Model:
         settings = self.settings
         profile = settings.profile(profile_name)
-        chain = []
+        chain: list[Model] = []
         for entry in profile.chain:
             provider = settings.providers[entry.provider]
+            missing = missing_secrets(provider.type, provider.options())
+            if missing:  # skipped with a fallback notice; only a chain with nothing usable fails
+                reason = f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set"
+                chain.append(UnavailableModel(entry.provider, entry.model or "", reason))
+                continue
             params = {**profile.params, **entry.params}
             chain.append(build_model(provider.type, entry.provider, entry.model, provider.options(), params))
+        if all(isinstance(model, UnavailableModel) for model in chain):
+            reasons = "; ".join(f"{m.provider}: {m.reason}" for m in chain if isinstance(m, UnavailableModel))
+            raise ConfigError(
+                f"profile {profile_name!r} has no usable provider ({reasons}); set the key or choose "
+                "another profile",
+                code="no_usable_provider",
+            )
         return ResilientModel(chain, settings.retry, self.breakers)
 
 

@@ -108,6 +108,20 @@ class RunStore(Protocol):
 
     async def count_runs(self, *, status: RunStatus | None = None, tenant: str | None = None) -> int: ...
 
+    async def search_runs(
+        self,
+        *,
+        text: str | None = None,
+        id_prefix: str | None = None,
+        status: RunStatus | None = None,
+        limit: int = 50,
+        offset: int = 0,
+        tenant: str | None = None,
+    ) -> list[RunRecord]:
+        """Runs whose input or output contains ``text`` (any case) and whose id starts with
+        ``id_prefix``, newest first; with a ``tenant``, only that tenant's."""
+        ...
+
     async def unfinished_runs(self) -> list[RunRecord]: ...
 
     async def events(self, run_id: str, *, after: int = 0, limit: int | None = None) -> list[RunEvent]: ...
