@@ -13,6 +13,7 @@ steps or tools at WARN, a failed run at ERROR.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import logging
@@ -156,10 +157,13 @@ def configure_logging(
     """Send the ``agentstage`` loggers to ``stream`` (stderr) through a writer thread. Calling it
     again replaces the previous set-up (a new level or format)."""
     global _listener
+    if _listener is None:
+        atexit.register(stop_logging)
     stop_logging()
     target = logging.StreamHandler(stream or sys.stderr)
     target.setFormatter(formatter(kind))
     handler = BoundedQueueHandler(capacity)
+    handler.setLevel(LEVELS.get(level, logging.INFO))  # a capture (below) may lower the logger's level
     _listener = logging.handlers.QueueListener(handler.queue, target, respect_handler_level=False)
     _listener.start()
     root = logging.getLogger("agentstage")

@@ -32,6 +32,7 @@ from agentstage.runtime.keys import KeyService
 from agentstage.runtime.security import AuditTrail, build_guard
 from agentstage.runtime.service import ModelFactory, RunService
 from agentstage.runtime.store_keys import StoreKeyService
+from agentstage.runtime.traces import TraceService
 from agentstage.settings import Settings
 from agentstage.store.crypto import Keyring, parse_key
 from agentstage.store.sql import SqlRunStore
@@ -51,6 +52,7 @@ class Services:
     audit: AuditTrail
     store_keys: StoreKeyService
     telemetry: Telemetry
+    traces: TraceService
 
 
 class ModelChains:
@@ -179,6 +181,7 @@ def build_services(settings: Settings) -> Services:
         audit=AuditTrail(runs.store),
         store_keys=StoreKeyService(runs.store),
         telemetry=telemetry,
+        traces=TraceService(runs, telemetry),
     )
 
 
@@ -217,13 +220,32 @@ def configure_logging(settings: Settings) -> None:
     configure_log_lines(logging.level, logging.format, capacity=logging.queue_size)
 
 
-def prepare_metrics(workers: int) -> None:
+def configure_cli_logging(settings: Settings) -> None:
+    """Commands log readable lines at WARN, so logs do not mix with the answer; AGENT_LOG_LEVEL and
+    AGENT_LOG_FORMAT (or logging.format) choose otherwise."""
+    level = settings.logging.level if os.environ.get("AGENT_LOG_LEVEL") else "warn"
+    kind = settings.logging.format if os.environ.get("AGENT_LOG_FORMAT") else "console"
+    configure_log_lines(level, kind, capacity=settings.logging.queue_size)
+
+
+def configure_log_lines_for_debug(settings: Settings, verbose: bool) -> None:
+    """``agent debug``: readable lines as the run goes, DEBUG with ``--verbose``."""
+    level = "debug" if verbose else settings.logging.level if os.environ.get("AGENT_LOG_LEVEL") else "warn"
+    configure_log_lines(level, "console", capacity=settings.logging.queue_size)
+
+
+def prepare_metrics() -> None:
     """Before ``agent serve`` starts its workers: give them one fresh directory for their metric
     values, so any worker's /metrics adds up all of them (kept if PROMETHEUS_MULTIPROC_DIR is set)."""
+    import atexit
+    import shutil
     import tempfile
 
     from agentstage.observability.metrics import MULTIPROC_ENV, prepare_directory
 
-    directory = os.environ.get(MULTIPROC_ENV) or tempfile.mkdtemp(prefix="agentstage-metrics-")
+    directory = os.environ.get(MULTIPROC_ENV)
+    if directory is None:
+        directory = tempfile.mkdtemp(prefix="agentstage-metrics-")
+        atexit.register(shutil.rmtree, directory, True)
     prepare_directory(Path(directory))
     os.environ[MULTIPROC_ENV] = directory

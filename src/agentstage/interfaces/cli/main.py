@@ -5,7 +5,20 @@ from __future__ import annotations
 import typer
 
 from agentstage import __version__
-from agentstage.interfaces.cli import audit, batch, chat, config, keys, run, runs, serve, store, tools
+from agentstage.interfaces.cli import (
+    audit,
+    batch,
+    chat,
+    config,
+    debug,
+    keys,
+    run,
+    runs,
+    serve,
+    store,
+    tools,
+    trace,
+)
 from agentstage.interfaces.cli import eval as eval_cli
 
 app = typer.Typer(
@@ -32,9 +45,11 @@ def main(
 
 
 app.command("run")(run.run)
+app.command("debug")(debug.debug)
 app.command("chat")(chat.chat)
 app.command("batch")(batch.batch)
 app.add_typer(runs.app, name="runs")
+app.add_typer(trace.app, name="trace")
 app.add_typer(config.config_app, name="config")
 app.add_typer(config.profile_app, name="profile")
 app.add_typer(tools.app, name="tool")
