@@ -65,7 +65,7 @@ class Receiver(trace_service_pb2_grpc.TraceServiceServicer, metrics_service_pb2_
         self.raw: list[bytes] = []
         self.lock = threading.Lock()
 
-    def Export(self, request: Any, context: Any) -> Any:  # noqa: N802 (the proto's name)
+    def Export(self, request: Any, context: Any) -> Any:
         with self.lock:
             self.raw.append(request.SerializeToString())
             if isinstance(request, trace_service_pb2.ExportTraceServiceRequest):
