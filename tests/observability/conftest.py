@@ -147,7 +147,7 @@ class ObservedServer(Server):
             time.sleep(0.1)
         raise AssertionError("the server did not start:\n" + self.log_path.read_text())
 
-    def key(self, role: str, name: str) -> str:
+    def new_key(self, role: str, name: str) -> str:
         return self.agent("keys", "create", "--name", name, "--role", role).strip()
 
     def log_lines(self) -> list[dict[str, Any]]:
