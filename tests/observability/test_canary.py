@@ -29,7 +29,10 @@ def test_the_canary_never_reaches_a_log_span_event_or_snapshot(
     bearer = f"Bearer {secrets.token_hex(16)}"  # a credential by its shape, known to nobody
     script = {
         "responses": [
-            {"text": "Checking.", "tool_calls": [{"name": "math.calculate", "arguments": {"expression": "6*7"}}]},
+            {
+                "text": "Checking.",
+                "tool_calls": [{"name": "math.calculate", "arguments": {"expression": "6*7"}}],
+            },
             {"text": f"Done; I will not repeat {from_config}."},
         ]
     }
@@ -49,7 +52,9 @@ def test_the_canary_never_reaches_a_log_span_event_or_snapshot(
     try:
         with server.client() as client:
             result = client.post("/api/v1/agent/run", json={"input": question, "mode": "react"}).json()
-            with client.stream("POST", "/api/v1/agent/run/stream", json={"input": question, "mode": "react"}) as sse:
+            with client.stream(
+                "POST", "/api/v1/agent/run/stream", json={"input": question, "mode": "react"}
+            ) as sse:
                 streamed = "".join(sse.iter_text())
             snapshot = client.get(f"/api/v1/agent/status/{result['run_id']}").text
         collector.wait_for(lambda s: s["attributes"].get("agentstage.run_id") == result["run_id"]
