@@ -52,7 +52,7 @@ async def test_a_react_run_is_kept_as_a_span_tree(home: Path) -> None:
         (2, "llm.generate"),
         (2, "llm.parse"),
     ]
-    root = spans[0]
+    root = arrange(spans)[0].span
     assert root.trace_id == record.trace_id and root.parent_span_id is None
     assert root.attributes["agentstage.door"] == "sdk"  # started from Python, not through a door
     assert all(span.run_id == record.id and span.status == "unset" for span in spans)
