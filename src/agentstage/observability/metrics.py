@@ -54,9 +54,18 @@ class _Metric:
         self._otel_keys = tuple(_otel_key(label) for label in self.labels)
         self.prom: Any = None
         self.otel: Any = None
+        self._children: dict[tuple[str, ...], Any] = {}
 
     def _child(self, labels: dict[str, str]) -> Any:
-        return self.prom.labels(**labels) if self.labels else self.prom
+        """The labelled child, looked up once per label values (prometheus_client's own look-up
+        validates and locks on every call)."""
+        if not self.labels:
+            return self.prom
+        key = tuple(str(labels[name]) for name in self.labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.prom.labels(*key)
+        return child
 
     def _attributes(self, labels: dict[str, str]) -> dict[str, str]:
         return {key: str(labels[label]) for key, label in zip(self._otel_keys, self.labels, strict=True)}

@@ -176,6 +176,9 @@ class RunTraces:
         if run is None:
             return  # its beginning was never seen here (dropped, or another process's run)
         at = ns(event.ts)
+        if isinstance(payload, MessageDelta):  # the most frequent event: decided first
+            self._delta(run, payload, at)
+            return
         match payload:
             case RunStarted():
                 run.mode = payload.mode
@@ -196,8 +199,6 @@ class RunTraces:
                 )
                 run.provider, run.model = run.provider or payload.provider, run.model or payload.model
                 self._place(run, event.span_id, started, run.loose_calls)
-            case MessageDelta():
-                self._delta(run, payload, at)
             case ModelRetried() | ModelFellBack():
                 call = self._find_call(run, event.span_id, payload.call_id)
                 if call is not None:
