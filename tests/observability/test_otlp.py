@@ -5,12 +5,17 @@ fails a run (it is reported once)."""
 from __future__ import annotations
 
 import secrets
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from conftest import Cli
 from http_api.conftest import sse_events
 
 from .conftest import TOOL_THEN_ANSWER, ObservedServer, Receiver, scripted
@@ -212,3 +217,37 @@ def test_an_unreachable_collector_never_fails_a_run_and_is_reported_once(
         assert "invoke_agent react" in shown and "execute_tool math.calculate" in shown
     finally:
         server.stop()
+
+
+def test_agent_run_exports_over_otlp_http_protobuf_by_default(tmp_path: Path) -> None:
+    """The default protocol (HTTP/protobuf, the endpoint's /v1/traces), from a command that exits
+    right after its run: spans still leave before it does."""
+    received: list[bytes] = []
+
+    class Collector(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.end_headers()
+            self.wfile.write(b"")
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Collector)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        cli = Cli(tmp_path)
+        cli.configure(scripted(TOOL_THEN_ANSWER))
+        cli.env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{server.server_port}"
+        done = cli("run", "what is 6*7?", "--mode", "react")
+        assert done.returncode == 0, done.stderr
+    finally:
+        server.shutdown()
+    names = set()
+    for body in received:
+        request = ExportTraceServiceRequest.FromString(body)
+        names |= {s.name for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans}
+    assert {"invoke_agent react", "execute_tool math.calculate", "tool.run", "llm.parse"} <= names
