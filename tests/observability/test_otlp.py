@@ -222,11 +222,11 @@ def test_an_unreachable_collector_never_fails_a_run_and_is_reported_once(
 def test_agent_run_exports_over_otlp_http_protobuf_by_default(tmp_path: Path) -> None:
     """The default protocol (HTTP/protobuf, the endpoint's /v1/traces), from a command that exits
     right after its run: spans still leave before it does."""
-    received: list[bytes] = []
+    received: dict[str, list[bytes]] = {}
 
     class Collector(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
-            received.append(self.rfile.read(int(self.headers["Content-Length"])))
+            received.setdefault(self.path, []).append(self.rfile.read(int(self.headers["Content-Length"])))
             self.send_response(200)
             self.send_header("Content-Type", "application/x-protobuf")
             self.end_headers()
@@ -246,8 +246,10 @@ def test_agent_run_exports_over_otlp_http_protobuf_by_default(tmp_path: Path) ->
         assert done.returncode == 0, done.stderr
     finally:
         server.shutdown()
+        server.server_close()
+    assert "/v1/metrics" in received  # the metrics went too, to their own path
     names = set()
-    for body in received:
+    for body in received["/v1/traces"]:
         request = ExportTraceServiceRequest.FromString(body)
         names |= {s.name for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans}
     assert {"invoke_agent react", "execute_tool math.calculate", "tool.run", "llm.parse"} <= names
