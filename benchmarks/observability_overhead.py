@@ -53,6 +53,9 @@ SETTINGS: dict[str, dict[str, Any]] = {
 }
 
 
+DEVNULL = open(os.devnull, "w")
+
+
 async def measure(runs: int, concurrency: int, observed: dict[str, Any]) -> float:
     """Seconds for ``runs`` runs with at most ``concurrency`` in flight."""
     config = {
@@ -64,25 +67,24 @@ async def measure(runs: int, concurrency: int, observed: dict[str, Any]) -> floa
         **observed,
     }
     settings = load_settings(config)
-    with open(os.devnull, "w") as sink:  # noqa: PTH123
-        configure_logging(settings.logging.level, "json", stream=sink)
-        services = build_services(settings)
-        gate = asyncio.Semaphore(concurrency)
-        async with services.runs as service:
+    configure_logging(settings.logging.level, "json", stream=DEVNULL)
+    services = build_services(settings)
+    gate = asyncio.Semaphore(concurrency)
+    async with services.runs as service:
 
-            async def one() -> None:
-                async with gate:
-                    record = await service.run(RunRequest(input="what is 6*7?", mode="react"))
-                    assert record.output == "The answer is 42.", record.error_message
+        async def one() -> None:
+            async with gate:
+                record = await service.run(RunRequest(input="what is 6*7?", mode="react"))
+                assert record.output == "The answer is 42.", record.error_message
 
-            started = time.perf_counter()
-            await asyncio.gather(*(one() for _ in range(runs)))
-            elapsed = time.perf_counter() - started
-            if observed["tracing"]["enabled"]:
-                await services.telemetry.flush()
-                spans = await service.store.spans(run_id=(await service.list_runs(limit=1))[0].id)
-                assert len(spans) == 12, [s.name for s in spans]
-        stop_logging()
+        started = time.perf_counter()
+        await asyncio.gather(*(one() for _ in range(runs)))
+        elapsed = time.perf_counter() - started
+        if observed["tracing"]["enabled"]:
+            await services.telemetry.flush()
+            spans = await service.store.spans(run_id=(await service.list_runs(limit=1))[0].id)
+            assert len(spans) == 12, [s.name for s in spans]
+    stop_logging()
     return elapsed
 
 

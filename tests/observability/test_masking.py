@@ -39,6 +39,7 @@ KEPT = [
     "max_tokens: 512 and input_tokens 40",
     "api_key: env:OPENAI_API_KEY",
     "the risk-free rate is 4%",
+    "principal api_key:tests (the key's name, not the key)",
     '{"max_tokens":512,"temperature":0.2}',
 ]
 

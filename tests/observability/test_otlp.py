@@ -253,3 +253,51 @@ def test_agent_run_exports_over_otlp_http_protobuf_by_default(tmp_path: Path) ->
         request = ExportTraceServiceRequest.FromString(body)
         names |= {s.name for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans}
     assert {"invoke_agent react", "execute_tool math.calculate", "tool.run", "llm.parse"} <= names
+
+
+def test_a_grpc_call_continues_the_callers_trace_into_its_run(
+    receiver: tuple[Receiver, int], tmp_path: Path
+) -> None:
+    import asyncio
+    import importlib.util
+    import sys
+
+    from agentstage.interfaces.grpc.gen import agent_pb2 as pb
+
+    if "grpc_harness" not in sys.modules:  # the gRPC tests' harness, shared
+        spec = importlib.util.spec_from_file_location(
+            "grpc_harness", Path(__file__).parents[1] / "grpc" / "grpc_harness.py"
+        )
+        assert spec is not None and spec.loader is not None
+        sys.modules["grpc_harness"] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules["grpc_harness"])
+    harness = sys.modules["grpc_harness"]
+
+    collector, port = receiver
+    server = harness.GrpcServer(tmp_path)
+    server.env |= {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+    }
+    server.start()
+    client_trace, client_span = secrets.token_hex(16), secrets.token_hex(8)
+
+    async def call() -> Any:
+        async with server.channel() as channel:
+            agent, _, _ = harness.stubs(channel)
+            metadata = (*server.metadata, ("traceparent", f"00-{client_trace}-{client_span}-01"))
+            return await agent.Execute(pb.ExecuteRequest(input="calc 6*7", mode="react"), metadata=metadata)
+
+    try:
+        run = asyncio.run(call())
+    finally:
+        server.stop()
+    spans = tree_of(collector, run.run_id)
+    (server_span,) = spans["/agentstage.v1.AgentService/Execute"]
+    assert server_span["trace_id"] == client_trace and server_span["parent_span_id"] == client_span
+    assert server_span["kind"] == SERVER and server_span["attributes"]["rpc.system"] == "grpc"
+    assert server_span["attributes"]["rpc.grpc.status_code"] == "OK"
+    (root,) = spans["invoke_agent react"]
+    assert (
+        root["parent_span_id"] == server_span["span_id"] and root["attributes"]["agentstage.door"] == "grpc"
+    )

@@ -50,7 +50,7 @@ _SHAPES = re.compile(
 )
 _AUTH_SCHEME = re.compile(r"(?P<scheme>\b(?:bearer|basic)\s+)[A-Za-z0-9._~+/=-]{8,}", re.I)
 _ASSIGNMENT = re.compile(
-    r"(?P<name>(?:passw(?:or)?d|secret|key|token)[A-Za-z0-9_]*)(?P<sep>\s*[:=]\s*)"
+    r"(?P<name>(?:passw(?:or)?d|secret|key|token)[A-Za-z0-9_]*)(?P<sep>\s*=\s*|\s*:\s+)"
     r"(?![0-9.]+(?:[\s\"'\\,;&]|$))(?P<value>[^\s\"'\\,;&]{4,})",
     re.I,
 )
@@ -67,7 +67,7 @@ _FAMILIES: list[tuple[tuple[str, ...], re.Pattern[str], Any]] = [
     (("sk-", "ags_", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "xox", "akia", "eyj"), _SHAPES, MASK),
     (("bearer", "basic"), _AUTH_SCHEME, lambda m: f"{m['scheme']}{MASK}"),
     (("://",), _URL_PASSWORD, lambda m: f"{m['scheme']}{m['user']}:{MASK}@"),
-    (("passw", "secret", "key=", "key:", "key =", "token=", "token:", "token ="), _ASSIGNMENT, _assignment),
+    (("passw", "secret", "key=", "key: ", "key =", "token=", "token: ", "token ="), _ASSIGNMENT, _assignment),
 ]
 _TRIGGERS = tuple(trigger for triggers, _, _ in _FAMILIES for trigger in triggers)
 

@@ -30,7 +30,18 @@ from agentstage.settings import Settings, deep_merge, load_layers, user_config_p
 if TYPE_CHECKING:
     from agentstage.runtime.service import RunService
 
-RESTART_SECTIONS = ("store", "http", "grpc", "runtime", "home", "env", "tools", "logging", "tracing", "metrics")
+RESTART_SECTIONS = (
+    "store",
+    "http",
+    "grpc",
+    "runtime",
+    "home",
+    "env",
+    "tools",
+    "logging",
+    "tracing",
+    "metrics",
+)
 
 
 def masked_config(settings: Settings) -> dict[str, Any]:

@@ -11,6 +11,7 @@ starts a new trace.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
 from collections.abc import Iterator, Mapping
@@ -64,7 +65,8 @@ def through(door: str) -> Iterator[None]:
     try:
         yield
     finally:
-        _door.reset(token)
+        with contextlib.suppress(ValueError):  # a stream closed from another context
+            _door.reset(token)
 
 
 class RequestScope(Protocol):

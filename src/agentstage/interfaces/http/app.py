@@ -28,7 +28,16 @@ from agentstage.interfaces.http.middleware.rate_limit import RateLimitMiddleware
 from agentstage.interfaces.http.middleware.request_log import RequestLogMiddleware
 from agentstage.interfaces.http.middleware.tracing import TracingMiddleware
 from agentstage.interfaces.http.openapi import build_openapi
-from agentstage.interfaces.http.routes import alias, audit, config, conversations, health, metrics, runs, tools
+from agentstage.interfaces.http.routes import (
+    alias,
+    audit,
+    config,
+    conversations,
+    health,
+    metrics,
+    runs,
+    tools,
+)
 from agentstage.runtime.wiring import Services, build_services, configure_logging
 from agentstage.settings import Settings, load_settings
 
