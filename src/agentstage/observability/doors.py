@@ -5,7 +5,7 @@ the headers or gRPC metadata) becomes the parent of a SERVER span, which is curr
 call is served — so a run started inside continues the caller's trace — and the call is counted
 in ``agent_door_requests_total`` when it ends.
 
-A gRPC server interceptor plugs in the same way as the HTTP middleware::
+The gRPC interceptor (``interfaces/grpc/interceptor.py``) plugs in like the HTTP middleware::
 
     with observe.through("grpc"), telemetry.doors.request(
         "grpc", method, dict(metadata), {"rpc.system": "grpc", "rpc.method": method}
