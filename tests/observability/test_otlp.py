@@ -126,6 +126,17 @@ def test_a_react_run_with_a_tool_arrives_as_the_genai_span_tree(
         if parent is not None:
             assert parent["start"] <= span["start"] and span["end"] <= parent["end"], span["name"]
 
+    # The request's access log line carries the trace and the server span.
+    deadline = time.monotonic() + 10
+    access: list[dict[str, Any]] = []
+    while not access and time.monotonic() < deadline:
+        access = [line for line in served.log_lines()
+                  if line.get("message") == "http.request" and line.get("trace_id") == client_trace]  # fmt: skip
+        time.sleep(0.1)
+    assert (
+        access and access[0]["span_id"] == server_span["span_id"] and access[0]["path"] == "/api/v1/agent/run"
+    )
+
     # The run's events (streamed as SSE) carry the caller's trace id too.
     with (
         served.client() as client,

@@ -139,6 +139,10 @@ class BoundedQueueHandler(logging.handlers.QueueHandler):
         self.dropped = 0
 
     def enqueue(self, record: logging.LogRecord) -> None:
+        if getattr(record, "trace_id", None) is None:  # the writer thread cannot see this context
+            current = _current_span()
+            if current is not None:
+                record.trace_id, record.span_id = current
         try:
             self.queue.put_nowait(record)
         except queue.Full:

@@ -64,7 +64,7 @@ class Telemetry:
         self.tracer_provider: TracerProvider | None = None
         tracer: Tracer = NoOpTracer()
         if tracing.enabled:
-            self.tracer_provider = TracerProvider(resource=self.resource)
+            self.tracer_provider = TracerProvider(resource=self.resource, shutdown_on_exit=False)
             if self.keeper is not None:
                 self.tracer_provider.add_span_processor(StoreProcessor(self.keeper))
             if self.otlp is not None:

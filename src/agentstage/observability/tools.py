@@ -97,7 +97,7 @@ class InstrumentedTool:
             return result
         finally:
             end = time.time_ns()
-            if context.call_id:
+            if context.run_id and context.call_id:  # a tool run outside a run has no span to join
                 checked = validated or (start, start)
                 TIMINGS.put(context.run_id, context.call_id, ToolTiming(*checked, start, end, failed))
 
