@@ -19,6 +19,7 @@ from agentstage.observability.logging import (
     stop_logging,
 )
 from agentstage.observability.masking import MASK, mask, redact, redact_json, remember_secrets
+from agentstage.observability.metrics import exposition
 
 SHAPED = [
     ("key sk-proj-abcdefghijklmnopqrstuvwxyz012345 here", "key *** here"),
@@ -118,6 +119,8 @@ def test_a_full_log_queue_drops_lines_and_counts_them() -> None:
     for index in range(5):
         handler.handle(record(f"line {index}"))
     assert handler.dropped == 3 and handler.queue.qsize() == 2
+    text = exposition()[0].decode()
+    assert 'agent_observability_dropped_total{what="log_lines"}' in text
 
 
 def test_configured_logging_writes_through_its_thread_at_the_level_asked() -> None:

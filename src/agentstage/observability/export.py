@@ -24,6 +24,7 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, Trace
 
 from agentstage import __version__
 from agentstage.core.records import SpanRecord
+from agentstage.observability import metrics
 from agentstage.observability.config import TracingSettings
 
 log = logging.getLogger("agentstage.observability")
@@ -56,6 +57,7 @@ class SpanKeeper:
         if len(self._pending) >= self.max_pending:
             self._pending.popleft()
             self.dropped += 1
+            metrics.dropped("spans")
             if self.dropped == 1:
                 log.warning("spans are produced faster than the store takes them; dropping (counted)")
         self._pending.append(span)
@@ -79,6 +81,7 @@ class SpanKeeper:
                 except Exception as error:  # the store's trouble is reported by the run writes; count ours
                     self.failures += 1
                     self.dropped += len(spans)
+                    metrics.dropped("spans", len(spans))
                     if self.failures == 1:
                         log.warning("spans could not be stored (%s: %s); they are dropped, counted",
                                     type(error).__name__, error)  # fmt: skip

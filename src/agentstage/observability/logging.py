@@ -147,6 +147,9 @@ class BoundedQueueHandler(logging.handlers.QueueHandler):
             self.queue.put_nowait(record)
         except queue.Full:
             self.dropped += 1
+            from agentstage.observability.metrics import dropped
+
+            dropped("log_lines")
 
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
         return record  # formatting happens on the writer thread

@@ -225,6 +225,15 @@ def detach_meter() -> None:
             metric.otel = None
 
 
+def dropped(what: str, count: int = 1) -> None:
+    """Count observation data dropped to keep runs fast (``spans``, ``log_lines``)."""
+    counter(
+        "agent_observability_dropped_total",
+        "Spans and log lines dropped because their writer could not keep up.",
+        ("what",),
+    ).inc(count, what=what)
+
+
 # exposition ------------------------------------------------------------------------------------
 
 
