@@ -10,6 +10,7 @@ import secrets
 
 import pytest
 
+from agentstage.observability import logging as log_lines
 from agentstage.observability import masking
 from agentstage.observability.logging import (
     BoundedQueueHandler,
@@ -126,7 +127,7 @@ def test_a_full_log_queue_drops_lines_and_counts_them() -> None:
 def test_configured_logging_writes_through_its_thread_at_the_level_asked() -> None:
     stream = io.StringIO()
     root = logging.getLogger("agentstage")
-    before = (list(root.handlers), root.level, root.propagate)
+    before = (list(root.handlers), root.level, root.propagate, log_lines._listener)
     configure_logging("warn", "json", stream=stream)
     try:
         log = logging.getLogger("agentstage.test")
@@ -134,6 +135,8 @@ def test_configured_logging_writes_through_its_thread_at_the_level_asked() -> No
         log.warning("shown with Bearer abcdefghijkl")
     finally:
         stop_logging()
-        root.handlers[:], root.level, root.propagate = before
+        root.handlers[:], root.level, root.propagate, log_lines._listener = before
+        if log_lines._listener is not None:  # the process's own log writer, as it was
+            log_lines._listener.start()
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert [line["message"] for line in lines] == ["shown with Bearer ***"]

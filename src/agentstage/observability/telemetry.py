@@ -7,6 +7,7 @@ doors' source of server spans and request counts. Each part can be turned off on
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -123,6 +124,10 @@ class Telemetry:
         """Store the last spans, export what is pending (a few seconds at most), stop."""
         if self.keeper is not None:
             await self.keeper.aclose()
+        await asyncio.to_thread(self._shutdown_exporters)  # they wait on the network: not on the loop
+        m.process_exiting()
+
+    def _shutdown_exporters(self) -> None:
         if self.tracer_provider is not None:
             self.tracer_provider.shutdown()  # also shuts the OTLP processor down, after a flush
         elif self.otlp is not None:
@@ -130,7 +135,6 @@ class Telemetry:
         if self.meter_provider is not None:
             self.meter_provider.shutdown(timeout_millis=5000)
             m.detach_meter()
-        m.process_exiting()
 
     def _start_otlp_metrics(self, endpoint: str, protocol: str, interval: float) -> None:
         from opentelemetry.sdk.metrics import MeterProvider
