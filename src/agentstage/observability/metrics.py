@@ -138,10 +138,11 @@ def _get(cls: type[_Metric], name: str, documentation: str, labels: Sequence[str
             return found
         metric = cls(name, documentation, labels, otel_name or _default_otel_name(name), unit)
         metric.prom = build(registry=_prometheus_registry())
-        if _meter is not None:
-            metric._attach(_meter)
         _metrics[name] = metric
-        return metric
+        meter = _meter
+    if meter is not None:  # outside the lock: OpenTelemetry may log, and logging may count drops here
+        metric._attach(meter)
+    return metric
 
 
 def counter(
@@ -213,8 +214,9 @@ def attach_meter(meter: Any) -> None:
     global _meter
     with _lock:
         _meter = meter
-        for metric in _metrics.values():
-            metric._attach(meter)
+        known = list(_metrics.values())
+    for metric in known:
+        metric._attach(meter)
 
 
 def detach_meter() -> None:
