@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from agentstage.access.config import SecretsSettings, SecuritySettings, env_references
 from agentstage.core.limits import RunLimits
 from agentstage.errors import ConfigError, UnknownProfileError
+from agentstage.observability.config import LoggingSettings, MetricsSettings, TracingSettings
 from agentstage.providers.resilience import RetryPolicy
 from agentstage.resources import instance_config, sample_database
 from agentstage.types import Mode
@@ -194,10 +195,6 @@ class Price(Strict):
     cached_input: float | None = Field(default=None, ge=0)
 
 
-class LoggingSettings(Strict):
-    level: Literal["debug", "info", "warning", "error"] = "info"
-
-
 def _default_providers() -> dict[str, ProviderSettings]:
     return {
         "local": ProviderSettings(type="local"),
@@ -258,6 +255,8 @@ class Settings(Strict):
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     pricing: dict[str, Price] = Field(default_factory=_default_pricing)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     secrets: SecretsSettings = Field(default_factory=SecretsSettings)
@@ -424,6 +423,8 @@ def _env_layer(environ: dict[str, str]) -> dict[str, Any]:
             path = ["default_profile"]
         if path == ["mode"]:
             path = ["default_mode"]
+        if path in (["log_level"], ["log_format"]):
+            path = ["logging", path[0][4:]]
         try:
             value: Any = json.loads(raw)
         except json.JSONDecodeError:

@@ -20,12 +20,15 @@ pytestmark = pytest.mark.anyio
 
 
 def test_head_names_the_newest_migration() -> None:
-    revisions = []
+    """HEAD is the one revision no other revision builds on (ids are not ordered by name)."""
+    revisions, parents = set(), set()
     for path in (migrations.DIRECTORY / "versions").glob("*.py"):
         text = path.read_text(encoding="utf-8")
         if "revision = " in text:
-            revisions.append(text.split('revision = "', 1)[1].split('"', 1)[0])
-    assert migrations.HEAD == max(revisions)
+            revisions.add(text.split('revision = "', 1)[1].split('"', 1)[0])
+            if 'down_revision = "' in text:
+                parents.add(text.split('down_revision = "', 1)[1].split('"', 1)[0])
+    assert revisions - parents == {migrations.HEAD}
 
 
 async def test_open_migrates_a_new_file_and_reopening_is_a_no_op(tmp_path: Path) -> None:

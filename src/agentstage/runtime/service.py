@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import secrets
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from agentstage.core.orchestrators import parse_mode
 from agentstage.core.prompts import PromptLibrary
 from agentstage.core.records import MessageRecord, RunRecord
 from agentstage.errors import AgentstageError, ConflictError, InvalidInputError, NotFoundError, StoreError
+from agentstage.runtime import observe
 from agentstage.runtime.catalog import ToolCatalog, ToolServerSpec
 from agentstage.runtime.execution import ConfigSnapshots, ExecutionDeps, ModelFactory, RunExecution
 from agentstage.runtime.live import LiveRun
@@ -125,6 +125,7 @@ class RunService:
         self._repairer: asyncio.Task[None] | None = None
         self._repairs_waiting = asyncio.Event()
         self._opened = False
+        self._closing_sinks: list[Any] = []  # sinks with aclose(): they finish before the store closes
 
     # life cycle -------------------------------------------------------------------------------
 
@@ -164,6 +165,9 @@ class RunService:
         for task in self._abandoned:
             task.cancel()
         await self._writer.close()
+        for sink in self._closing_sinks:
+            with contextlib.suppress(Exception):
+                await sink.aclose()
         await self.catalog.close()
         await self.store.close()
 
@@ -175,8 +179,12 @@ class RunService:
         await self.close()
 
     def add_sink(self, sink: EventSink) -> None:
-        """Subscribe to every committed event of this process's runs (after live followers)."""
+        """Subscribe to every committed event of this process's runs (after live followers). A sink
+        with an ``aclose()`` coroutine is closed when the service closes, after the last events
+        and before the store (so it can still write what it holds)."""
         self._writer.add_sink(sink)
+        if callable(getattr(sink, "aclose", None)):
+            self._closing_sinks.append(sink)
 
     # starting -----------------------------------------------------------------------------------
 
@@ -200,6 +208,7 @@ class RunService:
             )
         self._writer.health.require()
         now = utc_now()
+        origin = observe.origin(request.traceparent)
         record = RunRecord(
             id=str(uuid7()),
             tenant=request.tenant,
@@ -213,7 +222,7 @@ class RunService:
             created_at=now,
             worker_id=self.worker_id,
             heartbeat_at=now,
-            trace_id=secrets.token_hex(16),
+            trace_id=origin.trace_id,
         )
         recorder = RunRecorder(record, self._writer, max_event_bytes=self.settings.runtime.max_event_bytes)
         live = LiveRun(recorder=recorder, request=request, gate=gate)
@@ -226,6 +235,8 @@ class RunService:
                 options=record.options,
                 conversation_id=request.conversation_id,
                 correlation_id=request.correlation_id,
+                door=origin.door,
+                parent_span_id=origin.parent_span_id,
             )
         )
         try:

@@ -7,6 +7,8 @@ parts.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +18,10 @@ from agentstage.access.secrets import resolve_reference
 from agentstage.core.model import Model
 from agentstage.core.prompts import PromptLibrary
 from agentstage.errors import ConfigError, ForbiddenError, StoreError
-from agentstage.observability.logging import configure_json_logging
+from agentstage.observability import masking
+from agentstage.observability.logging import configure_logging as configure_log_lines
+from agentstage.observability.telemetry import Telemetry
+from agentstage.observability.tools import instrument
 from agentstage.providers.registry import build_model, check_provider
 from agentstage.providers.resilience import BreakerRegistry, ResilientModel, UnavailableModel
 from agentstage.providers.wire import missing_secrets
@@ -28,6 +33,7 @@ from agentstage.runtime.keys import KeyService
 from agentstage.runtime.security import AuditTrail, build_guard
 from agentstage.runtime.service import ModelFactory, RunService
 from agentstage.runtime.store_keys import StoreKeyService
+from agentstage.runtime.traces import TraceService
 from agentstage.settings import Settings
 from agentstage.store.crypto import Keyring, parse_key
 from agentstage.store.sql import SqlRunStore
@@ -46,6 +52,8 @@ class Services:
     guard: Guard
     audit: AuditTrail
     store_keys: StoreKeyService
+    telemetry: Telemetry
+    traces: TraceService
 
 
 class ModelChains:
@@ -105,20 +113,22 @@ def tool_catalog(settings: Settings) -> ToolCatalog:
         return await connect_tool_server(spec, policy)
 
     catalog = ToolCatalog(
-        tools,
+        [instrument(tool) for tool in tools],
         call_timeout=settings.tools.call_timeout,
         max_output_chars=settings.tools.max_output_chars,
         connector=connector,
     )
     for tool in plugin_tools():
-        catalog.register(tool)
+        catalog.register(instrument(tool))
     return catalog
 
 
 async def connect_tool_server(spec: ToolServerSpec, policy: McpPolicy | None = None) -> ToolSource:
     from agentstage.tools.mcp import connect
 
-    return await connect(spec, policy)
+    source = await connect(spec, policy)
+    source.tools = [instrument(tool) for tool in source.tools]
+    return source
 
 
 def store_keyring(settings: Settings) -> Keyring:
@@ -141,15 +151,26 @@ def build_store(settings: Settings) -> SqlRunStore:
 
 
 def build_service(settings: Settings) -> RunService:
+    return _observed_service(settings)[0]
+
+
+def _observed_service(settings: Settings) -> tuple[RunService, Telemetry]:
     prompts_dir = settings.home / "prompts"
     prompts = PromptLibrary(prompts_dir) if prompts_dir.is_dir() else PromptLibrary()
-    return RunService(
-        settings,
-        build_store(settings),
-        model_factory(settings),
-        tool_catalog(settings),
-        prompts,
-    )
+    masking.remember_secrets(os.environ, settings.model_dump(mode="json"))
+    store = build_store(settings)
+    service = RunService(settings, store, model_factory(settings), tool_catalog(settings), prompts)
+    telemetry = Telemetry(store, settings.tracing, settings.metrics, provider_type=_provider_kinds(settings))
+    service.add_sink(telemetry)
+    return service, telemetry
+
+
+def _provider_kinds(settings: Settings) -> Callable[[str], str]:
+    def kind(name: str) -> str:
+        provider = settings.providers.get(name)
+        return provider.type if provider is not None else name
+
+    return kind
 
 
 async def check_store(settings: Settings) -> None:
@@ -163,7 +184,7 @@ async def check_store(settings: Settings) -> None:
 
 
 def build_services(settings: Settings) -> Services:
-    runs = build_service(settings)
+    runs, telemetry = _observed_service(settings)
     return Services(
         runs=runs,
         conversations=ConversationService(runs),
@@ -172,6 +193,8 @@ def build_services(settings: Settings) -> Services:
         guard=build_guard(settings, runs.store),
         audit=AuditTrail(runs.store),
         store_keys=StoreKeyService(runs.store),
+        telemetry=telemetry,
+        traces=TraceService(runs, telemetry),
     )
 
 
@@ -205,5 +228,37 @@ async def readiness(settings: Settings, service: RunService) -> dict[str, str]:
 
 
 def configure_logging(settings: Settings) -> None:
-    """Server processes log JSON lines to stderr at the configured level."""
-    configure_json_logging(settings.logging.level)
+    """Server processes log to stderr at the configured level and format (JSON lines by default)."""
+    logging = settings.logging
+    configure_log_lines(logging.level, logging.format, capacity=logging.queue_size)
+
+
+def configure_cli_logging(settings: Settings) -> None:
+    """Commands log readable lines at WARN, so logs do not mix with the answer; AGENT_LOG_LEVEL and
+    AGENT_LOG_FORMAT (or logging.format) choose otherwise."""
+    level = settings.logging.level if os.environ.get("AGENT_LOG_LEVEL") else "warn"
+    kind = settings.logging.format if os.environ.get("AGENT_LOG_FORMAT") else "console"
+    configure_log_lines(level, kind, capacity=settings.logging.queue_size)
+
+
+def configure_log_lines_for_debug(settings: Settings, verbose: bool) -> None:
+    """``agent debug``: readable lines as the run goes, DEBUG with ``--verbose``."""
+    level = "debug" if verbose else settings.logging.level if os.environ.get("AGENT_LOG_LEVEL") else "warn"
+    configure_log_lines(level, "console", capacity=settings.logging.queue_size)
+
+
+def prepare_metrics() -> None:
+    """Before ``agent serve`` starts its workers: give them one fresh directory for their metric
+    values, so any worker's /metrics adds up all of them (kept if PROMETHEUS_MULTIPROC_DIR is set)."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from agentstage.observability.metrics import MULTIPROC_ENV, prepare_directory
+
+    directory = os.environ.get(MULTIPROC_ENV)
+    if directory is None:
+        directory = tempfile.mkdtemp(prefix="agentstage-metrics-")
+        atexit.register(shutil.rmtree, directory, True)
+    prepare_directory(Path(directory))
+    os.environ[MULTIPROC_ENV] = directory

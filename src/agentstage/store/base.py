@@ -8,7 +8,14 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from agentstage.core.events import RunEvent
-from agentstage.core.records import ApiKeyRecord, BatchRecord, ConversationRecord, MessageRecord, RunRecord
+from agentstage.core.records import (
+    ApiKeyRecord,
+    BatchRecord,
+    ConversationRecord,
+    MessageRecord,
+    RunRecord,
+    SpanRecord,
+)
 from agentstage.errors import StoreError
 from agentstage.types import RunStatus
 
@@ -201,4 +208,14 @@ class RunStore(Protocol):
 
     async def reencrypt(self, progress: Callable[[str, int], None] | None = None) -> RekeyResult:
         """Re-seal every stored value with the current key; resumable, each page commits."""
+        ...
+
+    # spans (observability; store/spans.py) -----------------------------------------------------
+
+    async def add_spans(self, records: Sequence[SpanRecord]) -> None:
+        """Keep finished spans; one seen before (same trace and span id) is kept once."""
+        ...
+
+    async def spans(self, *, run_id: str | None = None, trace_id: str | None = None) -> list[SpanRecord]:
+        """A run's spans, or a trace's, oldest first (both: the run's and its trace's door spans)."""
         ...

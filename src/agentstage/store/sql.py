@@ -31,13 +31,21 @@ from sqlalchemy.exc import (
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from agentstage.core.events import RunEvent
-from agentstage.core.records import ApiKeyRecord, BatchRecord, ConversationRecord, MessageRecord, RunRecord
+from agentstage.core.records import (
+    ApiKeyRecord,
+    BatchRecord,
+    ConversationRecord,
+    MessageRecord,
+    RunRecord,
+    SpanRecord,
+)
 from agentstage.errors import ConfigError, StoreError
 from agentstage.store import migrations
 from agentstage.store.base import Batch, RunWrites
 from agentstage.store.crypto import Keyring
 from agentstage.store.rekey import KeyMaintenance
 from agentstage.store.security import SecurityTables
+from agentstage.store.spans import SpanTables
 from agentstage.store.sqlite_writes import SqliteWrites
 from agentstage.store.tables import (
     api_keys,
@@ -112,7 +120,7 @@ def _event_from_row(row: Row[Any], keys: Keyring) -> RunEvent:
     )
 
 
-class SqlRunStore(KeyMaintenance, SecurityTables):
+class SqlRunStore(KeyMaintenance, SecurityTables, SpanTables):
     def __init__(self, url: str, *, write_timeout: float = 10.0, keys: Keyring | None = None):
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
@@ -251,6 +259,18 @@ class SqlRunStore(KeyMaintenance, SecurityTables):
             async with self.engine.begin() as connection:
                 await connection.execute(delete(store_probe))
                 await connection.execute(insert(store_probe).values(id=1, at=utc_now()))
+        except SQLAlchemyError as error:
+            raise _classify(error) from None
+
+    async def add_spans(self, records: Sequence[SpanRecord]) -> None:
+        """Keep finished spans (observability): on SQLite through the write thread, like runs."""
+        if not records:
+            return
+        if self._sqlite is not None:
+            await self._on_write_thread(self._sqlite.add_spans, list(records))
+            return
+        try:
+            await self._insert_spans(records)
         except SQLAlchemyError as error:
             raise _classify(error) from None
 

@@ -71,12 +71,16 @@ def load_settings(*, read_only: bool = False, **overrides: Any) -> Settings:
 @asynccontextmanager
 async def open_services(settings: Settings | None = None) -> AsyncIterator[Services]:
     """Every runtime service, built once from the configuration, open for one command."""
-    from agentstage.runtime.wiring import build_services
+    from agentstage.runtime.observe import through
+    from agentstage.runtime.wiring import build_services, configure_cli_logging
 
-    services = build_services(settings or load_settings())
+    settings = settings or load_settings()
+    configure_cli_logging(settings)
+    services = build_services(settings)
     await services.runs.open()
     try:
-        yield services
+        with through("cli"):
+            yield services
     finally:
         await services.runs.close()
 

@@ -13,6 +13,7 @@ from agentstage.interfaces.cli import (
     chat,
     completion,
     config,
+    debug,
     guard,
     keys,
     run,
@@ -20,6 +21,7 @@ from agentstage.interfaces.cli import (
     serve,
     store,
     tools,
+    trace,
 )
 from agentstage.interfaces.cli import eval as eval_cli
 from agentstage.interfaces.cli.common import HELP_OPTIONS
@@ -55,9 +57,13 @@ def main(
 
 
 app.command("run", short_help="Run the agent on one question (stdin joins in when piped).")(run.run)
+app.command("debug", short_help="Run the agent, then show its span tree; --save-logs keeps everything.")(
+    debug.debug
+)
 app.command("chat", short_help="Talk with the agent; answers see the conversation so far.")(chat.chat)
 app.command("batch", short_help="Run the agent once per line of a file, in parallel.")(batch.batch)
 app.add_typer(runs.app, name="runs")
+app.add_typer(trace.app, name="trace")
 app.add_typer(config.config_app, name="config")
 app.add_typer(config.profile_app, name="profile")
 app.add_typer(tools.app, name="tool")

@@ -149,6 +149,9 @@ def serve(
             f" · store: {settings.store_url()}",
             err=True,
         )
+    from agentstage.runtime.wiring import prepare_metrics
+
+    prepare_metrics()  # before the workers start: one /metrics sees them all
     if no_http:
         _call(GRPC_ALONE)
         return
