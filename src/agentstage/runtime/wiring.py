@@ -236,15 +236,26 @@ def configure_logging(settings: Settings) -> None:
 def configure_cli_logging(settings: Settings) -> None:
     """Commands log readable lines at WARN, so logs do not mix with the answer; AGENT_LOG_LEVEL and
     AGENT_LOG_FORMAT (or logging.format) choose otherwise."""
-    level = settings.logging.level if os.environ.get("AGENT_LOG_LEVEL") else "warn"
+    chosen = bool(os.environ.get("AGENT_LOG_LEVEL"))
+    level = settings.logging.level if chosen else "warn"
     kind = settings.logging.format if os.environ.get("AGENT_LOG_FORMAT") else "console"
     configure_log_lines(level, kind, capacity=settings.logging.queue_size)
+    _run_lines_shown(chosen)
+
+
+def _run_lines_shown(shown: bool) -> None:
+    """A command reports each run's end itself (one red line for a failure), so the run's own log
+    lines stay out of the terminal unless a log level was asked for."""
+    import logging as std_logging
+
+    std_logging.getLogger("agentstage.run").setLevel(std_logging.NOTSET if shown else std_logging.CRITICAL)
 
 
 def configure_log_lines_for_debug(settings: Settings, verbose: bool) -> None:
     """``agent debug``: readable lines as the run goes, DEBUG with ``--verbose``."""
     level = "debug" if verbose else settings.logging.level if os.environ.get("AGENT_LOG_LEVEL") else "warn"
     configure_log_lines(level, "console", capacity=settings.logging.queue_size)
+    _run_lines_shown(True)  # debugging a run: its own lines are the point (and --save-logs keeps them)
 
 
 def prepare_metrics() -> None:
