@@ -98,6 +98,7 @@ def serve(
     import uvicorn
 
     from agentstage.errors import UserError
+    from agentstage.runtime.wiring import start_model_host
 
     try:
         settings = load_settings()
@@ -140,19 +141,25 @@ def serve(
             f" · store: {settings.store_url()}",
             err=True,
         )
-    if no_http:
-        _call(GRPC_ALONE)
-        return
-    uvicorn.run(
-        HTTP_APP if grpc_port is None else HTTP_AND_GRPC_APP,
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level="warning",
-        access_log=False,
-        **tls,
-    )
+    # One model host for every worker: started before the servers so their workers inherit where it is.
+    model_host = start_model_host(settings)
+    try:
+        if no_http:
+            _call(GRPC_ALONE)
+            return
+        uvicorn.run(
+            HTTP_APP if grpc_port is None else HTTP_AND_GRPC_APP,
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level="warning",
+            access_log=False,
+            **tls,
+        )
+    finally:
+        if model_host is not None:
+            model_host.stop()
 
 
 def _grpc_environment(host: str | None, grpc_port: int, workers: int) -> None:
