@@ -144,6 +144,9 @@ class ResilientModel:
         self.provider = self.chain[0].provider
         self.model_name = self.chain[0].model_name
         self.native_tools = all(model.native_tools for model in self.chain)
+        # The primary's window and tokenizer, for orchestrators that fit the prompt to it.
+        self.context_window: int | None = getattr(self.chain[0], "context_window", None)
+        self.count_tokens = getattr(self.chain[0], "count_tokens", None)
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[ModelChunk]:
         last_error: ModelError | None = None
