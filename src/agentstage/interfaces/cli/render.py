@@ -54,13 +54,25 @@ def describe_event(event: RunEvent) -> str | None:
     return None
 
 
-def summary_line(record: RunRecord) -> str:
+def model_of(record: RunRecord) -> str | None:
+    """The profile's primary model as the snapshot recorded it (``local/smollm2-…``)."""
+    chain = ((record.snapshot or {}).get("profile") or {}).get("chain") or []
+    if not chain or not isinstance(chain[0], dict):
+        return None
+    return f"{chain[0].get('provider')}/{chain[0].get('model')}"
+
+
+def summary_line(record: RunRecord, model: str | None = None) -> str:
+    """Status, run id, the model that answered (``model``, else the profile's primary), tokens,
+    cost, time."""
     usage = record.usage or {}
     timings = record.timings()
     seconds = (timings["duration_ms"] or 0) / 1000
+    answered_by = model or model_of(record)
     parts = [
         record.status.value,
         f"run {record.id}",
+        *([answered_by] if answered_by else []),
         f"{usage.get('total_tokens', 0)} tokens ({usage.get('input_tokens', 0)} in, {usage.get('output_tokens', 0)} out)",
         f"${record.cost:.6f}",
         f"{seconds:.2f}s",
@@ -81,6 +93,7 @@ class RunView:
         self.text = ""
         self.call_id: str | None = None
         self.wrote_raw = False
+        self.model: str | None = None  # the provider/model of the last model response
         self._live: Live | None = None
 
     def __enter__(self) -> RunView:
@@ -116,6 +129,8 @@ class RunView:
             self.err.print(Text(line, style="dim"))
 
     def handle(self, event: RunEvent) -> None:
+        if event.type == "model.response":
+            self.model = f"{event.data['provider']}/{event.data['model']}"
         if event.type == "message.delta":
             self._delta(event.data["call_id"], event.data["text"])
             return

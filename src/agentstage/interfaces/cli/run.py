@@ -76,14 +76,14 @@ def run(
     (recorded as cancelled, exit 130). Exit codes: 0 completed, 1 failed, 2 usage error.
     """
     text = read_question(question, input_file)
-    record = run_command(lambda: _run(text, mode, profile, output, no_stream))
-    _deliver(record, output, no_stream, output_file)
+    record, model = run_command(lambda: _run(text, mode, profile, output, no_stream))
+    _deliver(record, output, no_stream, output_file, model)
     raise typer.Exit(EXIT_FOR_STATUS.get(record.status.value, Exit.RUN_FAILED))
 
 
 async def _run(
     text: str, mode: str | None, profile: str | None, output: OutputFormat, no_stream: bool
-) -> RunRecord:
+) -> tuple[RunRecord, str | None]:
     from agentstage.interfaces.cli.render import RunView
     from agentstage.runtime.requests import RunRequest
 
@@ -95,7 +95,7 @@ async def _run(
         with RunView(show_tokens=show_tokens, rich_answer=None if show_tokens else False) as view:
             async for event in service.stream(record.id):
                 view.handle(event)
-        return await service.wait(record.id)
+        return await service.wait(record.id), view.model
 
 
 def stop_on_interrupt(service: RunService, run_id: str) -> None:
@@ -113,7 +113,9 @@ def stop_on_interrupt(service: RunService, run_id: str) -> None:
         loop.add_signal_handler(signum, interrupt)
 
 
-def _deliver(record: RunRecord, output: OutputFormat, no_stream: bool, output_file: Path | None) -> None:
+def _deliver(
+    record: RunRecord, output: OutputFormat, no_stream: bool, output_file: Path | None, model: str | None
+) -> None:
     from rich.console import Console
     from rich.markdown import Markdown
     from rich.text import Text
@@ -138,4 +140,4 @@ def _deliver(record: RunRecord, output: OutputFormat, no_stream: bool, output_fi
     if record.error_code and record.status.value == "failed":
         err.print(Text(f"error: {record.error_message}", style="red"))
     style = {"completed": "green", "failed": "red", "cancelled": "yellow"}.get(record.status.value, "white")
-    err.print(summary_line(record), style=f"dim {style}")
+    err.print(summary_line(record, model), style=f"dim {style}")
