@@ -31,6 +31,7 @@ class ToolExample:
     input: str
     tool: str
     arguments: dict[str, Any] = field(default_factory=dict)
+    shape: str = ""  # examples of one shape differ only in names; a prompt shows one of each
 
     def action(self) -> str:
         return json.dumps({"tool": self.tool, "arguments": self.arguments}, ensure_ascii=False)
@@ -194,8 +195,10 @@ def hinted(tools: Iterable[Tool], examples: Iterable[ToolExample]) -> list[ToolE
 
 
 def nearest_examples(examples: Sequence[ToolExample], text: str, k: int = 3) -> list[ToolExample]:
-    """The ``k`` examples whose questions share the most (rare) words with ``text``, the closest
-    last: small models copy the pattern they saw most recently."""
+    """The ``k`` examples whose questions share the most words with ``text`` (then the fewest
+    other words, then the rarest shared ones), one per shape, the closest last: a small model
+    copies the pattern it saw most recently, and three near-copies that differ in one column
+    only confuse it."""
     if not examples:
         return []
     bags = [words(example.input) for example in examples]
@@ -205,14 +208,22 @@ def nearest_examples(examples: Sequence[ToolExample], text: str, k: int = 3) -> 
             counts[word] = counts.get(word, 0) + 1
     query = words(text)
 
-    def score(index: int) -> tuple[float, float]:
+    def score(index: int) -> tuple[int, int, float]:
         shared = query & bags[index]
-        weight = sum(1.0 + 0.2 / counts[w] ** 0.5 for w in shared)  # rarer words count a little more
-        extra = len(bags[index] - query)
-        return weight, -extra
+        rarity = sum(1.0 / counts[w] ** 0.5 for w in shared)
+        return len(shared), -len(bags[index] - query), rarity
 
-    ranked = sorted(range(len(examples)), key=score, reverse=True)[:k]
-    return [examples[i] for i in reversed(ranked)]
+    chosen: list[int] = []
+    shapes: set[str] = set()
+    for index in sorted(range(len(examples)), key=score, reverse=True):
+        shape = examples[index].shape
+        if shape and shape in shapes:
+            continue
+        shapes.add(shape)
+        chosen.append(index)
+        if len(chosen) == k:
+            break
+    return [examples[i] for i in reversed(chosen)]
 
 
 def unique(examples: Iterable[ToolExample]) -> list[ToolExample]:

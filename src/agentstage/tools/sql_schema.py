@@ -322,7 +322,18 @@ class SqlGuide:
         for source in self.sources:
             if len(source.tables) == 2:
                 found += self._joined(source.tables[0], source.tables[1], source)
-        return [ToolExample(input=q, tool=TOOL, arguments={"query": sql}) for q, sql in found]
+        return [
+            ToolExample(input=q, tool=TOOL, arguments={"query": sql}, shape=self._shape(sql))
+            for q, sql in found
+        ]
+
+    def _shape(self, sql: str) -> str:
+        """The statement with its names and values blanked: ``SELECT SUM(#) FROM #``."""
+        names = {t.name for t in self.tables} | {c.name for t in self.tables for c in t.columns}
+        shape = re.sub(r"'[^']*'", "?", sql)
+        return re.sub(
+            r"\b[A-Za-z_][A-Za-z0-9_]*\b", lambda m: "#" if m.group(0) in names else m.group(0), shape
+        )
 
     def _measures(self, table: Table) -> list[tuple[Column, str]]:
         """Numeric columns with the words people use for them (money also as revenue, sales)."""

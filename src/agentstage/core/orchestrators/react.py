@@ -21,7 +21,15 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from agentstage.core.events import ErrorInfo, EventDraft, MessageDelta
-from agentstage.core.guidance import example_result, examples_of, hinted, nearest_examples, quote, with_hints
+from agentstage.core.guidance import (
+    ToolExample,
+    example_result,
+    examples_of,
+    hinted,
+    nearest_examples,
+    quote,
+    with_hints,
+)
 from agentstage.core.messages import Message, ToolCall
 from agentstage.core.model import ModelRequest, ModelResponse, describe
 from agentstage.core.orchestrators.actions import Answer, action_schema, parse_action
@@ -115,18 +123,30 @@ class ReactOrchestrator:
         question = with_hints(ctx.tools, ctx.input) if json_actions else ctx.input
         if json_actions:
             pool = [e for tool in ctx.tools for e in examples_of(tool) if not required or e.tool in required]
-            for example in nearest_examples(hinted(ctx.tools, pool), question, EXAMPLES):
+            chosen = nearest_examples(hinted(ctx.tools, pool), question, EXAMPLES)
+            demo = self._demo(ctx, chosen)
+            for example in chosen:
                 messages += [Message.user(example.input), Message.assistant(example.action())]
-                result = example_result(ctx.tools.get(example.tool), example)
-                if result is not None:
+                if demo is not None and example is demo[0]:
                     messages += [
-                        Message.user(f"Result of {example.tool}: {result}"),
-                        Message.assistant(json.dumps({"answer": result}, ensure_ascii=False)),
+                        Message.user(f"Result of {example.tool}: {demo[1]}"),
+                        Message.assistant(json.dumps({"answer": demo[1]}, ensure_ascii=False)),
                     ]
         messages += ctx.history
         pinned = {0, len(messages)}
         messages.append(Message.user(question))
         return _Loop(messages, pinned, FailureLog(describe(ctx.model)), required if json_actions else [])
+
+    @staticmethod
+    def _demo(ctx: AgentContext, chosen: list[ToolExample]) -> tuple[ToolExample, str] | None:
+        """One example shown to the end (its real result, then the answer quoting it), the one with
+        the shortest result: every prompt token costs a small model's CPU time."""
+        shown = []
+        for example in chosen:
+            result = example_result(ctx.tools.get(example.tool), example)
+            if result is not None:
+                shown.append((example, result))
+        return min(shown, key=lambda pair: len(pair[1])) if shown else None
 
     def _request(self, ctx: AgentContext, loop: _Loop, json_actions: bool) -> ModelRequest:
         pinned = loop.pinned | {len(loop.messages) - 1}
