@@ -20,6 +20,7 @@ import asyncio
 import calendar
 import json
 import math
+import os
 import re
 import sqlite3
 import statistics
@@ -246,19 +247,19 @@ def score(expected: dict[str, Any], output: str | None) -> bool:
     raise ValueError(f"unknown expected type {kind!r}")
 
 
-async def run_mode(
-    mode: str, cases: list[dict[str, Any]], verbose: bool
-) -> list[tuple[dict[str, Any], bool, float]]:
-    home = temporary_home()
-    settings = load_settings(environ={"AGENT_HOME": str(home)})
-    results = []
+Result = tuple[dict[str, Any], bool, float, float]
+
+
+async def run_mode(mode: str, cases: list[dict[str, Any]], verbose: bool) -> list[Result]:
+    settings = load_settings(environ={"AGENT_HOME": str(temporary_home())})
+    results: list[Result] = []
     async with build_service(settings) as service:
         for case in cases:
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), _cpu()
             record = await service.run(RunRequest(input=case["input"]["query"], mode=mode))
-            seconds = time.perf_counter() - started
+            seconds, cpu_seconds = time.perf_counter() - started, _cpu() - cpu
             ok = record.status.value == "completed" and score(case["expected"], record.output)
-            results.append((case, ok, seconds))
+            results.append((case, ok, seconds, cpu_seconds))
             if verbose:
                 shown = (record.output or f"[{record.error_code}] {record.error_message}").replace(
                     "\n", " | "
@@ -269,16 +270,25 @@ async def run_mode(
     return results
 
 
-def report(mode: str, results: list[tuple[dict[str, Any], bool, float]]) -> None:
-    by_category: dict[str, list[tuple[bool, float]]] = {}
-    for case, ok, seconds in results:
-        by_category.setdefault(case["category"], []).append((ok, seconds))
-    parts = [f"{name} {sum(ok for ok, _ in rows)}/{len(rows)}" for name, rows in by_category.items()]
-    correct = sum(ok for _, ok, _ in results)
-    median = statistics.median(seconds for _, _, seconds in results)
+def _cpu() -> float:
+    """CPU seconds of this process (the model generates in its threads): on a shared machine the
+    wall clock says as much about the neighbours as about the run."""
+    times = os.times()
+    return times.user + times.system
+
+
+def report(mode: str, results: list[Result]) -> None:
+    by_category: dict[str, list[bool]] = {}
+    for case, ok, _, _ in results:
+        by_category.setdefault(case["category"], []).append(ok)
+    parts = [f"{name} {sum(rows)}/{len(rows)}" for name, rows in by_category.items()]
+    correct = sum(ok for _, ok, _, _ in results)
+    median = statistics.median(seconds for _, _, seconds, _ in results)
+    cpu = statistics.median(cpu for _, _, _, cpu in results)
+    load = os.getloadavg()[0]
     print(
-        f"{mode:<8} accuracy {correct}/{len(results)} = {correct / len(results):.0%} · "
-        f"median {median:.2f} s/run · {' · '.join(parts)}",
+        f"{mode:<8} accuracy {correct}/{len(results)} = {correct / len(results):.0%} · median {median:.2f} s/run "
+        f"({cpu:.2f} CPU s/run; load average {load:.1f}) · {' · '.join(parts)}",
         flush=True,
     )
 
@@ -298,7 +308,14 @@ def main() -> None:
         return
     cases = [c for c in build_cases() if args.only in (None, c["category"])]
     print(f"machine: {machine()}")
-    print(f"model: the default profile's embedded model · {len(cases)} cases", flush=True)
+    settings = load_settings(environ={"AGENT_HOME": str(temporary_home())})
+    entry = settings.profile(None).chain[0]
+    options = settings.providers[entry.provider].options()
+    model = entry.model or options.get("model_path") or "bundled SmolLM2-135M-Instruct (Q4_1)"
+    print(
+        f"model: profile {settings.default_profile!r} → {entry.provider}/{model} · {len(cases)} cases",
+        flush=True,
+    )
     for mode in args.modes.split(","):
         if args.verbose:
             print(f"{mode}:", flush=True)

@@ -170,6 +170,9 @@ def words(text: str) -> set[str]:
     left out ("12 times 7" is like "9 times 8", not like "7 squared"), operators and common
     synonyms become one word ("17 * 23" is like "9 times 8"; "sold" like "sales"), and a month's
     name counts as the word "month" ("in March 2025" is like "in January 2024")."""
+    quoted = re.findall(r"'([^']*)'", text)  # values in hints ('North'): the shape matters, not them
+    for value in quoted:
+        text = re.sub(rf"\b{re.escape(value)}\b", " ", text) if value else text
     text = text.lower().replace("**", _SYMBOLS["**"])
     for symbol, word in _SYMBOLS.items():
         text = text.replace(symbol, word)

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from typing import ClassVar
 
 from agentstage.core.events import ErrorInfo, EventDraft, PlanCreated, PlanStep
-from agentstage.core.guidance import ToolExample, examples_of, nearest_examples, quote, with_hints
+from agentstage.core.guidance import ToolExample, examples_of, hinted, nearest_examples, quote, with_hints
 from agentstage.core.messages import Message, ToolCall, new_call_id
 from agentstage.core.model import ModelRequest, describe
 from agentstage.core.orchestrators.actions import parse_plan, plan_schema
@@ -25,12 +25,12 @@ from agentstage.core.orchestrators.base import AgentContext, ModelCall, Step, To
 from agentstage.core.orchestrators.budget import fit_messages
 from agentstage.core.orchestrators.grammar import choice_grammar, plan_grammar
 from agentstage.core.orchestrators.policy import FailureLog, check_answer, signature
-from agentstage.core.orchestrators.routing import routed_tools
+from agentstage.core.orchestrators.routing import routed_tools, several_steps
 from agentstage.errors import ModelError
 
 PLAN_ATTEMPTS = 2
 PLAN_MAX_TOKENS = 480
-EXAMPLES = 3
+EXAMPLES = 2
 
 
 def _plan_text(examples: list[ToolExample]) -> str:
@@ -66,21 +66,30 @@ class PlannerOrchestrator:
         system = ctx.prompts.render(self.template, tools=ctx.tools.specs(), max_steps=ctx.limits.max_steps)
         messages = [Message.system(system)]
         if structured:
-            required = routed_tools(ctx.input, ctx.tools)
-            pool = [e for tool in ctx.tools for e in examples_of(tool) if not required or e.tool in required]
-            chosen = nearest_examples(pool, with_hints(ctx.tools, ctx.input), EXAMPLES)
-            for example in chosen:
-                question = with_hints(ctx.tools, example.input)
-                messages += [Message.user(question), Message.assistant(_plan_text([example]))]
-            if len(chosen) >= 2:
-                first, second = chosen[-2], chosen[-1]
-                combined = with_hints(
-                    ctx.tools, f"{first.input.rstrip('?.')}, then {second.input[0].lower()}{second.input[1:]}"
-                )
-                messages += [Message.user(combined), Message.assistant(_plan_text([first, second]))]
+            messages += self._examples(ctx)
         messages += ctx.history
         messages.append(Message.user(with_hints(ctx.tools, ctx.input) if structured else ctx.input))
         return messages, len(messages) - 1
+
+    @staticmethod
+    def _examples(ctx: AgentContext) -> list[Message]:
+        """Two worked plans: the closest example alone, and the two closest as a two-step plan;
+        the one shaped like the input (one step or several) comes last, where a small model
+        copies from."""
+        required = routed_tools(ctx.input, ctx.tools)
+        pool = [e for tool in ctx.tools for e in examples_of(tool) if not required or e.tool in required]
+        chosen = nearest_examples(hinted(ctx.tools, pool), with_hints(ctx.tools, ctx.input), EXAMPLES)
+        if not chosen:
+            return []
+        single = [Message.user(chosen[-1].input), Message.assistant(_plan_text([chosen[-1]]))]
+        if len(chosen) < 2:
+            return single
+        first, second = chosen[-1], chosen[-2]
+        question = (
+            f"{first.input.split(chr(10))[0].rstrip('?.')}, then {second.input[0].lower()}{second.input[1:]}"
+        )
+        double = [Message.user(question), Message.assistant(_plan_text([first, second]))]
+        return single + double if several_steps(ctx.input) else double + single
 
     async def _plan(
         self, ctx: AgentContext, plan: list[PlanStep], structured: bool

@@ -60,6 +60,11 @@ def _data_question(text: str) -> bool:
     return bool(re.search(r"\b(how many|which|top|per|each|most|least|list|show)\b", text, re.I))
 
 
+def several_steps(text: str) -> bool:
+    """Does the input ask for one thing after another ("…, then …")?"""
+    return bool(_MULTI_STEP.search(text))
+
+
 def choose_mode(text: str, tools: Toolset) -> tuple[Mode, str]:
     """Return the mode and a one-line reason for it."""
     if len(tools) == 0:
@@ -67,6 +72,6 @@ def choose_mode(text: str, tools: Toolset) -> tuple[Mode, str]:
     matched = routed_tools(text, tools)
     if not matched:
         return Mode.CHAT, "the input does not call for a tool"
-    if _MULTI_STEP.search(text):
+    if several_steps(text):
         return Mode.PLANNER, f"several steps that use tools ({', '.join(matched)})"
     return Mode.REACT, f"the input calls for tools ({', '.join(matched)})"
