@@ -3,29 +3,27 @@
 computed at run time (from samples/data/sales.db by SQL, or by Python), never typed in by hand —
 except the facts of the plain-chat cases, which no computation can give.
 
-For each mode (auto, react, planner) it prints accuracy and the median seconds per run, per
-category and overall. Aim: >= 80 % correct in auto, median < 8 s per run on 2 cores.
+The cases are a dataset: ``build_cases()`` makes them, writes them as JSONL (one case per line:
+{"id", "category", "input": {"query"}, "expected": {"type", "content", "keywords",
+"tolerance"}}) and ``agent eval run`` scores them — one way to measure answer quality. For each
+mode (auto, react, planner) it prints accuracy and the median seconds per run (the eval's
+latency p50), overall and per category. Aim: >= 80 % correct in auto, median < 8 s per run on
+2 cores. The eval's reports stay in the printed directory (report.html shows every answer).
 
-The cases are a dataset: ``build_cases()`` makes them and ``--write FILE`` stores them as JSONL
-(one case per line: {"id", "category", "input": {"query"}, "expected": {"type", "content",
-"keywords", "tolerance"}}), the format ``agent eval run`` reads.
-
-    python benchmarks/embedded_quality.py [--modes auto,react,planner] [--only CATEGORY] [--write cases.jsonl]
+    python benchmarks/embedded_quality.py [--modes auto,react,planner] [--category count] [--write cases.jsonl]
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import calendar
 import json
 import math
 import os
-import re
+import resource
 import sqlite3
-import statistics
+import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,9 +31,9 @@ from typing import Any
 from _common import machine, temporary_home
 
 from agentstage.resources import sample_database
-from agentstage.runtime.requests import RunRequest
-from agentstage.runtime.wiring import build_service
 from agentstage.settings import load_settings
+
+AGENT = str(Path(sys.executable).parent / "agent")
 
 
 def _query(sql: str, *params: Any) -> list[tuple[Any, ...]]:
@@ -204,7 +202,7 @@ def build_cases() -> list[dict[str, Any]]:
     cases = []
     for category, make in CATEGORIES.items():
         for index, (query, expected) in enumerate(make(), start=1):
-            expected = {"content": None, "keywords": [], "tolerance": 0.0, **expected}
+            expected = {"content": None, "keywords": None, "tolerance": None, **expected}
             cases.append(
                 {
                     "id": f"{category}-{index}",
@@ -220,75 +218,44 @@ def write_cases(path: Path) -> None:
     path.write_text("".join(json.dumps(case) + "\n" for case in build_cases()), encoding="utf-8")
 
 
-# scoring ----------------------------------------------------------------------------------------
+def run_mode(mode: str, dataset: Path, home: Path, categories: list[str]) -> tuple[dict[str, Any], float]:
+    """``agent eval run`` on the dataset in one mode: its report, and CPU seconds per case."""
+    results = dataset.parent / f"results-{mode}"
+    command = [AGENT, "eval", "run", str(dataset), "--mode", mode, "--parallel", "1", "--json"]
+    command += ["--results", str(results)] + [f"--category={c}" for c in categories]
+    before = _children_cpu()
+    done = subprocess.run(
+        command, env={**os.environ, "AGENT_HOME": str(home)}, capture_output=True, text=True
+    )
+    if done.returncode not in (0, 1):  # 1: a case failed, which is what is being measured
+        raise SystemExit(f"agent eval run failed ({done.returncode}): {done.stderr.strip()}")
+    report = json.loads(done.stdout)
+    return report, (_children_cpu() - before) / max(1, report["summary"]["cases"])
 
 
-def _numbers(text: str) -> list[float]:
-    return [float(n.replace(",", "")) for n in re.findall(r"-?\d[\d,]*(?:\.\d+)?", text)]
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
-def score(expected: dict[str, Any], output: str | None) -> bool:
-    text = output or ""
-    kind = expected["type"]
-    if kind == "numeric":
-        # The answer's own number comes first ("600 orders") or last ("12 * 7 = 84"); a list that
-        # merely contains the value somewhere (every month's revenue) does not answer the question.
-        target, tolerance = float(expected["content"]), float(expected.get("tolerance") or 0.0)
-        numbers = _numbers(text)
-        if len(numbers) > 3:  # a list of groups is not one number ("12 times 7 is 84" has three)
-            return False
-        return any(abs(n - target) <= tolerance + 1e-9 for n in numbers[:1] + numbers[-1:])
-    if kind == "contains":
-        return str(expected["content"]).lower() in text.lower()
-    if kind == "keywords":
-        return all(word.lower() in text.lower() for word in expected["keywords"])
-    if kind == "exact":
-        return text.strip() == str(expected["content"]).strip()
-    raise ValueError(f"unknown expected type {kind!r}")
+def _value(metrics: dict[str, Any], name: str) -> float:
+    return float(metrics.get(name, {}).get("value") or 0.0)
 
 
-Result = tuple[dict[str, Any], bool, float, float]
-
-
-async def run_mode(mode: str, cases: list[dict[str, Any]], verbose: bool) -> list[Result]:
-    settings = load_settings(environ={"AGENT_HOME": str(temporary_home())})
-    results: list[Result] = []
-    async with build_service(settings) as service:
-        for case in cases:
-            started, cpu = time.perf_counter(), _cpu()
-            record = await service.run(RunRequest(input=case["input"]["query"], mode=mode))
-            seconds, cpu_seconds = time.perf_counter() - started, _cpu() - cpu
-            ok = record.status.value == "completed" and score(case["expected"], record.output)
-            results.append((case, ok, seconds, cpu_seconds))
-            if verbose:
-                shown = (record.output or f"[{record.error_code}] {record.error_message}").replace(
-                    "\n", " | "
-                )
-                print(
-                    f"  {'ok ' if ok else 'BAD'} {seconds:5.1f}s {case['id']:<13} {shown[:110]}", flush=True
-                )
-    return results
-
-
-def _cpu() -> float:
-    """CPU seconds of this process (the model generates in its threads): on a shared machine the
-    wall clock says as much about the neighbours as about the run."""
-    times = os.times()
-    return times.user + times.system
-
-
-def report(mode: str, results: list[Result]) -> None:
-    by_category: dict[str, list[bool]] = {}
-    for case, ok, _, _ in results:
-        by_category.setdefault(case["category"], []).append(ok)
-    parts = [f"{name} {sum(rows)}/{len(rows)}" for name, rows in by_category.items()]
-    correct = sum(ok for _, ok, _, _ in results)
-    median = statistics.median(seconds for _, _, seconds, _ in results)
-    cpu = statistics.median(cpu for _, _, _, cpu in results)
-    load = os.getloadavg()[0]
+def show(mode: str, report: dict[str, Any], cpu: float, verbose: bool) -> None:
+    if verbose:
+        for case in report["cases"]:
+            attempt = case["attempts"][-1]
+            answer = attempt.get("output") or f"[{attempt.get('status')}] {attempt.get('error') or ''}"
+            mark = "ok " if case["passed"] else "BAD"
+            print(f"  {mark} {case['case_id']:<13} {str(answer).replace(chr(10), ' | ')[:110]}", flush=True)
+    summary, metrics = report["summary"], report["metrics"]
+    parts = [f"{name} {group['passed']}/{group['cases']}" for name, group in report["categories"].items()]
+    median = _value(metrics, "latency_p50_ms") / 1000
     print(
-        f"{mode:<8} accuracy {correct}/{len(results)} = {correct / len(results):.0%} · median {median:.2f} s/run "
-        f"({cpu:.2f} CPU s/run; load average {load:.1f}) · {' · '.join(parts)}",
+        f"{mode:<8} accuracy {summary['passed']}/{summary['cases']} = {_value(metrics, 'accuracy'):.0%} · "
+        f"median {median:.2f} s/run ({cpu:.2f} CPU s per case; load average {os.getloadavg()[0]:.1f}) · "
+        + " · ".join(parts),
         flush=True,
     )
 
@@ -298,7 +265,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--modes", default="auto,react,planner")
-    parser.add_argument("--only", default=None, help="one category (e.g. count)")
+    parser.add_argument("--category", action="append", default=[], help="only this category (repeatable)")
     parser.add_argument("--write", type=Path, default=None, help="write the cases as JSONL and exit")
     parser.add_argument("-v", "--verbose", action="store_true", help="print every answer")
     args = parser.parse_args()
@@ -306,20 +273,21 @@ def main() -> None:
         write_cases(args.write)
         print(f"wrote {len(build_cases())} cases to {args.write}")
         return
-    cases = [c for c in build_cases() if args.only in (None, c["category"])]
-    print(f"machine: {machine()}")
-    settings = load_settings(environ={"AGENT_HOME": str(temporary_home())})
+    home = temporary_home()
+    dataset = home / "embedded_quality.jsonl"
+    write_cases(dataset)
+    settings = load_settings(environ={"AGENT_HOME": str(home)})
     entry = settings.profile(None).chain[0]
     options = settings.providers[entry.provider].options()
     model = entry.model or options.get("model_path") or "bundled SmolLM2-135M-Instruct (Q4_1)"
+    print(f"machine: {machine()}")
     print(
-        f"model: profile {settings.default_profile!r} → {entry.provider}/{model} · {len(cases)} cases",
-        flush=True,
+        f"model: profile {settings.default_profile!r} → {entry.provider}/{model} · {len(build_cases())} cases"
     )
+    print(f"dataset and reports: {dataset.parent}", flush=True)
     for mode in args.modes.split(","):
-        if args.verbose:
-            print(f"{mode}:", flush=True)
-        report(mode, asyncio.run(run_mode(mode, cases, args.verbose)))
+        report, cpu = run_mode(mode, dataset, home, args.category)
+        show(mode, report, cpu, args.verbose)
 
 
 if __name__ == "__main__":
