@@ -35,6 +35,7 @@ from agentstage.tools.registry import builtin_tools
 if TYPE_CHECKING:
     from agentstage.providers.host_supervisor import ModelHostSupervisor as ModelHost
 
+
 @dataclass(frozen=True)
 class Services:
     """Everything a door needs, built once from one configuration."""

@@ -23,9 +23,9 @@ from agentstage.core.guidance import StringGrammar, ToolExample, default_quote, 
 from agentstage.core.tools import ArgumentsTool, ToolContext
 from agentstage.errors import ToolError
 from agentstage.tools.isolation import IsolatedPool
+from agentstage.tools.sql_schema import SqlGuide
 
 HARD_STOP_GRACE = 1.0  # seconds a query may overrun its budget before its worker is killed
-from agentstage.tools.sql_schema import SqlGuide
 
 _DENIED = {sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH}
 QUOTED_ROWS = 12
@@ -101,7 +101,9 @@ class SqlQuery(ArgumentsTool):
         """An example's real result, so a worked example can show its answer (cheap queries only)."""
         key = arguments["query"]
         if key not in self._example_outputs:
-            self._example_outputs[key] = run_query(str(self.database), key, 20, self.max_bytes, EXAMPLE_BUDGET)
+            self._example_outputs[key] = run_query(
+                str(self.database), key, 20, self.max_bytes, EXAMPLE_BUDGET
+            )
         return self._example_outputs[key]
 
     def hints(self, text: str) -> list[str]:

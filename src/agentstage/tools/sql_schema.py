@@ -44,6 +44,9 @@ MONEY_WORDS = ("revenue", "sales")
 COUNT_NAMES = ("quantity", "qty", "units", "count", "items")
 COUNT_WORDS = ("units", "items")
 ENTITY_NAMES = ("name", "title", "label")
+GENERIC_WORDS = frozenset(
+    {"name", "title", "label", "date", "time", "type", "status", "value", "unit", "code", "id"}
+)
 TOOL = "sql.query"
 
 
@@ -240,9 +243,12 @@ class SqlGuide:
         for table in self.tables:
             words |= {table.name.lower(), table.singular.lower()}
             for column in table.columns:
-                if not column.is_key:
-                    words |= set(column.name.lower().split("_"))
-                words |= {v.lower() for v in column.values if " " not in v}
+                # What the data is about (a region, a category, a quantity), not generic names
+                # ("name", "date", "id") that appear in every other question.
+                if (column.values and column.name not in ENTITY_NAMES) or column.measure:
+                    words |= set(column.name.lower().split("_")) - GENERIC_WORDS
+                if column.name not in ENTITY_NAMES:
+                    words |= {v.lower() for v in column.values if " " not in v}
             if any(c.measure and c.name in MONEY_NAMES for c in table.columns):
                 words |= set(MONEY_WORDS)
         return {w for w in words if len(w) > 2}

@@ -7,10 +7,10 @@ from typing import ClassVar
 
 from agentstage.core.events import EventDraft
 from agentstage.core.messages import Message
-from agentstage.core.model import ModelRequest, describe
+from agentstage.core.model import ModelRequest
 from agentstage.core.orchestrators.base import AgentContext, ModelCall, Step
 from agentstage.core.orchestrators.budget import fit_messages
-from agentstage.core.orchestrators.policy import check_answer
+from agentstage.core.orchestrators.policy import check_answer, model_label
 
 
 class ChatOrchestrator:
@@ -29,5 +29,5 @@ class ChatOrchestrator:
             yield draft
         assert call.response is not None
         # A reply cut by max_tokens is still the reply asked for; an empty one is not an answer.
-        ctx.output = check_answer(call.response.message.content, "stop", describe(ctx.model))
+        ctx.output = check_answer(call.response.message.content, "stop", model_label(ctx.model))
         yield step.finished()

@@ -19,12 +19,12 @@ from typing import ClassVar
 from agentstage.core.events import ErrorInfo, EventDraft, PlanCreated, PlanStep
 from agentstage.core.guidance import ToolExample, examples_of, hinted, nearest_examples, quote, with_hints
 from agentstage.core.messages import Message, ToolCall, new_call_id
-from agentstage.core.model import ModelRequest, describe
+from agentstage.core.model import ModelRequest
 from agentstage.core.orchestrators.actions import parse_plan, plan_schema
 from agentstage.core.orchestrators.base import AgentContext, ModelCall, Step, ToolRun
 from agentstage.core.orchestrators.budget import fit_messages
 from agentstage.core.orchestrators.grammar import choice_grammar, plan_grammar
-from agentstage.core.orchestrators.policy import FailureLog, check_answer, signature
+from agentstage.core.orchestrators.policy import FailureLog, check_answer, model_label, signature
 from agentstage.core.orchestrators.routing import routed_tools, several_steps
 from agentstage.errors import ModelError
 
@@ -49,7 +49,7 @@ class PlannerOrchestrator:
         yield EventDraft.of(PlanCreated(steps=plan))
         results: list[tuple[PlanStep, str]] = []
         quotes: list[str] = []
-        failures = FailureLog(describe(ctx.model))
+        failures = FailureLog(model_label(ctx.model))
         done: dict[str, str] = {}
         for planned in plan:
             async for draft in self._execute(ctx, planned, len(plan), results, quotes, failures, done):
@@ -126,7 +126,7 @@ class PlannerOrchestrator:
             yield step.finished()
             return
         assert last_error is not None
-        last_error.message = f"{describe(ctx.model)} could not write a valid plan: {last_error.message}"
+        last_error.message = f"{model_label(ctx.model)} could not write a valid plan: {last_error.message}"
         raise last_error
 
     # executing --------------------------------------------------------------------------------
@@ -208,6 +208,6 @@ class PlannerOrchestrator:
             yield draft
         assert call.response is not None
         ctx.output = check_answer(
-            call.response.message.content, call.response.finish_reason, describe(ctx.model)
+            call.response.message.content, call.response.finish_reason, model_label(ctx.model)
         )
         yield step.finished()

@@ -21,6 +21,11 @@ STOP_AFTER = 3
 LARGER_MODEL_HINT = "a profile with a larger model may do better (see `agent profile list`)"
 
 
+def model_label(model: Any) -> str:
+    """``provider/model`` of a model (the primary one of a chain), for messages."""
+    return f"{model.provider}/{model.model_name}"
+
+
 def signature(call: ToolCall) -> str:
     return f"{call.name} {json.dumps(call.arguments, sort_keys=True, ensure_ascii=False)}"
 

@@ -31,7 +31,7 @@ from agentstage.core.guidance import (
     with_hints,
 )
 from agentstage.core.messages import Message, ToolCall
-from agentstage.core.model import ModelRequest, ModelResponse, describe
+from agentstage.core.model import ModelRequest, ModelResponse
 from agentstage.core.orchestrators.actions import Answer, action_schema, parse_action
 from agentstage.core.orchestrators.base import AgentContext, ModelCall, Step, ToolRun
 from agentstage.core.orchestrators.budget import fit_messages
@@ -41,6 +41,7 @@ from agentstage.core.orchestrators.policy import (
     STOP_AFTER,
     FailureLog,
     check_answer,
+    model_label,
     signature,
 )
 from agentstage.core.orchestrators.routing import routed_tools
@@ -131,13 +132,13 @@ class ReactOrchestrator:
                 messages += [Message.user(example.input), Message.assistant(example.action())]
                 if demo is not None and example is demo[0]:
                     messages += [
-                        Message.user(f"Result of {example.tool}: {demo[1]}"),
+                        Message.user(f"Observation from {example.tool}: {demo[1]}"),
                         Message.assistant(json.dumps({"answer": demo[1]}, ensure_ascii=False)),
                     ]
         messages += ctx.history
         pinned = {0, len(messages)}
         messages.append(Message.user(question))
-        return _Loop(messages, pinned, FailureLog(describe(ctx.model)), required if json_actions else [])
+        return _Loop(messages, pinned, FailureLog(model_label(ctx.model)), required if json_actions else [])
 
     @staticmethod
     def _demo(ctx: AgentContext, chosen: list[ToolExample]) -> tuple[ToolExample, str] | None:
@@ -239,6 +240,6 @@ class ReactOrchestrator:
         if not json_actions:
             loop.messages.append(Message.tool(run.outcome.for_model(), tool_call_id=call.id, name=call.name))
         elif error is None:
-            loop.messages.append(Message.user(f"Result of {call.name}: {loop.quotes[-1]}"))
+            loop.messages.append(Message.user(f"Observation from {call.name}: {loop.quotes[-1]}"))
         else:
-            loop.messages.append(Message.user(f"Error from {call.name}: {error.message}"))
+            loop.messages.append(Message.user(f"Observation from {call.name}: {run.outcome.for_model()}"))

@@ -54,25 +54,15 @@ def describe_event(event: RunEvent) -> str | None:
     return None
 
 
-def model_of(record: RunRecord) -> str | None:
-    """The profile's primary model as the snapshot recorded it (``local/smollm2-…``)."""
-    chain = ((record.snapshot or {}).get("profile") or {}).get("chain") or []
-    if not chain or not isinstance(chain[0], dict):
-        return None
-    return f"{chain[0].get('provider')}/{chain[0].get('model')}"
-
-
 def summary_line(record: RunRecord, model: str | None = None) -> str:
-    """Status, run id, the model that answered (``model``, else the profile's primary), tokens,
-    cost, time."""
+    """Status, run id, the model that answered (``provider/model``, when known), tokens, cost, time."""
     usage = record.usage or {}
     timings = record.timings()
     seconds = (timings["duration_ms"] or 0) / 1000
-    answered_by = model or model_of(record)
     parts = [
         record.status.value,
         f"run {record.id}",
-        *([answered_by] if answered_by else []),
+        *([model] if model else []),
         f"{usage.get('total_tokens', 0)} tokens ({usage.get('input_tokens', 0)} in, {usage.get('output_tokens', 0)} out)",
         f"${record.cost:.6f}",
         f"{seconds:.2f}s",
