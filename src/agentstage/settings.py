@@ -209,7 +209,8 @@ def _default_profiles() -> dict[str, ProfileSettings]:
         "local": ProfileSettings(
             description="The embedded model; no key, no network.",
             chain=[local],
-            params={"temperature": 0.2, "max_tokens": 512},
+            # Greedy: a 135M model sampled at any temperature drifts into other languages.
+            params={"temperature": 0.0, "max_tokens": 512},
         ),
         "fast": ProfileSettings(
             description="The embedded model, greedy and short.",

@@ -186,6 +186,9 @@ class ResilientModel:
         self.provider = usable[0].provider
         self.model_name = usable[0].model_name
         self.native_tools = all(model.native_tools for model in usable)
+        # The primary's window and tokenizer, for orchestrators that fit the prompt to it.
+        self.context_window: int | None = getattr(usable[0], "context_window", None)
+        self.count_tokens = getattr(usable[0], "count_tokens", None)
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[ModelChunk]:
         request = with_system_instructions(request)

@@ -197,6 +197,9 @@ class RunService:
         profile = request.profile or self.settings.default_profile
         self.settings.profile(profile)
         self.settings.limits_for(profile, request.options.limit_overrides())
+        check = getattr(self.model_factory, "check", None)  # a model that cannot load: refuse now
+        if check is not None:
+            check(profile)
         for name in request.options.tools or []:
             self.catalog.get(name)
         conversation = (

@@ -11,13 +11,14 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agentstage.access.config import McpPolicy
 from agentstage.access.guard import Guard
 from agentstage.access.secrets import resolve_reference
 from agentstage.core.model import Model
 from agentstage.core.prompts import PromptLibrary
-from agentstage.errors import ConfigError, ForbiddenError, StoreError
+from agentstage.errors import AgentstageError, ConfigError, ForbiddenError, StoreError
 from agentstage.observability import masking
 from agentstage.observability.logging import configure_logging as configure_log_lines
 from agentstage.observability.telemetry import Telemetry
@@ -39,6 +40,9 @@ from agentstage.store.crypto import Keyring, parse_key
 from agentstage.store.sql import SqlRunStore
 from agentstage.tools.plugins import plugin_tools
 from agentstage.tools.registry import builtin_tools
+
+if TYPE_CHECKING:
+    from agentstage.providers.host_supervisor import ModelHostSupervisor as ModelHost
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,27 @@ class ModelChains:
                 code="no_usable_provider",
             )
         return ResilientModel(chain, settings.retry, self.breakers)
+
+    def check(self, profile_name: str) -> None:
+        """Raise the first problem when no provider of the chain can work (a local model file that
+        is missing or broken, a bad option); one usable provider is enough, the rest fall back.
+        Called before a run is written, so a run that cannot start leaves nothing behind."""
+        problems: list[AgentstageError] = []
+        chain = self.settings.profile(profile_name).chain
+        for entry in chain:
+            provider = self.settings.providers[entry.provider]
+            if provider.type != "local":
+                return
+            from agentstage.providers.local import validate
+
+            try:
+                validate(provider.options(), entry.provider)
+            except AgentstageError as error:
+                problems.append(error)
+                continue
+            return
+        if problems:
+            raise problems[0]
 
 
 def model_factory(settings: Settings) -> ModelFactory:
@@ -222,9 +247,37 @@ async def readiness(settings: Settings, service: RunService) -> dict[str, str]:
         checks["store"] = f"unavailable: {type(error).__name__}: {error}"
     entry = settings.profile(None).chain[0]
     provider = settings.providers[entry.provider]
-    problem = check_provider(provider.type, provider.options())
+    problem = check_provider(provider.type, provider.options(), entry.provider)
     checks[f"provider:{entry.provider}"] = "ok" if problem is None else f"unavailable: {problem}"
     return checks
+
+
+def start_model_host(settings: Settings) -> ModelHost | None:
+    """For ``agent serve``: one supervised process holding the embedded model for every worker.
+
+    Started only when some profile uses a local provider; the default profile's local model is
+    loaded at once. Workers find it through the environment, which uvicorn's workers inherit."""
+    from agentstage.providers.host_supervisor import ModelHostSupervisor
+    from agentstage.providers.local import HOST_ENV, LocalModel, validate
+
+    used = {entry.provider for profile in settings.profiles.values() for entry in profile.chain}
+    local = [name for name in used if settings.providers[name].type == "local"]
+    if not local:
+        return None
+    preload = None
+    for entry in settings.profile(None).chain:
+        provider = settings.providers[entry.provider]
+        if provider.type == "local":
+            try:
+                validate(provider.options(), entry.provider)
+                model = LocalModel.from_options(entry.provider, None, provider.options(), {})
+                preload = model.spec().as_dict()
+            except AgentstageError:
+                preload = None  # readiness names the problem; the host loads models on demand
+            break
+    host = ModelHostSupervisor(preload)
+    os.environ[HOST_ENV] = str(host.start())
+    return host
 
 
 def configure_logging(settings: Settings) -> None:

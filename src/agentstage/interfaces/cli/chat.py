@@ -191,4 +191,4 @@ async def _answer(
     final = await service.wait(record.id)
     if final.status.value == "failed":
         typer.secho(f"error: {final.error_message}", fg=typer.colors.RED, err=True)
-    typer.secho(summary_line(final), dim=True, err=True)
+    typer.secho(summary_line(final, view.model), dim=True, err=True)

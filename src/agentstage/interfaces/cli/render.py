@@ -57,13 +57,15 @@ def describe_event(event: RunEvent) -> str | None:
     return None
 
 
-def summary_line(record: RunRecord) -> str:
+def summary_line(record: RunRecord, model: str | None = None) -> str:
+    """Status, run id, the model that answered (``provider/model``, when known), tokens, cost, time."""
     usage = record.usage or {}
     timings = record.timings()
     seconds = (timings["duration_ms"] or 0) / 1000
     parts = [
         record.status.value,
         f"run {record.id}",
+        *([model] if model else []),
         f"{usage.get('total_tokens', 0)} tokens ({usage.get('input_tokens', 0)} in, {usage.get('output_tokens', 0)} out)",
         f"${record.cost:.6f}",
         f"{seconds:.2f}s",
@@ -84,6 +86,7 @@ class RunView:
         self.text = ""
         self.call_id: str | None = None
         self.wrote_raw = False
+        self.model: str | None = None  # the provider/model of the last model response
         self._live: Live | None = None
         self._noted: set[str] = set()
 
@@ -120,6 +123,8 @@ class RunView:
             self.err.print(Text(line, style="dim"))
 
     def handle(self, event: RunEvent) -> None:
+        if event.type == "model.response":
+            self.model = f"{event.data['provider']}/{event.data['model']}"
         if event.type == "message.delta":
             data = event.data
             self._delta(data["call_id"], data["text"])

@@ -169,8 +169,8 @@ def run(
     )
     text = read_question(question, input_file)
     streamed = chosen == "text" and not no_stream
-    record = run_command(lambda: _run(text, choices, streamed, continue_last, conversation))
-    _deliver(record, chosen, streamed, output_file)
+    record, model = run_command(lambda: _run(text, choices, streamed, continue_last, conversation))
+    _deliver(record, chosen, streamed, output_file, model)
     raise typer.Exit(exit_code(record))
 
 
@@ -182,7 +182,7 @@ def exit_code(record: RunRecord) -> int:
 
 async def _run(
     text: str, choices: Choices, streamed: bool, continue_last: bool, conversation: str | None
-) -> RunRecord:
+) -> tuple[RunRecord, str | None]:
     from agentstage.interfaces.cli.render import RunView
     from agentstage.runtime.requests import RunRequest
 
@@ -201,7 +201,7 @@ async def _run(
         with RunView(show_tokens=streamed, rich_answer=None if streamed else False) as view:
             async for event in service.stream(record.id):
                 view.handle(event)
-        return await service.wait(record.id)
+        return await service.wait(record.id), view.model
 
 
 async def pick_conversation(
@@ -235,7 +235,9 @@ def stop_on_interrupt(service: RunService, run_id: str) -> None:
         loop.add_signal_handler(signum, interrupt)
 
 
-def _deliver(record: RunRecord, output_format: str, streamed: bool, output_file: Path | None) -> None:
+def _deliver(
+    record: RunRecord, output_format: str, streamed: bool, output_file: Path | None, model: str | None
+) -> None:
     from rich.markdown import Markdown
     from rich.text import Text
 
@@ -255,4 +257,4 @@ def _deliver(record: RunRecord, output_format: str, streamed: bool, output_file:
     if record.error_code and record.status.value == "failed":
         err.print(Text(f"error: {record.error_message}", style="red"))
     style = {"completed": "green", "failed": "red", "cancelled": "yellow"}.get(record.status.value, "white")
-    err.print(Text(summary_line(record), style=f"dim {style}"))
+    err.print(Text(summary_line(record, model), style=f"dim {style}"))

@@ -102,7 +102,7 @@ def serve(
     """
     import uvicorn
 
-    from agentstage.runtime.wiring import check_store
+    from agentstage.runtime.wiring import check_store, start_model_host
 
     if reload and (workers > 1 or no_http):
         fail("--reload restarts one HTTP worker; leave out --workers and --no-http")
@@ -152,21 +152,27 @@ def serve(
     from agentstage.runtime.wiring import prepare_metrics
 
     prepare_metrics()  # before the workers start: one /metrics sees them all
-    if no_http:
-        _call(GRPC_ALONE)
-        return
-    uvicorn.run(
-        HTTP_APP if grpc_port is None else HTTP_AND_GRPC_APP,
-        factory=True,
-        host=host,
-        port=port,
-        workers=None if reload else workers,
-        reload=reload,
-        reload_dirs=[str(Path(__file__).parents[2])] if reload else None,
-        log_level="warning",
-        access_log=False,
-        **tls,
-    )
+    # One model host for every worker: started before the servers so their workers inherit where it is.
+    model_host = start_model_host(settings)
+    try:
+        if no_http:
+            _call(GRPC_ALONE)
+            return
+        uvicorn.run(
+            HTTP_APP if grpc_port is None else HTTP_AND_GRPC_APP,
+            factory=True,
+            host=host,
+            port=port,
+            workers=None if reload else workers,
+            reload=reload,
+            reload_dirs=[str(Path(__file__).parents[2])] if reload else None,
+            log_level="warning",
+            access_log=False,
+            **tls,
+        )
+    finally:
+        if model_host is not None:
+            model_host.stop()
 
 
 def _grpc_environment(host: str | None, grpc_port: int, workers: int) -> None:
