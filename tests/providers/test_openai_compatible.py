@@ -32,7 +32,14 @@ def free_port() -> int:
 def openai_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     log = (tmp_path_factory.mktemp("server") / "server.log").open("w")
-    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(default_model_path()),
+    # llama.cpp's own server, loaded without weight repacking: its AMX path crashes on some CPUs.
+    launcher = (
+        "import runpy\n"
+        "from agentstage.providers.llama_engine import extra_buffers\n"
+        "with extra_buffers(False):\n"
+        "    runpy.run_module('llama_cpp.server', run_name='__main__')\n"
+    )
+    command = [sys.executable, "-c", launcher, "--model", str(default_model_path()),
                "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--model_alias", "smollm2"]  # fmt: skip
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     base_url = f"http://127.0.0.1:{port}/v1"
@@ -99,7 +106,8 @@ async def test_react_with_json_actions_over_the_server(
         events = await service.events(final.id)
     assert any(e.type == "model.response" for e in events)
     assert final.status in {"completed", "failed"}
-    assert final.error_code in {None, "max_steps"}, final.error_message
+    # 32 tokens may cut a small model's answer short: that is named, never taken for an answer.
+    assert final.error_code in {None, "max_steps", "incomplete_answer"}, final.error_message
 
 
 async def test_a_server_that_is_down_is_retried_then_falls_back(

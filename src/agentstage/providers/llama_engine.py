@@ -88,12 +88,13 @@ def load_llama(spec: ModelSpec) -> Loaded:
 
 
 @contextlib.contextmanager
-def _model_params(use_extra_bufts: bool) -> Iterator[None]:
+def extra_buffers(use_extra_bufts: bool) -> Iterator[None]:
     """Make ``Llama`` build its ``llama_model_params`` with our ``use_extra_bufts``.
 
     ``Llama.__init__`` takes the defaults from ``llama_model_default_params()`` and hands them to
     llama.cpp without exposing this field; wrapping that one function for the duration of the load
-    (under the registry lock, so no other load can see it) is the narrowest way to set it.
+    (under the registry lock, so no other load can see it) is the narrowest way to set it. Also for
+    starting llama.cpp's own OpenAI-compatible server safely on a CPU with AMX.
     """
     import llama_cpp.llama_cpp as bindings
 
@@ -122,7 +123,7 @@ def _load(spec: ModelSpec) -> Any:
             provider="local",
         ) from None
     try:
-        with _model_params(spec.use_extra_bufts):
+        with extra_buffers(spec.use_extra_bufts):
             return Llama(
                 model_path=spec.path, n_ctx=spec.n_ctx, n_threads=spec.n_threads or None, verbose=False
             )

@@ -110,7 +110,9 @@ class ModelChains:
                 continue
             return
         if problems:
-            raise problems[0]
+            first = problems[0]
+            # The server's own model cannot work: that is not the caller's bad input (a 503, not a 422).
+            raise ConfigError(first.message, code="model_unavailable", details=first.details)
 
 
 def model_factory(settings: Settings) -> ModelFactory:

@@ -79,7 +79,7 @@ def check_answer(text: str, finish_reason: str, model_label: str) -> str:
     if finish_reason == "length":
         raise ModelError(
             f"{model_label} was cut off before finishing its answer (it reached max_tokens): "
-            f"{text[-80:]!r}; raise max_tokens or use {LARGER_MODEL_HINT[2:]}",
+            f"{text[-80:]!r}; raise max_tokens, or use a profile with a larger model (see `agent profile list`)",
             code="incomplete_answer",
         )
     if not any(char.isalnum() for char in text):
