@@ -20,12 +20,15 @@ pytestmark = pytest.mark.anyio
 
 
 def test_head_names_the_newest_migration() -> None:
-    revisions = []
+    """HEAD is the one revision no other revision builds on (names need not sort)."""
+    revisions, parents = set(), set()
     for path in (migrations.DIRECTORY / "versions").glob("*.py"):
         text = path.read_text(encoding="utf-8")
         if "revision = " in text:
-            revisions.append(text.split('revision = "', 1)[1].split('"', 1)[0])
-    assert migrations.HEAD == max(revisions)
+            revisions.add(text.split('\nrevision = "', 1)[1].split('"', 1)[0])
+            parent = text.split("\ndown_revision = ", 1)[1].split("\n", 1)[0].strip('"')
+            parents.add(parent)
+    assert [migrations.HEAD] == sorted(revisions - parents)
 
 
 async def test_open_migrates_a_new_file_and_reopening_is_a_no_op(tmp_path: Path) -> None:

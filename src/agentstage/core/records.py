@@ -33,6 +33,9 @@ class RunRecord(BaseModel):
     worker_id: str | None = None
     heartbeat_at: datetime | None = None
     cancel_requested: bool = False
+    attempt: int = Field(
+        default=1, description="Which attempt at the run this is; every write of the run is fenced by it."
+    )
     trace_id: str | None = None
     snapshot_hash: str | None = Field(
         default=None, description="Hash of the configuration snapshot the run used (stored once per hash)."

@@ -38,13 +38,21 @@ from agentstage.core.events import (
 from agentstage.core.orchestrators import parse_mode
 from agentstage.core.prompts import PromptLibrary
 from agentstage.core.records import MessageRecord, RunRecord
-from agentstage.errors import AgentstageError, ConflictError, InvalidInputError, NotFoundError, StoreError
+from agentstage.errors import (
+    AgentstageError,
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    StoreError,
+    TooManyRequestsError,
+)
 from agentstage.runtime.catalog import ToolCatalog, ToolServerSpec
+from agentstage.runtime.distribution import EventBus, RunQueue, Sweeper, TenantBusy
 from agentstage.runtime.execution import ConfigSnapshots, ExecutionDeps, ModelFactory, RunExecution
 from agentstage.runtime.live import LiveRun
 from agentstage.runtime.recorder import RunRecorder
 from agentstage.runtime.recovery import LostRunSweeper
-from agentstage.runtime.requests import RunRequest
+from agentstage.runtime.requests import RunOptions, RunRequest
 from agentstage.runtime.sinks import EventSink
 from agentstage.runtime.snapshot import assemble
 from agentstage.runtime.writer import EventWriter
@@ -56,6 +64,7 @@ __all__ = ["BatchItem", "ModelFactory", "RunService"]
 
 log = logging.getLogger("agentstage.runtime")
 STORE_POLL_SECONDS = 0.2
+BUS_WAIT_SECONDS = 1.0
 REPAIR_INTERVAL = 0.25
 SWEEP_EVERY_BEATS = 5
 
@@ -101,8 +110,18 @@ class RunService:
         model_factory: ModelFactory,
         catalog: ToolCatalog,
         prompts: PromptLibrary | None = None,
+        *,
+        queue: RunQueue | None = None,
+        bus: EventBus | None = None,
+        sweeper: Sweeper | None = None,
     ):
+        """``queue``/``bus``: the scale-out mode (see runtime/distribution.py). With a queue, runs
+        are recorded here and executed by whichever process claims them (:meth:`execute_queued`);
+        with a bus, this process publishes its committed events and streams other processes' runs
+        from it."""
         self.settings = settings
+        self.queue = queue
+        self.bus = bus
         self.store = store
         self.catalog = catalog
         self.prompts = prompts or PromptLibrary()
@@ -117,7 +136,12 @@ class RunService:
             on_lost=self._lost,
             write_timeout=settings.store.write_timeout,
         )
-        self._sweeper = LostRunSweeper(store, self.worker_id, settings.runtime.worker_lost_after)
+        self._sweeper: Sweeper = sweeper or LostRunSweeper(
+            store, self.worker_id, settings.runtime.worker_lost_after
+        )
+        self._tenants: dict[str, asyncio.Semaphore] = {}
+        if bus is not None:
+            self._writer.add_sink(bus.publisher())
         self._repairs: dict[str, tuple[RunRecorder, RunFailed, dict[str, Any]]] = {}
         self._abandoned: set[asyncio.Task[None]] = set()
         self._snapshots = ConfigSnapshots()
@@ -131,6 +155,10 @@ class RunService:
     async def open(self) -> None:
         """Open the store (migrating it), fail runs whose process died, start the background tasks."""
         await self.store.open()
+        if self.bus is not None:
+            await self.bus.open()
+        if self.queue is not None:
+            await self.queue.open()
         await self._sweeper.sweep(at_startup=True)
         await self._connect_tool_servers()
         self._writer.start()
@@ -165,6 +193,10 @@ class RunService:
             task.cancel()
         await self._writer.close()
         await self.catalog.close()
+        if self.queue is not None:
+            await self.queue.close()
+        if self.bus is not None:
+            await self.bus.close()
         await self.store.close()
 
     async def __aenter__(self) -> RunService:
@@ -199,6 +231,7 @@ class RunService:
                 f"unknown conversation {request.conversation_id!r}", code="conversation_not_found"
             )
         self._writer.health.require()
+        await self._admit_tenant(request.tenant)
         now = utc_now()
         record = RunRecord(
             id=str(uuid7()),
@@ -211,7 +244,7 @@ class RunService:
             conversation_id=request.conversation_id,
             correlation_id=request.correlation_id,
             created_at=now,
-            worker_id=self.worker_id,
+            worker_id=None if self.queue is not None else self.worker_id,
             heartbeat_at=now,
             trace_id=secrets.token_hex(16),
         )
@@ -233,8 +266,40 @@ class RunService:
         except StoreError:
             self._live.pop(record.id, None)
             raise
+        if self.queue is not None:
+            return await self._hand_over(live)
         live.task = asyncio.create_task(self._execute(live), name=f"run-{record.id}")
         return record.model_copy()
+
+    async def _hand_over(self, live: LiveRun) -> RunRecord:
+        """Give a durably queued run to the workers; if the queue cannot take it, it fails here."""
+        self._live.pop(live.record.id, None)
+        try:
+            await self.queue.enqueue(live.record.model_copy())  # type: ignore[union-attr]
+        except Exception as error:
+            log.error("run %s could not be queued: %s: %s", live.record.id, type(error).__name__, error)
+            info = ErrorInfo(code="queue_unavailable", message=f"the run could not be queued: {error}")
+            failed = RunFailed(error=info, usage=live.record.usage, cost=live.record.cost)
+            live.recorder.finish(failed, error_code=info.code, error_message=info.message)
+            with contextlib.suppress(StoreError):
+                await live.recorder.durable()
+        return live.record.model_copy()
+
+    async def _admit_tenant(self, tenant: str) -> None:
+        """A tenant over its concurrent-run limit is refused here when the config says 'reject'
+        (429 with Retry-After); otherwise its runs wait their turn (see :meth:`_admitted`)."""
+        runtime = self.settings.runtime
+        limit = runtime.tenant_limit(tenant)
+        if limit is None or runtime.tenant_overflow != "reject":
+            return
+        active = await self.store.active_runs(tenant)
+        if active >= limit:
+            raise TooManyRequestsError(
+                f"tenant {tenant!r} already has {active} runs queued or running (its limit is {limit}); "
+                "try again when one has finished",
+                retry_after=1.0,
+                code="tenant_limit",
+            )
 
     def _validated_input(self, text: str) -> str:
         if not text.strip():
@@ -266,6 +331,7 @@ class RunService:
         finally:
             live.finish()
             self._live.pop(live.record.id, None)
+            self._writer.unfence(live.record.id)
 
     @contextlib.asynccontextmanager
     async def _admitted(self, live: LiveRun) -> AsyncIterator[bool]:
@@ -277,6 +343,10 @@ class RunService:
             turn, users = self._conversations.get(conversation_id, (asyncio.Lock(), 0))
             self._conversations[conversation_id] = (turn, users + 1)
             locks.append(turn)
+        tenant_limit = self.settings.runtime.tenant_limit(live.record.tenant)
+        if tenant_limit is not None and live.recorder.fence is None:  # claimed runs: the claim counts
+            gate = self._tenants.setdefault(live.record.tenant, asyncio.Semaphore(tenant_limit))
+            locks.append(gate)
         locks.append(self._slots)
         admitted = True
         try:
@@ -329,6 +399,9 @@ class RunService:
         """Make sure the run has an ending and that it is durable; if the store lost it, write a
         ``failed`` ending naming why; if even that cannot be stored, keep retrying it."""
         recorder = live.recorder
+        if recorder.lost is not None and recorder.lost.code == "run_fenced":
+            self._fenced(live, recorder.lost)
+            return
         if recorder.terminal is None:
             payload, fields = self._ending(live)
             recorder.finish(payload, **fields)
@@ -336,6 +409,9 @@ class RunService:
             await recorder.durable()
             return
         except StoreError as lost:
+            if lost.code == "run_fenced":
+                self._fenced(live, lost)
+                return
             failed, fields = self._store_failure(live, lost)
             recorder.finish(failed, **fields)
         try:
@@ -349,6 +425,13 @@ class RunService:
                 live.record.id,
                 again.code,
             )
+
+    @staticmethod
+    def _fenced(live: LiveRun, error: StoreError) -> None:
+        """The run moved on without this process (requeued or ended elsewhere): it writes nothing
+        more, and never retries (the run is someone else's now)."""
+        live.failure = error
+        log.warning("run %s: %s", live.record.id, error.message)
 
     def _ending(self, live: LiveRun) -> tuple[TerminalPayload, dict[str, Any]]:
         record, control = live.record, live.control
@@ -453,8 +536,33 @@ class RunService:
             if not events:
                 if record.status.terminal:
                     return
-                await asyncio.sleep(STORE_POLL_SECONDS)
+                async for event in self._tail(run_id, cursor):
+                    yield event
+                    cursor = event.seq
+                    if event.terminal:
+                        return
                 record = await self.status(run_id)
+
+    async def _tail(self, run_id: str, cursor: int) -> AsyncIterator[RunEvent]:
+        """Live events of another process's run: from the bus while it delivers them in order,
+        else nothing for a moment (the caller reads the store, the source of truth, again)."""
+        if self.bus is None:
+            await asyncio.sleep(STORE_POLL_SECONDS)
+            return
+        while True:
+            events = await self.bus.tail(run_id, cursor, wait=BUS_WAIT_SECONDS)
+            if events is None:  # the bus is gone: poll the store until it is back
+                await asyncio.sleep(STORE_POLL_SECONDS)
+                return
+            if not events or events[0].seq != cursor + 1:
+                return  # quiet for a while, or the bus missed some: the store fills the gap
+            for event in events:
+                if event.seq != cursor + 1:
+                    return
+                yield event
+                cursor = event.seq
+                if event.terminal:
+                    return
 
     async def events(
         self, run_id: str, after: int = 0, limit: int | None = None, tenant: str | None = None
@@ -509,8 +617,89 @@ class RunService:
                 details={"run_status": record.status.value},
             )
         if live is None:
-            await self.store.request_cancel(run_id)
+            if self.queue is not None and await self._cancel_unclaimed(run_id, reason):
+                return await self.status(run_id)
+            await self.store.request_cancel(run_id, reason)
         return record
+
+    async def _cancel_unclaimed(self, run_id: str, reason: str) -> bool:
+        """A queued run no worker has claimed yet: claim it here and end it ``cancelled`` at once
+        (it never starts; the queue's job then finds it ended)."""
+        claim = await self.store.claim_run(run_id, self.worker_id, utc_now(), None)
+        if claim.record is None:
+            return False
+        live = self._claimed(claim.record)
+        live.control.cancel(reason)
+        await self._execute(live)
+        return True
+
+    def _claimed(self, record: RunRecord) -> LiveRun:
+        """A run this process now executes for the queue: its log continues after what is stored,
+        every write fenced by its attempt."""
+        recorder = RunRecorder(
+            record,
+            self._writer,
+            max_event_bytes=self.settings.runtime.max_event_bytes,
+            next_seq=record.last_seq + 1,
+            fence=record.attempt,
+        )
+        options = RunOptions.model_validate(record.options)
+        request = RunRequest(
+            input=record.input,
+            mode=record.mode,
+            profile=record.profile,
+            options=options,
+            conversation_id=record.conversation_id,
+            correlation_id=record.correlation_id,
+            tenant=record.tenant,
+        )
+        live = LiveRun(recorder=recorder, request=request)
+        self._live[record.id] = live
+        return live
+
+    # executing for the queue ------------------------------------------------------------------------
+
+    async def execute_queued(self, run_id: str) -> None:
+        """Claim a queued run and execute it here to its end (a worker's job). Does nothing if
+        another process has it or it has ended; raises :class:`TenantBusy` if its tenant has no
+        free slot (the queue offers it again later). A cancelled caller stops the run
+        (``shutdown``) and waits for its ending to be written."""
+        record = await self.store.get_run(run_id)
+        if record is None or record.status.terminal:
+            return
+        limit = self.settings.runtime.tenant_limit(record.tenant)
+        claim = await self.store.claim_run(run_id, self.worker_id, utc_now(), limit)
+        if claim.tenant_busy:
+            raise TenantBusy(record.tenant)
+        if claim.record is None:
+            return
+        live = self._claimed(claim.record)
+        if claim.record.cancel_requested:
+            live.control.cancel("cancelled before it started")
+        task = live.task = asyncio.create_task(self._execute(live), name=f"run-{run_id}")
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            live.control.cancel("shutdown")
+            await task
+            raise
+
+    def attempts_left(self, record: RunRecord) -> bool:
+        """Whether a lost run may be executed again: only idempotent runs, up to max_attempts."""
+        idempotent = bool(record.options.get("idempotent"))
+        return idempotent and record.attempt < self.settings.runtime.max_attempts
+
+    async def drain(self, seconds: float) -> None:
+        """Let this process's runs finish for up to ``seconds``, then cancel the rest
+        with reason ``shutdown`` and wait for their endings (a worker's graceful stop)."""
+        tasks = [live.task for live in self._live.values() if live.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=seconds)
+        for live in list(self._live.values()):
+            live.control.cancel("shutdown")
+        tasks = [live.task for live in self._live.values() if live.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=self.settings.runtime.cancel_grace + 5)
 
     # batches --------------------------------------------------------------------------------------
 
@@ -575,7 +764,7 @@ class RunService:
         active = [run_id for run_id, live in self._live.items() if live.recorder.terminal is None]
         if not active:
             return
-        await self.store.heartbeat(active, utc_now())
+        await self.store.owned_heartbeat(active, self.worker_id, utc_now())
         for run_id in await self.store.cancel_requested(active):
             with contextlib.suppress(AgentstageError):
                 await self.cancel(run_id, reason="cancelled by request from another process")
