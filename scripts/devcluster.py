@@ -58,9 +58,10 @@ def _binary(name: str, *places: Path) -> str:
 class Postgres:
     """A private PostgreSQL 15 cluster: ``initdb`` + ``pg_ctl`` on a free port, fsync off."""
 
-    def __init__(self, root: Path):
-        self.root = root
-        self.data = root / "pgdata"
+    def __init__(self) -> None:
+        # Its own directory right under the temp dir: the postgres user must be able to reach it.
+        self.root = Path(tempfile.mkdtemp(prefix="agentstage-pg-"))
+        self.data = self.root / "pgdata"
         self.port = free_port()
         self.user = "agentstage"
         self._as_postgres = os.geteuid() == 0
@@ -125,6 +126,7 @@ class Postgres:
     def stop(self) -> None:
         if (self.data / "postmaster.pid").exists():
             self._run(_binary("pg_ctl", PG_BIN), "-D", str(self.data), "stop", "-m", "immediate", check=False)
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 class Redis:
@@ -311,7 +313,7 @@ class Cluster:
         self.root = root or Path(tempfile.mkdtemp(prefix="agentstage-cluster-"))
         self.home = self.root / "home"
         self.home.mkdir(parents=True, exist_ok=True)
-        self.postgres = Postgres(self.root / "pg")
+        self.postgres = Postgres()
         self.redis = Redis(self.root / "redis")
         self.config = config or {}
         self.apis: list[AgentProcess] = []

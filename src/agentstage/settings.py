@@ -162,6 +162,11 @@ class RuntimeSettings(Strict):
     tenant_limits: dict[str, int] = Field(
         default_factory=dict, description="Per-tenant overrides of tenant_max_concurrent_runs."
     )
+    execute_in_api: bool = Field(
+        default=False,
+        description="With PostgreSQL and Redis, agent serve also executes queued runs (agent serve --execute).",
+    )
+    worker_concurrency: int = Field(default=8, ge=1, le=1000, description="Runs one worker executes at once.")
     tenant_overflow: Literal["queue", "reject"] = Field(
         default="queue",
         description="A run over its tenant's limit waits its turn ('queue') or is refused with 429 "

@@ -684,10 +684,10 @@ class RunService:
             await task
             raise
 
-    def attempts_left(self, record: RunRecord) -> bool:
-        """Whether a lost run may be executed again: only idempotent runs, up to max_attempts."""
-        idempotent = bool(record.options.get("idempotent"))
-        return idempotent and record.attempt < self.settings.runtime.max_attempts
+    def executes(self, run_id: str) -> bool:
+        """Whether this process is executing the run now."""
+        live = self._live.get(run_id)
+        return live is not None and live.recorder.terminal is None
 
     async def drain(self, seconds: float) -> None:
         """Let this process's runs finish for up to ``seconds``, then cancel the rest

@@ -7,6 +7,7 @@ parts.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,16 +128,52 @@ def build_store(settings: Settings) -> SqlRunStore:
     )
 
 
-def build_service(settings: Settings) -> RunService:
+def build_service(settings: Settings, *, worker: bool = False) -> RunService:
+    """The run service for these settings. With PostgreSQL and Redis configured it is the
+    scale-out kind: runs go through the queue, live events through Redis Streams; ``worker``
+    builds the one ``agent worker`` runs (see :func:`run_worker`)."""
     prompts_dir = settings.home / "prompts"
     prompts = PromptLibrary(prompts_dir) if prompts_dir.is_dir() else PromptLibrary()
-    return RunService(
+    store = build_store(settings)
+    if not settings.distributed():
+        return RunService(settings, store, model_factory(settings), tool_catalog(settings), prompts)
+    from agentstage.distributed.bus import RedisEventBus
+    from agentstage.distributed.queue import ProcrastinateQueue
+    from agentstage.distributed.worker import InProcessWorker, StallSweeper
+
+    queue = ProcrastinateQueue(settings.store_url())
+    bus = RedisEventBus(
+        settings.redis_url() or "", maxlen=settings.redis.stream_maxlen, ttl=settings.redis.stream_ttl
+    )
+    in_process = None
+    if settings.runtime.execute_in_api and not worker:
+        in_process = InProcessWorker(queue, settings.runtime.worker_concurrency)
+    service = RunService(
         settings,
-        build_store(settings),
+        store,
         model_factory(settings),
         tool_catalog(settings),
         prompts,
+        queue=in_process or queue,
+        bus=bus,
+        sweeper=StallSweeper(store, queue, settings),
     )
+    if in_process is not None:
+        in_process.service = service
+    return service
+
+
+async def run_worker(settings: Settings, concurrency: int, stop: asyncio.Event) -> None:
+    """``agent worker``: execute queued runs until ``stop`` is set, then drain."""
+    if not settings.distributed():
+        raise ConfigError(
+            "agent worker needs the scale-out mode: set store.url to a PostgreSQL URL "
+            "(postgresql+psycopg://…) and redis.url (redis://…), e.g. AGENT_STORE__URL and AGENT_REDIS__URL"
+        )
+    from agentstage.distributed.worker import run_worker as execute
+
+    service = build_service(settings, worker=True)
+    await execute(service, service.queue, concurrency, stop)  # type: ignore[arg-type]
 
 
 async def check_store(settings: Settings) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from agentstage import __version__
-from agentstage.interfaces.cli import audit, batch, chat, config, keys, run, runs, serve, store, tools
+from agentstage.interfaces.cli import audit, batch, chat, config, keys, run, runs, serve, store, tools, worker
 from agentstage.interfaces.cli import eval as eval_cli
 
 app = typer.Typer(
@@ -39,6 +39,7 @@ app.add_typer(config.config_app, name="config")
 app.add_typer(config.profile_app, name="profile")
 app.add_typer(tools.app, name="tool")
 app.command("serve")(serve.serve)
+app.command("worker")(worker.worker)
 app.add_typer(keys.app, name="keys")
 app.add_typer(audit.app, name="audit")
 app.add_typer(eval_cli.app, name="eval")

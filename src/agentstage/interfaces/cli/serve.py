@@ -86,6 +86,14 @@ def serve(
     no_http: Annotated[
         bool, typer.Option("--no-http", help="Serve gRPC only (needs --grpc-port or grpc.port).")
     ] = False,
+    execute: Annotated[
+        bool,
+        typer.Option(
+            "--execute",
+            help="With PostgreSQL and Redis (scale-out), also execute queued runs in this process; "
+            "without it, runs go to `agent worker` processes. The embedded mode always executes.",
+        ),
+    ] = False,
 ) -> None:
     """Serve the HTTP API: runs, streams (SSE, WebSocket), conversations, tools, config, health.
     With --grpc-port, serve the gRPC API (protos/agent.proto) in the same process, on the same runs.
@@ -104,6 +112,8 @@ def serve(
         settings = load_settings()
     except UserError as error:
         fail(error.message)
+    if execute:
+        os.environ["AGENT_RUNTIME__EXECUTE_IN_API"] = "true"  # reaches every server process
     grpc_port = settings.grpc.port if grpc_port is None else grpc_port
     if no_http and grpc_port is None:
         fail("--no-http serves gRPC only: give --grpc-port PORT (or set grpc.port)")
@@ -131,15 +141,18 @@ def serve(
     auth = "API keys" if not auth_off else "OFF (http.auth = off; local use only)"
     if tls_client_ca is not None:
         auth += " + client certificates"
+    store = _masked(settings.store_url())
+    if settings.distributed():
+        store += " · runs: " + (
+            "queued, executed here and by workers" if execute else "queued for `agent worker`"
+        )
     if not no_http:
         typer.secho(
-            f"agentstage serving on {scheme}://{host}:{port} · auth: {auth} · store: {settings.store_url()}",
-            err=True,
+            f"agentstage serving on {scheme}://{host}:{port} · auth: {auth} · store: {store}", err=True
         )
     if grpc_port is not None:
         typer.secho(
-            f"agentstage serving gRPC on {grpc_host}:{grpc_port} · auth: {_grpc_auth(settings)}"
-            f" · store: {settings.store_url()}",
+            f"agentstage serving gRPC on {grpc_host}:{grpc_port} · auth: {_grpc_auth(settings)} · store: {store}",
             err=True,
         )
     if no_http:
@@ -155,6 +168,15 @@ def serve(
         access_log=False,
         **tls,
     )
+
+
+def _masked(url: str) -> str:
+    """A store URL without its password (it is printed)."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, place = rest.rpartition("@")
+    if not at or ":" not in credentials:
+        return url
+    return f"{scheme}{sep}{credentials.split(':', 1)[0]}:***@{place}"
 
 
 def _grpc_environment(host: str | None, grpc_port: int, workers: int) -> None:
