@@ -55,7 +55,8 @@ class _KeyedKind(BaseProviderKind):
 
     def check(self, options: dict[str, Any]) -> str | None:
         reference = str(options.get("api_key", self.default_key))
-        if reference.startswith("env:") and not options.get("base_url") and not os.environ.get(reference[4:]):
+        remote = options.get("base_url") or options.get("nodes")
+        if reference.startswith("env:") and not remote and not os.environ.get(reference[4:]):
             return f"{reference[4:]} is not set"
         return None
 
@@ -67,6 +68,15 @@ class OpenAIKind(_KeyedKind):
     def build(self, name: str, model: str | None, options: dict[str, Any], params: dict[str, Any]) -> Model:
         from agentstage.providers.openai import OpenAIModel
 
+        pool = None
+        if options.get("nodes"):
+            from agentstage.providers.pool import endpoint_pool
+
+            pool_keys = ("nodes", "load_balancing", "health_check", "tls")
+            try:
+                pool = endpoint_pool(name, {k: options[k] for k in pool_keys if k in options})
+            except ValueError as error:
+                raise ConfigError(f"provider {name!r}: invalid endpoint pool: {error}") from None
         return OpenAIModel(
             model or "gpt-4o-mini",
             provider=name,
@@ -74,6 +84,7 @@ class OpenAIKind(_KeyedKind):
             api_key=options.get("api_key", self.default_key),
             params=params,
             timeout=float(options.get("timeout", 60.0)),
+            pool=pool,
         )
 
 

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import secrets
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 from uuid6 import uuid7
@@ -69,6 +70,7 @@ REPAIR_INTERVAL = 0.25
 SWEEP_EVERY_BEATS = 5
 
 Lock = asyncio.Semaphore | asyncio.Lock
+T = TypeVar("T")
 
 
 @dataclass
@@ -527,7 +529,7 @@ class RunService:
         record = await self.status(run_id)
         cursor = after
         while True:
-            events = await self.store.events(run_id, after=cursor)
+            events = await self._read_through(functools.partial(self.store.events, run_id, after=cursor))
             for event in events:
                 yield event
                 cursor = event.seq
@@ -541,7 +543,21 @@ class RunService:
                     cursor = event.seq
                     if event.terminal:
                         return
-                record = await self.status(run_id)
+                record = await self._read_through(lambda: self.status(run_id))
+
+    async def _read_through(self, read: Callable[[], Awaitable[T]]) -> T:
+        """A read for a stream, retried while the store is briefly unreachable (a database restart)
+        for up to ``store.write_timeout``: the stream resumes where it was instead of breaking."""
+        deadline = asyncio.get_running_loop().time() + self.settings.store.write_timeout
+        while True:
+            try:
+                return await read()
+            except AgentstageError:
+                raise
+            except Exception as error:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise StoreError(f"the store cannot be read: {type(error).__name__}: {error}") from None
+                await asyncio.sleep(STORE_POLL_SECONDS)
 
     async def _tail(self, run_id: str, cursor: int) -> AsyncIterator[RunEvent]:
         """Live events of another process's run: from the bus while it delivers them in order,
