@@ -56,7 +56,9 @@ def _binary(name: str, *places: Path) -> str:
 
 
 class Postgres:
-    """A private PostgreSQL 15 cluster: ``initdb`` + ``pg_ctl`` on a free port, fsync off."""
+    """A private PostgreSQL 15 cluster: ``initdb`` + ``pg_ctl`` on a free port. fsync is off (a
+    process crash loses nothing; only an OS crash would), synchronous_commit stays on: a commit a
+    client was told about must survive ``pg_ctl restart -m immediate``."""
 
     def __init__(self) -> None:
         # Its own directory right under the temp dir: the postgres user must be able to reach it.
@@ -92,7 +94,6 @@ class Postgres:
             "listen_addresses = '127.0.0.1'",
             f"unix_socket_directories = '{self.root}'",
             "fsync = off",
-            "synchronous_commit = off",
             "full_page_writes = off",
             "max_connections = 200",
             "shared_buffers = 32MB",

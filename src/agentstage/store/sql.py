@@ -520,7 +520,10 @@ def _classify(error: SQLAlchemyError) -> StoreError:
         isinstance(error, OperationalError | DBAPIError) and getattr(error, "connection_invalidated", False)
     ):
         return StoreError(f"the store cannot be reached: {text_}", code="store_unavailable", retry_after=1.0)
-    if isinstance(error, OperationalError) and (sqlstate or "").startswith(("08", "57", "40", "55")):
+    # No SQLSTATE: the server could not be reached or cut the connection (a restart, a crash).
+    if isinstance(error, OperationalError) and (
+        sqlstate is None or sqlstate.startswith(("08", "57", "40", "55"))
+    ):
         return StoreError(f"the store is busy or gone: {text_}", code="store_unavailable", retry_after=1.0)
     return StoreError(f"the store refused this run's data: {type(error).__name__}: {text_}")
 
