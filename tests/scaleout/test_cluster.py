@@ -212,8 +212,8 @@ def test_a_paused_worker_cannot_write_into_a_run_that_moved_on(cluster: Running)
 def test_a_client_whose_api_node_dies_reconnects_through_nginx_without_a_gap(cluster: Running) -> None:
     run_id = cluster.nginx.start("long")
     cluster.worker_of(run_id)
-    collected: list[list[dict[str, Any]]] = [[], []]
-    broken = [False, False]
+    collected: list[list[dict[str, Any]]] = [[] for _ in range(4)]
+    broken = [False] * 4
 
     def follow(index: int) -> None:
         headers = dict(cluster.nginx.headers)
@@ -232,7 +232,10 @@ def test_a_client_whose_api_node_dies_reconnects_through_nginx_without_a_gap(clu
         last = int(collected[index][-1]["id"]) if collected[index] else 0
         collected[index] += cluster.nginx.events(run_id, last_event_id=last)
 
-    threads = [in_thread(follow, i)[0] for i in range(2)]  # round-robin: one per API node
+    threads = []
+    for index in range(4):  # round-robin: two on each API node
+        threads.append(in_thread(follow, index)[0])
+        time.sleep(0.2)
     time.sleep(1.0)
     victim = cluster.cluster.apis[0]
     os.kill(victim.pid, signal.SIGKILL)
