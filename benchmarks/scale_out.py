@@ -25,7 +25,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
-from devcluster import AgentProcess, Cluster, free_port  # noqa: E402
+from devcluster import AgentProcess, Cluster, free_port
 
 API = "/api/v1/agent"
 SCRIPT = {
@@ -71,7 +71,10 @@ class Target:
                 time.sleep(0.02)
 
     def start(self, text: str, index: int = 0) -> str:
-        with self.client(index) as client, client.stream("POST", f"{API}/run/stream", json={"input": text}) as answer:
+        with (
+            self.client(index) as client,
+            client.stream("POST", f"{API}/run/stream", json={"input": text}) as answer,
+        ):
             return answer.headers["x-run-id"]
 
     def fan_out(self, runs: int) -> list[float]:
@@ -80,7 +83,10 @@ class Target:
         latencies: list[float] = []
         for index in range(runs):
             run_id = self.start("stream", index)
-            with self.client(index + 1) as client, client.stream("GET", f"{API}/runs/{run_id}/events") as answer:
+            with (
+                self.client(index + 1) as client,
+                client.stream("GET", f"{API}/runs/{run_id}/events") as answer,
+            ):
                 for line in answer.iter_lines():
                     if line.startswith("data: "):
                         event = json.loads(line[6:])
@@ -99,7 +105,9 @@ class Target:
             done = threading.Event()
             seen: list[float] = []
 
-            def follow(rid: str = run_id, i: int = index) -> None:
+            def follow(
+                rid: str = run_id, i: int = index, done: threading.Event = done, seen: list[float] = seen
+            ) -> None:
                 with self.client(i + 1) as client, client.stream("GET", f"{API}/runs/{rid}/events") as answer:
                     for line in answer.iter_lines():
                         if line.startswith("event: message.delta") and not done.is_set():

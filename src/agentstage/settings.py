@@ -26,7 +26,8 @@ from agentstage.resources import instance_config, sample_database
 from agentstage.types import Mode
 
 ENV_PREFIX = "AGENT_"
-_NOT_SETTINGS = {"AGENT_HOME", "AGENT_ENV", "AGENT_CONFIG"}
+# Variables the shipped instance configs refer to (env:NAME), not settings of their own.
+_NOT_SETTINGS = {"AGENT_HOME", "AGENT_ENV", "AGENT_CONFIG", "AGENT_DATABASE_URL", "AGENT_REDIS_URL"}
 
 
 class Strict(BaseModel):

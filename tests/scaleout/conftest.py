@@ -16,7 +16,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 
-from devcluster import AgentProcess, Cluster  # noqa: E402
+from devcluster import AgentProcess, Cluster
 
 SCRIPT: dict[str, Any] = {
     "rules": [
@@ -56,7 +56,10 @@ class Client:
 
     def start(self, text: str, **extra: Any) -> str:
         """Start a run and return its id at once (the stream is closed; the run continues)."""
-        with self.http() as client, client.stream("POST", f"{API}/run/stream", json={"input": text, **extra}) as answer:
+        with (
+            self.http() as client,
+            client.stream("POST", f"{API}/run/stream", json={"input": text, **extra}) as answer,
+        ):
             answer.read() if answer.status_code != 200 else None
             assert answer.status_code == 200, answer.text
             return answer.headers["x-run-id"]
@@ -77,7 +80,12 @@ class Client:
             time.sleep(0.05)
 
     def events(
-        self, run_id: str, *, after: int | None = None, last_event_id: int | None = None, until: int | None = None
+        self,
+        run_id: str,
+        *,
+        after: int | None = None,
+        last_event_id: int | None = None,
+        until: int | None = None,
     ) -> list[dict[str, Any]]:
         """SSE events (``{id, event, data}``) until the terminal one, or until seq ``until``."""
         headers = dict(self.headers)
@@ -164,7 +172,9 @@ def cluster() -> Iterator[Running]:
     try:
         cluster.start_services()
         key = cluster.agent("keys", "create", "--name", "tests", "--role", "admin").strip()
-        limited = cluster.agent("keys", "create", "--name", "limited", "--role", "operator", "--tenant", "limited")
+        limited = cluster.agent(
+            "keys", "create", "--name", "limited", "--role", "operator", "--tenant", "limited"
+        )
         apis = [cluster.add_api() for _ in range(2)]
         for _ in range(2):
             cluster.add_worker("--concurrency", "8")

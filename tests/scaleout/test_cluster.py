@@ -10,7 +10,6 @@ import time
 from typing import Any
 
 import httpx
-
 from tests.scaleout.conftest import API, Client, Running, in_thread
 
 
@@ -128,7 +127,10 @@ def test_two_messages_at_once_to_one_conversation_through_two_nodes_run_in_order
     assert got_first[0]["status"] == got_second[0]["status"] == "completed"
     with b.http() as client:
         history = client.get(f"/api/v1/conversations/{conversation}/history").json()["messages"]
-    assert [m["content"] for m in history if m["role"] == "user"] == ["slow: first message", "brief: second message"]
+    assert [m["content"] for m in history if m["role"] == "user"] == [
+        "slow: first message",
+        "brief: second message",
+    ]
     assert [m["role"] for m in history] == ["user", "assistant", "user", "assistant"]
     runs = [got_first[0]["run_id"], got_second[0]["run_id"]]
     started = [cluster.sql(f"SELECT started_at FROM runs WHERE id = '{r}'") for r in runs]
@@ -157,7 +159,9 @@ def test_a_killed_worker_fails_its_run_worker_lost_or_requeues_an_idempotent_one
     victim = cluster.worker_of(plain)
     idempotent = a.start("long", options={"idempotent": True})
     deadline = time.monotonic() + 30
-    while cluster.sql(f"SELECT worker_id FROM runs WHERE id = '{idempotent}'").rpartition(":")[2] != str(victim.pid):
+    while cluster.sql(f"SELECT worker_id FROM runs WHERE id = '{idempotent}'").rpartition(":")[2] != str(
+        victim.pid
+    ):
         # put the idempotent run on the same worker: cancel it and try again until it lands there
         assert time.monotonic() < deadline
         if cluster.sql(f"SELECT status FROM runs WHERE id = '{idempotent}'") == "running":
