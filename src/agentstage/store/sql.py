@@ -38,8 +38,8 @@ from agentstage.errors import ConfigError, StoreError
 from agentstage.store import migrations
 from agentstage.store.base import Batch, RunWrites
 from agentstage.store.crypto import Keyring
-from agentstage.store.rekey import KeyMaintenance
 from agentstage.store.leases import LeaseTables, fenced_error
+from agentstage.store.rekey import KeyMaintenance
 from agentstage.store.security import SecurityTables
 from agentstage.store.sqlite_writes import SqliteWrites
 from agentstage.store.tables import (
