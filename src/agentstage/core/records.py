@@ -40,6 +40,7 @@ class RunRecord(BaseModel):
     metrics: dict[str, Any] = Field(
         default_factory=dict, description="Counts and latency: model calls, tool calls, steps, latency_ms."
     )
+    replay_of: str | None = Field(default=None, description="The run this one replays or re-runs.")
 
     def timings(self) -> dict[str, Any]:
         """Wall-clock facts about the run, in the shape every door returns."""
