@@ -1,6 +1,6 @@
 """Provider kinds: the built-in ones and those plugins add through entry points.
 
-A kind (``local``, ``openai``, ``anthropic``, ``scripted``, or a plugin's) knows how to build its
+A kind (``local``, ``openai``, ``anthropic``, ``scripted``, ``replay``, or a plugin's) knows how to build its
 model for one run and whether a configuration of it can be used; it is named by the ``type`` of a
 provider in the configuration. Provider SDKs load only when their kind builds a model.
 Plugins declare kinds in the ``agentstage.providers`` entry-point group; each entry point names a
@@ -149,7 +149,43 @@ class ScriptedKind(BaseProviderKind):
         return source if isinstance(source, dict) else str(source)
 
 
-BUILT_IN: tuple[ProviderKind, ...] = (LocalKind(), OpenAIKind(), AnthropicKind(), ScriptedKind())
+class ReplayKind(BaseProviderKind):
+    """Answers from an exported run (``recording``: the file ``agent snapshot export`` wrote)."""
+
+    name = "replay"
+
+    def build(self, name: str, model: str | None, options: dict[str, Any], params: dict[str, Any]) -> Model:
+        from agentstage.providers.replay import ReplayModel, load_recording
+
+        recording, native_tools = load_recording(self._source(name, options))
+        return ReplayModel(recording, model_name=model, native_tools=native_tools)
+
+    def check(self, options: dict[str, Any]) -> str | None:
+        from agentstage.providers.replay import load_recording
+
+        try:
+            load_recording(self._source("replay", options))
+        except AgentstageError as error:
+            return error.message
+        return None
+
+    @staticmethod
+    def _source(name: str, options: dict[str, Any]) -> str:
+        source = options.get("recording")
+        if not source:
+            raise ConfigError(
+                f"provider {name!r} (replay) needs a 'recording': a run exported with agent snapshot export"
+            )
+        return str(source)
+
+
+BUILT_IN: tuple[ProviderKind, ...] = (
+    LocalKind(),
+    OpenAIKind(),
+    AnthropicKind(),
+    ScriptedKind(),
+    ReplayKind(),
+)
 
 
 @functools.cache

@@ -44,6 +44,7 @@ from agentstage.runtime.execution import ConfigSnapshots, ExecutionDeps, ModelFa
 from agentstage.runtime.live import LiveRun
 from agentstage.runtime.recorder import RunRecorder
 from agentstage.runtime.recovery import LostRunSweeper
+from agentstage.runtime.replay import ReplayParts, RunPlan, Snapshots
 from agentstage.runtime.requests import RunRequest
 from agentstage.runtime.sinks import EventSink
 from agentstage.runtime.snapshot import assemble
@@ -101,6 +102,7 @@ class RunService:
         model_factory: ModelFactory,
         catalog: ToolCatalog,
         prompts: PromptLibrary | None = None,
+        replay_parts: ReplayParts | None = None,
     ):
         self.settings = settings
         self.store = store
@@ -125,6 +127,8 @@ class RunService:
         self._repairer: asyncio.Task[None] | None = None
         self._repairs_waiting = asyncio.Event()
         self._opened = False
+        self._plans: dict[str, RunPlan] = {}  # runs that replay another: their own configuration
+        self.snapshots = Snapshots(self, replay_parts)
 
     # life cycle -------------------------------------------------------------------------------
 
@@ -180,17 +184,21 @@ class RunService:
 
     # starting -----------------------------------------------------------------------------------
 
-    async def start(self, request: RunRequest, *, gate: asyncio.Semaphore | None = None) -> RunRecord:
+    async def start(
+        self, request: RunRequest, *, gate: asyncio.Semaphore | None = None, plan: RunPlan | None = None
+    ) -> RunRecord:
         """Validate, record the run as ``queued`` (durably) and schedule it; return its record.
 
-        ``gate`` bounds how many runs sharing it execute at once (a batch's ``parallel``)."""
+        ``gate`` bounds how many runs sharing it execute at once (a batch's ``parallel``); a
+        ``plan`` (a replay or re-run of another run) brings the run's own settings, model and tools."""
         text = self._validated_input(request.input)
-        mode = parse_mode(request.mode or self.settings.default_mode.value)
-        profile = request.profile or self.settings.default_profile
-        self.settings.profile(profile)
-        self.settings.limits_for(profile, request.options.limit_overrides())
+        settings = plan.settings if plan is not None else self.settings
+        mode = parse_mode(request.mode or settings.default_mode.value)
+        profile = request.profile or settings.default_profile
+        settings.profile(profile)
+        settings.limits_for(profile, request.options.limit_overrides())
         for name in request.options.tools or []:
-            self.catalog.get(name)
+            (plan.catalog if plan is not None else self.catalog).get(name)
         conversation = (
             await self.store.get_conversation(request.conversation_id) if request.conversation_id else None
         )
@@ -214,10 +222,13 @@ class RunService:
             worker_id=self.worker_id,
             heartbeat_at=now,
             trace_id=secrets.token_hex(16),
+            replay_of=plan.replay_of if plan is not None else None,
         )
         recorder = RunRecorder(record, self._writer, max_event_bytes=self.settings.runtime.max_event_bytes)
         live = LiveRun(recorder=recorder, request=request, gate=gate)
         self._live[record.id] = live
+        if plan is not None:
+            self._plans[record.id] = plan.bind(live.control)
         recorder.begin(
             RunQueued(
                 input=text,
@@ -232,6 +243,7 @@ class RunService:
             await recorder.durable()
         except StoreError:
             self._live.pop(record.id, None)
+            self._plans.pop(record.id, None)
             raise
         live.task = asyncio.create_task(self._execute(live), name=f"run-{record.id}")
         return record.model_copy()
@@ -266,6 +278,7 @@ class RunService:
         finally:
             live.finish()
             self._live.pop(live.record.id, None)
+            self._plans.pop(live.record.id, None)
 
     @contextlib.asynccontextmanager
     async def _admitted(self, live: LiveRun) -> AsyncIterator[bool]:
@@ -297,7 +310,8 @@ class RunService:
 
     async def _supervise(self, live: LiveRun) -> None:
         """Run the execution until it ends or the run is stopped; then stop it, within a grace."""
-        execution = RunExecution(live.recorder, live.request, self._dependencies(), live.control.signal)
+        deps = self._dependencies(self._plans.get(live.record.id))
+        execution = RunExecution(live.recorder, live.request, deps, live.control.signal)
         work = asyncio.create_task(execution.run(), name=f"run-work-{live.record.id}")
         stop = asyncio.create_task(live.control.signal.wait())
         try:
@@ -386,7 +400,17 @@ class RunService:
         live.recorder.lose(error)
         live.control.fail(ErrorInfo(code=error.code, message=error.message))
 
-    def _dependencies(self) -> ExecutionDeps:
+    def _dependencies(self, plan: RunPlan | None = None) -> ExecutionDeps:
+        if plan is not None:  # its own settings and tools: its snapshot is not shared with other runs
+            return ExecutionDeps(
+                settings=plan.settings,
+                catalog=plan.catalog,
+                prompts=self.prompts,
+                model_factory=plan.model_factory,
+                history=self._history,
+                snapshots=ConfigSnapshots(size=1),
+                watch=plan.watch,
+            )
         return ExecutionDeps(
             settings=self.settings,
             catalog=self.catalog,
@@ -484,6 +508,20 @@ class RunService:
             if isinstance(event.payload, RunStarted):
                 reason = event.payload.mode_reason
         return assemble(config, record, mode_reason=reason)
+
+    async def replay(
+        self,
+        run_id: str,
+        *,
+        tenant: str | None = None,
+        live: bool = False,
+        profile: str | None = None,
+        model: str | None = None,
+    ) -> RunRecord:
+        """Start a new run that replays a finished one exactly from its recorded answers (no model,
+        no tool), or with ``live`` re-runs its configuration (optionally another profile/model).
+        See :class:`~agentstage.runtime.replay.Snapshots` for export, import and diff."""
+        return await self.snapshots.replay(run_id, tenant=tenant, live=live, profile=profile, model=model)
 
     async def check_store(self) -> None:
         """Prove the store is writable now (at most one probe write a second); raise if not."""

@@ -7,17 +7,22 @@ parts.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from agentstage.access.config import McpPolicy
 from agentstage.access.guard import Guard
 from agentstage.access.secrets import resolve_reference
+from agentstage.core.events import RunEvent
 from agentstage.core.model import Model
 from agentstage.core.prompts import PromptLibrary
+from agentstage.core.tools import Tool
 from agentstage.errors import ConfigError, ForbiddenError, StoreError
 from agentstage.observability.logging import configure_json_logging
 from agentstage.providers.registry import build_model, check_provider
+from agentstage.providers.replay import ReplayModel
 from agentstage.providers.resilience import BreakerRegistry, ResilientModel
 from agentstage.runtime.batches import BatchService
 from agentstage.runtime.catalog import ToolCatalog, ToolServerSpec, ToolSource
@@ -32,6 +37,7 @@ from agentstage.store.crypto import Keyring, parse_key
 from agentstage.store.sql import SqlRunStore
 from agentstage.tools.plugins import plugin_tools
 from agentstage.tools.registry import builtin_tools
+from agentstage.tools.replay import replay_tools
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,19 @@ class ModelChains:
 
 def model_factory(settings: Settings) -> ModelFactory:
     return ModelChains(settings)
+
+
+class ReplayBuilders:
+    """The concrete replay parts: the ``replay`` provider, the replaying tools, real model chains."""
+
+    def model(self, events: Sequence[RunEvent], *, model_name: str, native_tools: bool) -> Model:
+        return ReplayModel.from_events(events, model_name=model_name, native_tools=native_tools)
+
+    def tools(self, events: Sequence[RunEvent], specs: Sequence[Mapping[str, Any]]) -> list[Tool]:
+        return replay_tools(events, specs)
+
+    def models_for(self, settings: Settings, current: ModelFactory) -> ModelFactory:
+        return ModelChains(settings, current.breakers if isinstance(current, ModelChains) else None)
 
 
 def tool_catalog(settings: Settings) -> ToolCatalog:
@@ -136,6 +155,7 @@ def build_service(settings: Settings) -> RunService:
         model_factory(settings),
         tool_catalog(settings),
         prompts,
+        replay_parts=ReplayBuilders(),
     )
 
 
