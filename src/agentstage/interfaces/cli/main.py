@@ -5,7 +5,20 @@ from __future__ import annotations
 import typer
 
 from agentstage import __version__
-from agentstage.interfaces.cli import audit, batch, chat, config, keys, run, runs, serve, store, tools
+from agentstage.interfaces.cli import (
+    audit,
+    batch,
+    chat,
+    config,
+    keys,
+    replay,
+    run,
+    runs,
+    serve,
+    snapshot,
+    store,
+    tools,
+)
 from agentstage.interfaces.cli import eval as eval_cli
 
 app = typer.Typer(
@@ -43,6 +56,8 @@ app.add_typer(keys.app, name="keys")
 app.add_typer(audit.app, name="audit")
 app.add_typer(eval_cli.app, name="eval")
 app.add_typer(store.app, name="store")
+app.add_typer(snapshot.app, name="snapshot")
+app.command("replay")(replay.replay)
 
 
 def entry() -> None:

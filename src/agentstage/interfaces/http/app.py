@@ -27,7 +27,16 @@ from agentstage.interfaces.http.middleware.headers import SecurityHeadersMiddlew
 from agentstage.interfaces.http.middleware.rate_limit import RateLimitMiddleware
 from agentstage.interfaces.http.middleware.request_log import RequestLogMiddleware
 from agentstage.interfaces.http.openapi import build_openapi
-from agentstage.interfaces.http.routes import alias, audit, config, conversations, health, runs, tools
+from agentstage.interfaces.http.routes import (
+    alias,
+    audit,
+    config,
+    conversations,
+    health,
+    runs,
+    snapshots,
+    tools,
+)
 from agentstage.runtime.wiring import Services, build_services, configure_logging
 from agentstage.settings import Settings, load_settings
 
@@ -104,7 +113,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         dependencies=[Depends(listed_route)],
     )
     app.state.runtime = rt
-    for module in (runs, alias, conversations, tools, config, audit, health):
+    for module in (runs, alias, snapshots, conversations, tools, config, audit, health):
         app.include_router(module.router)
     app.include_router(ws.router)
     errors.install(app)
