@@ -38,6 +38,7 @@ from agentstage.runtime.diff import (
 )
 from agentstage.runtime.execution import ModelFactory
 from agentstage.runtime.requests import RunOptions, RunRequest
+from agentstage.runtime.snapshot import check_version
 from agentstage.runtime.snapshot_file import export_document, imported_record, read_export
 from agentstage.settings import ChainEntry, ProfileSettings, ProviderSettings, Settings
 from agentstage.store.base import Batch
@@ -218,6 +219,7 @@ class Snapshots:
                 f"run {run_id!r} has not started, so it has no snapshot (it is written when a run starts)",
                 code="run_not_started",
             )
+        check_version(document)
         return document
 
     async def finished(
