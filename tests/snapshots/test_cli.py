@@ -10,16 +10,16 @@ from conftest import Cli
 from .conftest import ANSWER, QUESTION, REACT, sales_db
 
 
-def last_run(cli: Cli) -> str:
-    line = cli("runs", "list", "--json", "--limit", "1").stdout.splitlines()[0]
-    run_id: str = json.loads(line)["run_id"]
+def run(cli: Cli, *args: str) -> str:
+    done = cli("run", "--output", "json", *args)
+    assert done.returncode == 0, done.stderr
+    run_id: str = json.loads(done.stdout)["run_id"]
     return run_id
 
 
 def test_show_export_import_and_replay_elsewhere(cli: Cli, tmp_path: Path) -> None:
     cli.script(REACT, tools={"sql_database": str(sales_db(tmp_path / "s.db", 3))})
-    assert cli("run", "--mode", "react", QUESTION).returncode == 0
-    run_id = last_run(cli)
+    run_id = run(cli, "--mode", "react", QUESTION)
 
     shown = cli("snapshot", "show", run_id)
     assert shown.returncode == 0, shown.stderr
@@ -34,7 +34,6 @@ def test_show_export_import_and_replay_elsewhere(cli: Cli, tmp_path: Path) -> No
     assert exported.returncode == 0 and f"exported run {run_id}" in exported.stderr
     document = json.loads(target.read_text(encoding="utf-8"))
     assert document["snapshot"] == as_json and document["events"][-1]["type"] == "run.completed"
-    assert json.loads(cli("snapshot", "export", run_id).stdout)["snapshot_hash"] == document["snapshot_hash"]
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -46,16 +45,13 @@ def test_show_export_import_and_replay_elsewhere(cli: Cli, tmp_path: Path) -> No
     replayed = other("replay", run_id)
     assert replayed.returncode == 0, replayed.stderr
     assert ANSWER in replayed.stdout and f"replay of {run_id} reproduced it exactly" in replayed.stderr
-    result = json.loads(other("replay", run_id, "--json").stdout)
-    assert result["replay_of"] == run_id and result["diverged"] is None and result["output"] == ANSWER
     again = other("snapshot", "import", str(target))
     assert again.returncode == 2 and "already in this store" in again.stderr
 
 
 def test_bad_input_is_one_red_line_and_nothing_is_written(cli: Cli, tmp_path: Path) -> None:
     cli.script({"responses": [{"text": "Hello."}]})
-    assert cli("run", "--mode", "chat", "hi").returncode == 0
-    run_id = last_run(cli)
+    run_id = run(cli, "--mode", "chat", "hi")
 
     override = cli("replay", run_id, "--model", "other")
     assert override.returncode == 2 and "add --live" in override.stderr
@@ -87,11 +83,15 @@ def test_bad_input_is_one_red_line_and_nothing_is_written(cli: Cli, tmp_path: Pa
 
 def test_a_replay_that_diverges_exits_1_and_names_the_step(cli: Cli, tmp_path: Path) -> None:
     cli.script({"responses": [{"text": "Hello."}]})
-    assert cli("run", "--mode", "chat", "hi").returncode == 0
-    run_id = last_run(cli)
+    run_id = run(cli, "--mode", "chat", "hi")
     changed = cli.home / "prompts" / "chat"
     changed.mkdir(parents=True)
     (changed / "system.j2").write_text("You are a pirate.", encoding="utf-8")
-    replayed = cli("replay", run_id)
+    replayed = cli("replay", run_id, "--json")
     assert replayed.returncode == 1
-    assert "error: replay diverged at step 1 (llm answer): the model request differs" in replayed.stderr
+    result = json.loads(replayed.stdout)
+    assert result["replay_of"] == run_id and result["status"] == "failed"
+    assert result["error"]["code"] == "replay_diverged"
+    assert result["error"]["message"].startswith(
+        "replay diverged at step 1 (llm answer): the model request differs"
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -86,6 +87,17 @@ async def test_a_planner_snapshot_names_every_template_it_renders(home: Path, tm
     assert set(snapshot["prompt"]["files"]) == {"plan/agent-plan.j2", "plan/step.j2", "plan/synthesize.j2"}
 
 
+def stored_snapshot(home: Path, run_id: str) -> dict[str, object]:
+    """The configuration half the run names, straight from the store file."""
+    with sqlite3.connect(home / "agentstage.db") as connection:
+        row = connection.execute(
+            "SELECT s.body FROM runs r JOIN snapshots s ON s.hash = r.snapshot_hash WHERE r.id = ?", (run_id,)
+        ).fetchone()
+    connection.close()
+    body: dict[str, object] = json.loads(row[0])
+    return body
+
+
 def test_the_working_directory_commit_is_recorded(cli: Cli, tmp_path: Path) -> None:
     """The agent runs from a project in git: its commit (and whether it had changes) is recorded."""
     project = tmp_path / "project"
@@ -102,9 +114,7 @@ def test_the_working_directory_commit_is_recorded(cli: Cli, tmp_path: Path) -> N
     def run_in_project() -> dict[str, object]:
         done = subprocess.run([AGENT, "run", "--mode", "chat", "--output", "json", "hi"], cwd=project, env=cli.env,
                               capture_output=True, text=True, timeout=120, check=True)  # fmt: skip
-        run_id = json.loads(done.stdout)["run_id"]
-        shown: dict[str, object] = json.loads(cli("snapshot", "show", run_id, "--json").stdout)
-        return shown
+        return stored_snapshot(cli.home, json.loads(done.stdout)["run_id"])
 
     clean = run_in_project()
     (project / "notes.txt").write_text("v2\n", encoding="utf-8")
@@ -113,8 +123,7 @@ def test_the_working_directory_commit_is_recorded(cli: Cli, tmp_path: Path) -> N
     assert dirty["working_tree"] == {"git_commit": head, "git_dirty": True}
     outside = subprocess.run([AGENT, "run", "--mode", "chat", "--output", "json", "hi"], cwd=cli.home, env=cli.env,
                              capture_output=True, text=True, timeout=120, check=True)  # fmt: skip
-    shown = json.loads(cli("snapshot", "show", json.loads(outside.stdout)["run_id"], "--json").stdout)
-    assert shown["working_tree"] is None
+    assert stored_snapshot(cli.home, json.loads(outside.stdout)["run_id"])["working_tree"] is None
 
 
 def test_a_pinned_code_commit_is_recorded() -> None:

@@ -83,11 +83,12 @@ async def test_runs_that_differ_only_in_profile_name_the_fields_and_the_first_di
 
 def test_the_cli_prints_the_diff_for_people_and_for_machines(cli: Cli, tmp_path: Path) -> None:
     cli.configure({**two_profiles(tmp_path), "default_profile": "careful"})
+    runs = []
     for profile in ("careful", "quick"):
         done = cli("run", "--mode", "react", "--profile", profile, "--output", "json", "What is 17 * 23?")
         assert done.returncode == 0, done.stderr
-    runs = [json.loads(line)["run_id"] for line in cli("runs", "list", "--json").stdout.splitlines()]
-    quick, careful = runs[0], runs[1]
+        runs.append(json.loads(done.stdout)["run_id"])
+    careful, quick = runs
     text = cli("snapshot", "diff", careful, quick)
     assert text.returncode == 0, text.stderr
     lines = text.stdout

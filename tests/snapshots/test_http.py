@@ -13,8 +13,7 @@ import httpx
 import pytest
 
 from agentstage.runtime.snapshot_file import content_hash
-from http_api.conftest import sse_events
-from security.conftest import SecureServer
+from http_api.conftest import Server, sse_events
 
 from .conftest import ANSWER, QUESTION, REACT, sales_db
 
@@ -29,7 +28,7 @@ SCRIPT: dict[str, Any] = {
 
 
 class Tenants:
-    def __init__(self, server: SecureServer, keys: dict[str, str]):
+    def __init__(self, server: Server, keys: dict[str, str]):
         self.server = server
         self.keys = keys
 
@@ -54,7 +53,7 @@ def tenants(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tenants]:
         },
         "tools": {"sql_database": str(sales_db(home / "sales.db", 3))},
     }
-    server = SecureServer(home, config)
+    server = Server(home, config)
     keys = {
         "acme": server.agent("keys", "create", "--name", "op-acme", "--tenant", "acme").strip(),
         "acme-viewer": server.agent(
@@ -222,4 +221,5 @@ def test_a_recording_file_cannot_be_set_over_the_network(tenants: Tenants) -> No
         change = {"providers": {"evil": {"type": "replay", "recording": "/etc/passwd"}}}
         refused = admin.put("/api/v1/config", json=change)
     assert refused.status_code == 403 and refused.json()["code"] == "remote_paths_disabled", refused.text
-    assert "evil" not in tenants.server.user_config().get("providers", {})
+    config = json.loads((tenants.server.home / "config.json").read_text(encoding="utf-8"))
+    assert "evil" not in config["providers"]
