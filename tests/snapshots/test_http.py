@@ -180,8 +180,9 @@ def test_replay_refusals(tenants: Tenants, runs: dict[str, str]) -> None:
             "POST", "/api/v1/agent/run/stream", json={"input": "talk slowly", "mode": "chat"}
         ) as running:
             run_id = running.headers["x-run-id"]
-            while acme.get(f"/api/v1/agent/status/{run_id}").json()["status"] == "queued":
-                time.sleep(0.02)
+            for event in sse_events(running.iter_lines()):  # committed events only: it has started
+                if event["event"] == "run.started":
+                    break
             before = acme.get("/api/v1/agent/runs").json()["total"]
             busy = acme.post(f"/api/v1/snapshots/{run_id}/replay", json={})
             assert busy.status_code == 409 and busy.json()["code"] == "run_not_finished", busy.text

@@ -16,11 +16,12 @@ The concrete replay model and tools come from :mod:`agentstage.runtime.wiring` t
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from agentstage.core.events import ErrorInfo, RunEvent
+from agentstage.core.events import ErrorInfo, RunEvent, RunStarted
 from agentstage.core.messages import Message
 from agentstage.core.model import Model
 from agentstage.core.records import RunRecord
@@ -38,7 +39,7 @@ from agentstage.runtime.diff import (
 )
 from agentstage.runtime.execution import ModelFactory
 from agentstage.runtime.requests import RunOptions, RunRequest
-from agentstage.runtime.snapshot import check_version
+from agentstage.runtime.snapshot import assemble, check_version
 from agentstage.runtime.snapshot_file import export_document, imported_record, read_export
 from agentstage.settings import ChainEntry, ProfileSettings, ProviderSettings, Settings
 from agentstage.store.base import Batch
@@ -215,10 +216,7 @@ class Snapshots:
         """The run's whole snapshot (secrets were masked when it was written)."""
         document = await self.service.snapshot(run_id, tenant)
         if document is None:
-            raise ConflictError(
-                f"run {run_id!r} has not started, so it has no snapshot (it is written when a run starts)",
-                code="run_not_started",
-            )
+            raise self._not_started(run_id)
         check_version(document)
         return document
 
@@ -234,11 +232,33 @@ class Snapshots:
                 code="run_not_finished",
                 details={"run_status": record.status.value},
             )
-        document = await self.show(run_id, tenant)
-        events = await self.service.store.events(run_id)
+        document, events = await self._loaded(record)
         if not events or not events[-1].terminal:
             raise ConflictError(f"run {run_id!r} has no complete event log", code="run_not_finished")
         return record, document, events
+
+    async def _loaded(self, record: RunRecord) -> tuple[dict[str, Any], list[RunEvent]]:
+        """The run's whole snapshot and its log, read together."""
+        store = self.service.store
+        config: dict[str, Any] | None = None
+        events: list[RunEvent] = []
+        if record.snapshot_hash is not None:
+            config, events = await asyncio.gather(
+                store.snapshot(record.snapshot_hash), store.events(record.id)
+            )
+        if config is None:
+            raise self._not_started(record.id)
+        reason = next((e.payload.mode_reason for e in events if isinstance(e.payload, RunStarted)), None)
+        document = assemble(config, record, mode_reason=reason)
+        check_version(document)
+        return document, events
+
+    @staticmethod
+    def _not_started(run_id: str) -> ConflictError:
+        return ConflictError(
+            f"run {run_id!r} has not started, so it has no snapshot (it is written when a run starts)",
+            code="run_not_started",
+        )
 
     async def export(self, run_id: str, tenant: str | None = None) -> dict[str, Any]:
         """The run's snapshot and event log as one self-checking document (see ``snapshot_file``)."""
@@ -247,9 +267,10 @@ class Snapshots:
 
     async def diff(self, a: str, b: str, tenant: str | None = None) -> dict[str, Any]:
         """Configuration differences, the first diverging event, and both outcomes."""
-        left, right = await self.show(a, tenant), await self.show(b, tenant)
-        left_events = await self.service.store.events(a)
-        right_events = await self.service.store.events(b)
+        first, second = await self.service.status(a, tenant), await self.service.status(b, tenant)
+        (left, left_events), (right, right_events) = await asyncio.gather(
+            self._loaded(first), self._loaded(second)
+        )
         return diff_runs(left, left_events, right, right_events)
 
     # importing --------------------------------------------------------------------------------------
