@@ -302,6 +302,7 @@ class Snapshots:
         live: bool = False,
         profile: str | None = None,
         model: str | None = None,
+        correlation_id: str | None = None,
     ) -> RunRecord:
         """Start the replay (or live re-run) of a finished run; returns the new run's record."""
         if not live and (profile is not None or model is not None):
@@ -316,6 +317,8 @@ class Snapshots:
             request, plan = self._live_plan(record, document, events, parts, profile, model)
         else:
             request, plan = self._exact_plan(record, document, events, parts)
+        if correlation_id is not None:
+            request = request.model_copy(update={"correlation_id": correlation_id})
         return await self.service.start(request, plan=plan)
 
     def _parts(self) -> ReplayParts:

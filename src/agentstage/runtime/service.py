@@ -517,11 +517,14 @@ class RunService:
         live: bool = False,
         profile: str | None = None,
         model: str | None = None,
+        correlation_id: str | None = None,
     ) -> RunRecord:
         """Start a new run that replays a finished one exactly from its recorded answers (no model,
         no tool), or with ``live`` re-runs its configuration (optionally another profile/model).
         See :class:`~agentstage.runtime.replay.Snapshots` for export, import and diff."""
-        return await self.snapshots.replay(run_id, tenant=tenant, live=live, profile=profile, model=model)
+        return await self.snapshots.replay(
+            run_id, tenant=tenant, live=live, profile=profile, model=model, correlation_id=correlation_id
+        )
 
     async def check_store(self) -> None:
         """Prove the store is writable now (at most one probe write a second); raise if not."""

@@ -9,6 +9,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from agentstage.runtime.snapshot import snapshot_hash
+
 WIDTH = 72
 
 
@@ -58,11 +60,14 @@ def render_snapshot(document: dict[str, Any]) -> None:
     _line(console, "environment", " ".join(f"{k}={v}" for k, v in environment.items()) or "—")
     _render_code(console, document)
     _render_metrics(console, document.get("metrics"))
+    _line(console, "snapshot", f"sha256 {snapshot_hash(document)}", style="dim")
 
 
 def _render_profile(console: Console, profile: dict[str, Any]) -> None:
     _line(console, "profile", profile.get("name"))
-    table = Table("#", "provider", "type", "model", "parameters", "options", box=None, pad_edge=False)
+    table = Table(box=None, pad_edge=False)
+    for column in ("#", "provider", "type", "model", "parameters", "options"):
+        table.add_column(column, no_wrap=True, overflow="ellipsis")
     for index, entry in enumerate(profile.get("chain") or [], start=1):
         table.add_row(
             str(index),
@@ -121,7 +126,10 @@ def render_diff(result: dict[str, Any]) -> None:
     console.print()
     if changes:
         console.print(Text(f"Configuration: {len(changes)} field(s) differ", style="bold"))
-        table = Table("field", "A", "B", box=None, pad_edge=False)
+        table = Table(box=None, pad_edge=False)
+        table.add_column("field", no_wrap=True)
+        table.add_column("A", overflow="fold")
+        table.add_column("B", overflow="fold")
         for change in changes:
             left = "(absent)" if change["change"] == "added" else short(change["a"], 40)
             right = "(absent)" if change["change"] == "removed" else short(change["b"], 40)

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import JSONResponse, Response
 
-from agentstage.interfaces.http.deps import runtime, tenant_scope
+from agentstage.interfaces.http.deps import request_id, runtime, tenant_scope
 from agentstage.interfaces.http.routes import problems
 from agentstage.interfaces.http.routes.runs import SSE_RESPONSE
 from agentstage.interfaces.http.sse import event_stream
@@ -138,9 +138,12 @@ async def replay(run_id: str, body: ReplayBody, request: Request) -> Response | 
         live=body.live,
         profile=body.overrides.profile,
         model=body.overrides.model,
+        correlation_id=request_id(request),
     )
     if "text/event-stream" in request.headers.get("accept", ""):
-        return event_stream(rt, record.id, cancel_on_disconnect=body.on_disconnect == "cancel")
+        stream = event_stream(rt, record.id, cancel_on_disconnect=body.on_disconnect == "cancel")
+        stream.headers["X-Replay-Of"] = run_id
+        return stream
     return {
         "run_id": record.id,
         "replay_of": run_id,
