@@ -51,6 +51,7 @@ class OpenAIModel:
         api_key: str | None = "env:OPENAI_API_KEY",
         params: dict[str, Any] | None = None,
         timeout: float = 60.0,
+        http_client: Any = None,
     ):
         self.provider = provider
         self.model_name = model_name
@@ -58,13 +59,18 @@ class OpenAIModel:
         self.api_key_ref = api_key
         self.params = params or {}
         self.timeout = timeout
+        self.http_client = http_client  # an ``httpx2.AsyncClient`` the caller owns (and closes)
 
     def _client(self) -> Any:
         from openai import AsyncOpenAI
 
-        key = resolve_secret(self.api_key_ref, provider=self.provider, required=self.base_url is None)
+        key = resolve_secret(self.api_key_ref, provider=self.provider)
         return AsyncOpenAI(
-            api_key=key or "not-needed", base_url=self.base_url, timeout=self.timeout, max_retries=0
+            api_key=key or "not-needed",
+            base_url=resolve_secret(self.base_url, provider=self.provider),
+            timeout=self.timeout,
+            max_retries=0,
+            http_client=self.http_client,
         )
 
     def _kwargs(self, request: ModelRequest) -> dict[str, Any]:
@@ -130,7 +136,8 @@ class OpenAIModel:
         except openai.APIError as error:
             raise self._translate(error) from None
         finally:
-            await client.close()
+            if self.http_client is None:
+                await client.close()
         tool_calls = [
             ToolCall(
                 id=slot["id"] or f"call_{index}",

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
 from agentstage.core.model import BaseProviderKind, Model, ProviderKind
 from agentstage.errors import AgentstageError, ConfigError
+from agentstage.providers.wire import DEFAULT_KEY_REFERENCES, missing_secrets
 
 log = logging.getLogger("agentstage.providers")
 ENTRY_POINT_GROUP = "agentstage.providers"
@@ -29,23 +29,14 @@ class LocalKind(BaseProviderKind):
     def build(self, name: str, model: str | None, options: dict[str, Any], params: dict[str, Any]) -> Model:
         from agentstage.providers.local import LocalModel
 
-        return LocalModel(
-            model_path=options.get("model_path"),
-            model_name=model,
-            n_ctx=int(options.get("n_ctx", 4096)),
-            n_threads=int(options.get("n_threads", 0)),
-            params=params,
-        )
+        return LocalModel.from_options(name, model, options, params)
 
-    def check(self, options: dict[str, Any]) -> str | None:
-        from agentstage.providers.local import default_model_path
+    def check(self, options: dict[str, Any], name: str = "local") -> str | None:
+        """A bad option, a missing, truncated or non-GGUF file, or (under ``agent serve``) a model
+        host that is down: one line naming the key, the file or the host."""
+        from agentstage.providers.local import check
 
-        path = (
-            Path(str(options["model_path"])).expanduser()
-            if options.get("model_path")
-            else default_model_path()
-        )
-        return None if path.is_file() else f"model file {str(path)!r} does not exist"
+        return check(options, name)
 
 
 class _KeyedKind(BaseProviderKind):
@@ -54,15 +45,13 @@ class _KeyedKind(BaseProviderKind):
     default_key = ""
 
     def check(self, options: dict[str, Any]) -> str | None:
-        reference = str(options.get("api_key", self.default_key))
-        if reference.startswith("env:") and not options.get("base_url") and not os.environ.get(reference[4:]):
-            return f"{reference[4:]} is not set"
-        return None
+        missing = missing_secrets(self.name, options)  # the one rule for every env: reference
+        return f"{' and '.join(missing)} is not set" if missing else None
 
 
 class OpenAIKind(_KeyedKind):
     name = "openai"
-    default_key = "env:OPENAI_API_KEY"
+    default_key = DEFAULT_KEY_REFERENCES["openai"]
 
     def build(self, name: str, model: str | None, options: dict[str, Any], params: dict[str, Any]) -> Model:
         from agentstage.providers.openai import OpenAIModel
@@ -79,7 +68,7 @@ class OpenAIKind(_KeyedKind):
 
 class AnthropicKind(_KeyedKind):
     name = "anthropic"
-    default_key = "env:ANTHROPIC_API_KEY"
+    default_key = DEFAULT_KEY_REFERENCES["anthropic"]
 
     def build(self, name: str, model: str | None, options: dict[str, Any], params: dict[str, Any]) -> Model:
         from agentstage.providers.anthropic import AnthropicModel
@@ -228,9 +217,12 @@ def build_model(
     return provider_kind(kind, name).build(name, model, options, params)
 
 
-def check_provider(kind: str, options: dict[str, Any]) -> str | None:
-    """Why a provider cannot be used, or None."""
+def check_provider(kind: str, options: dict[str, Any], name: str = "") -> str | None:
+    """Why a provider cannot be used, or None. ``name`` lets a message name the exact key."""
     try:
-        return provider_kind(kind).check(options)
+        found = provider_kind(kind)
+        if isinstance(found, LocalKind) and name:
+            return found.check(options, name)
+        return found.check(options)
     except AgentstageError as error:
         return error.message

@@ -57,8 +57,14 @@ class ReplayParts(Protocol):
         """A model that answers each call with the next recorded answer of ``events``."""
         ...
 
-    def tools(self, events: Sequence[RunEvent], specs: Sequence[Mapping[str, Any]]) -> list[Tool]:
-        """Tools named by ``specs`` that return the recorded results of ``events``, in order."""
+    def tools(
+        self,
+        events: Sequence[RunEvent],
+        specs: Sequence[Mapping[str, Any]],
+        installed: Mapping[str, Tool],
+    ) -> list[Tool]:
+        """Tools named by ``specs`` that return the recorded results of ``events``, in order;
+        ``installed`` (by ``name:version``) lends them its prompt guidance."""
         ...
 
     def models_for(self, settings: Settings, current: ModelFactory) -> ModelFactory:
@@ -349,7 +355,8 @@ class Snapshots:
                 "profiles": {**settings.profiles, record.profile: profile},
             }
         )
-        tools = parts.tools(events, self._tool_specs(document, events))
+        installed = {f"{tool.name}:{tool.version}": tool for tool in self.service.catalog.list_tools()}
+        tools = parts.tools(events, self._tool_specs(document, events), installed)
         catalog = ToolCatalog(
             tools, call_timeout=settings.tools.call_timeout, max_output_chars=settings.tools.max_output_chars
         )

@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import secrets
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from agentstage.core.orchestrators import parse_mode
 from agentstage.core.prompts import PromptLibrary
 from agentstage.core.records import MessageRecord, RunRecord
 from agentstage.errors import AgentstageError, ConflictError, InvalidInputError, NotFoundError, StoreError
+from agentstage.runtime import observe
 from agentstage.runtime.catalog import ToolCatalog, ToolServerSpec
 from agentstage.runtime.execution import ConfigSnapshots, ExecutionDeps, ModelFactory, RunExecution
 from agentstage.runtime.live import LiveRun
@@ -129,6 +129,7 @@ class RunService:
         self._opened = False
         self._plans: dict[str, RunPlan] = {}  # runs that replay another: their own configuration
         self.snapshots = Snapshots(self, replay_parts)
+        self._closing_sinks: list[Any] = []  # sinks with aclose(): they finish before the store closes
 
     # life cycle -------------------------------------------------------------------------------
 
@@ -168,6 +169,9 @@ class RunService:
         for task in self._abandoned:
             task.cancel()
         await self._writer.close()
+        for sink in self._closing_sinks:
+            with contextlib.suppress(Exception):
+                await sink.aclose()
         await self.catalog.close()
         await self.store.close()
 
@@ -179,8 +183,12 @@ class RunService:
         await self.close()
 
     def add_sink(self, sink: EventSink) -> None:
-        """Subscribe to every committed event of this process's runs (after live followers)."""
+        """Subscribe to every committed event of this process's runs (after live followers). A sink
+        with an ``aclose()`` coroutine is closed when the service closes, after the last events
+        and before the store (so it can still write what it holds)."""
         self._writer.add_sink(sink)
+        if callable(getattr(sink, "aclose", None)):
+            self._closing_sinks.append(sink)
 
     # starting -----------------------------------------------------------------------------------
 
@@ -197,6 +205,10 @@ class RunService:
         profile = request.profile or settings.default_profile
         settings.profile(profile)
         settings.limits_for(profile, request.options.limit_overrides())
+        if plan is None:
+            check = getattr(self.model_factory, "check", None)  # a model that cannot load: refuse now
+            if check is not None:
+                check(profile)
         for name in request.options.tools or []:
             (plan.catalog if plan is not None else self.catalog).get(name)
         conversation = (
@@ -208,6 +220,7 @@ class RunService:
             )
         self._writer.health.require()
         now = utc_now()
+        origin = observe.origin(request.traceparent)
         record = RunRecord(
             id=str(uuid7()),
             tenant=request.tenant,
@@ -221,7 +234,7 @@ class RunService:
             created_at=now,
             worker_id=self.worker_id,
             heartbeat_at=now,
-            trace_id=secrets.token_hex(16),
+            trace_id=origin.trace_id,
             replay_of=plan.replay_of if plan is not None else None,
         )
         recorder = RunRecorder(record, self._writer, max_event_bytes=self.settings.runtime.max_event_bytes)
@@ -237,6 +250,8 @@ class RunService:
                 options=record.options,
                 conversation_id=request.conversation_id,
                 correlation_id=request.correlation_id,
+                door=origin.door,
+                parent_span_id=origin.parent_span_id,
             )
         )
         try:
@@ -396,6 +411,11 @@ class RunService:
         """The writer could not store some of a run's writes: that run, and only it, fails."""
         live = self._live.get(run_id)
         if live is None:
+            # A run whose ending waits for repair is no longer live; its recorder must still
+            # rewind, or the next repair would take the lost ending for a stored one.
+            pending = self._repairs.get(run_id)
+            if pending is not None:
+                pending[0].lose(error)
             return
         live.recorder.lose(error)
         live.control.fail(ErrorInfo(code=error.code, message=error.message))
@@ -487,8 +507,21 @@ class RunService:
         return await self.store.events(run_id, after=after, limit=limit)
 
     async def list_runs(
-        self, *, status: RunStatus | None = None, limit: int = 50, offset: int = 0, tenant: str | None = None
+        self,
+        *,
+        status: RunStatus | None = None,
+        limit: int = 50,
+        offset: int = 0,
+        tenant: str | None = None,
+        query: str | None = None,
+        id_prefix: str | None = None,
     ) -> list[RunRecord]:
+        """Runs newest first; ``query`` keeps those whose input or output contains it, ``id_prefix``
+        those whose id starts with it."""
+        if query or id_prefix:
+            return await self.store.search_runs(
+                text=query, id_prefix=id_prefix, status=status, limit=limit, offset=offset, tenant=tenant
+            )
         return await self.store.list_runs(status=status, limit=limit, offset=offset, tenant=tenant)
 
     async def count_runs(self, *, status: RunStatus | None = None, tenant: str | None = None) -> int:

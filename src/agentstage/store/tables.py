@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -179,4 +180,23 @@ encryption_keys = Table(
     metadata,
     Column("key_id", String(16), primary_key=True),
     Column("added_at", DateTime(timezone=True), nullable=False),
+)
+
+# Spans (observability): a run's trace and the requests around it, kept for `agent trace show`.
+spans = Table(
+    "spans",
+    metadata,
+    Column("trace_id", String(32), primary_key=True),
+    Column("span_id", String(16), primary_key=True),
+    Column("parent_span_id", String(16)),
+    Column("run_id", String(36)),
+    Column("name", Text, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("start_ns", BigInteger, nullable=False),
+    Column("end_ns", BigInteger, nullable=False),
+    Column("status", String(8), nullable=False),
+    Column("status_message", Text),
+    Column("attributes", JSON, nullable=False),
+    Column("events", JSON, nullable=False),
+    Index("ix_spans_run", "run_id", "start_ns"),
 )

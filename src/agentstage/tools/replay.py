@@ -90,16 +90,32 @@ def _recorded_error(error: ErrorInfo) -> ToolError:
     return ToolError(error.message, code=error.code)
 
 
-class ReplayTool:
-    """A stand-in for one tool of the original run, answering from the tape."""
+# What a tool may tell the orchestrator about itself (worked examples, hints for the question,
+# how its output is quoted back): part of what the model is shown, so a replay must show the same.
+GUIDANCE = frozenset({"action_examples", "string_grammars", "hints", "example_output", "quote"})
 
-    def __init__(self, spec: Mapping[str, Any], tape: ToolTape):
+
+class ReplayTool:
+    """A stand-in for one tool of the original run, answering from the tape.
+
+    Its guidance for the prompt comes from the installed tool of the same name and version
+    (``guide``), when there is one: the model must be shown what it was shown then. A guide that
+    changed since (new worked examples, another database) makes the replay diverge, as it should."""
+
+    def __init__(self, spec: Mapping[str, Any], tape: ToolTape, guide: Tool | None = None):
         self._name = str(spec["name"])
         self._version = str(spec["version"])
         self._description = str(spec.get("description") or "")
         self._category = str(spec.get("category") or "general")
         self._parameters: dict[str, Any] = dict(spec.get("parameters") or {})
         self.tape = tape
+        self._guide = guide
+
+    def __getattr__(self, name: str) -> Any:
+        guide = self.__dict__.get("_guide")
+        if name in GUIDANCE and guide is not None:
+            return getattr(guide, name)
+        raise AttributeError(name)
 
     @property
     def name(self) -> str:
@@ -129,7 +145,13 @@ class ReplayTool:
         return self.tape.take(f"{self._name}:{self._version}", arguments)
 
 
-def replay_tools(events: Sequence[RunEvent], specs: Iterable[Mapping[str, Any]]) -> list[Tool]:
-    """The original run's tools, replaying its recorded results from one shared tape."""
+def replay_tools(
+    events: Sequence[RunEvent],
+    specs: Iterable[Mapping[str, Any]],
+    installed: Mapping[str, Tool] | None = None,
+) -> list[Tool]:
+    """The original run's tools, replaying its recorded results from one shared tape; each takes
+    its prompt guidance from the ``installed`` tool of the same ``name:version``, if any."""
     tape = ToolTape.from_events(events)
-    return [ReplayTool(spec, tape) for spec in specs]
+    guides = installed or {}
+    return [ReplayTool(spec, tape, guides.get(f"{spec['name']}:{spec['version']}")) for spec in specs]

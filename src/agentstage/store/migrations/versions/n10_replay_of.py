@@ -1,14 +1,14 @@
 """A run may replay or re-run another one: ``runs.replay_of`` names it.
 
 Revision ID: n10
-Revises: x16a
+Revises: o9a
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "n10"
-down_revision = "x16a"
+down_revision = "o9a"
 branch_labels = None
 depends_on = None
 
