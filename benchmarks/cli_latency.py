@@ -23,7 +23,8 @@ AGENT = str(Path(sys.executable).parent / "agent")
 
 def wall_time(args: list[str], env: dict[str, str]) -> float:
     started = time.perf_counter()
-    subprocess.run([AGENT, *args], env=env, capture_output=True, check=True)
+    # stdin closed: a piped stdin would become part of the question
+    subprocess.run([AGENT, *args], env=env, capture_output=True, check=True, stdin=subprocess.DEVNULL)
     return time.perf_counter() - started
 
 

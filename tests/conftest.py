@@ -165,6 +165,7 @@ class Cli:
         return subprocess.run(
             [AGENT, *args],
             input=stdin,
+            stdin=subprocess.DEVNULL if stdin is None else None,  # piped stdin is part of the input
             capture_output=True,
             text=True,
             env=self.env,
@@ -174,7 +175,12 @@ class Cli:
 
     def popen(self, *args: str) -> subprocess.Popen[str]:
         return subprocess.Popen(
-            [AGENT, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.env
+            [AGENT, *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=self.env,
         )
 
 

@@ -10,7 +10,7 @@ import pytest
 from agentstage.errors import ConfigError, UnknownProfileError
 from agentstage.observability.masking import MASK, mask, masked_environment
 from agentstage.resources import resource_dir
-from agentstage.settings import load_settings
+from agentstage.settings import load_settings, load_settings_or_defaults
 
 
 def environ(home: Path, **variables: str) -> dict[str, str]:
@@ -81,9 +81,20 @@ def test_an_invalid_value_is_refused_whole(home: Path, config: dict[str, object]
 
 
 def test_broken_config_files_and_unknown_envs_are_clear(home: Path) -> None:
-    (home / "config.json").write_text("{not: valid: yaml: [", encoding="utf-8")
-    with pytest.raises(ConfigError, match="not valid JSON/YAML"):
+    (home / "config.json").write_text('{\n  "http": {"port": 8080,}\n}', encoding="utf-8")
+    with pytest.raises(ConfigError) as raised:
         load_settings(environ=environ(home))
+    assert str(raised.value) == (
+        f"config file {str(home / 'config.json')!r} is not valid JSON: "
+        "Expecting property name enclosed in double quotes at line 2, column 25"
+    )
+    settings, problem = load_settings_or_defaults(environ=environ(home))
+    assert problem == str(raised.value) and settings.http.port == 8080 and settings.default_profile == "local"
+    (home / "agent.yaml").write_text("http:\n  port: [8080\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"is not valid YAML: .* at line 3, column 1"):
+        load_settings(environ=environ(home, AGENT_CONFIG=str(home / "agent.yaml")))
+    with pytest.raises(ConfigError, match="AGENT_ENV='mars'"):
+        load_settings_or_defaults(environ=environ(home, AGENT_ENV="mars"))  # not the user file: raised
     with pytest.raises(ConfigError, match="AGENT_ENV='mars'"):
         load_settings(environ=environ(home, AGENT_ENV="mars", AGENT_CONFIG=str(home / "absent.json")))
 

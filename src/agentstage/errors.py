@@ -8,7 +8,8 @@ gRPC status, CLI exit code) without parsing messages::
     │   ├── InvalidInputError           invalid_input
     │   ├── UnknownModeError            unknown_mode
     │   ├── UnknownProfileError         unknown_profile
-    │   ├── ConfigError                 config_invalid
+    │   ├── ConfigError                 config_invalid (+ model_unavailable: a local model file or
+    │   │                               option that cannot work, refused before a run starts)
     │   ├── NotFoundError               not_found (run_not_found, conversation_not_found, tool_not_found)
     │   ├── ConflictError               conflict (run_finished)
     │   ├── ToolArgumentError           invalid_tool_arguments
@@ -19,10 +20,13 @@ gRPC status, CLI exit code) without parsing messages::
     │   └── TooManyRequestsError        rate_limited, too_many_failed_authentications (HTTP 429)
     └── RunError                        something went wrong while a run executed
         ├── ModelError                  model_error (+ model_timeout, provider_unavailable,
-        │                               rate_limited, circuit_open, invalid_action, model_unavailable)
+        │                               rate_limited, circuit_open, invalid_action, model_unavailable,
+        │                               provider_crashed: the model host died mid-call, retryable;
+        │                               invalid_grammar, repeated_failure, incomplete_answer)
         ├── ToolError                   tool_error (+ tool_timeout, tool_limit, tool_output_invalid,
-        │                               sql_not_read_only)
-        ├── LimitExceededError          max_steps, max_tokens, max_duration
+        │                               sql_not_read_only, tool_steps_failed: every tool call of
+        │                               the run failed)
+        ├── LimitExceededError          max_steps, max_tokens, max_duration, context_overflow
         └── StoreError                  store_write_failed (+ store_unavailable, storage_full)
 
 A run that ends ``cancelled`` or ``worker_lost`` carries that code in its record; neither is raised.

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from agentstage.access.config import SecretsSettings, SecuritySettings, env_references
 from agentstage.core.limits import RunLimits
 from agentstage.errors import ConfigError, UnknownProfileError
+from agentstage.observability.config import LoggingSettings, MetricsSettings, TracingSettings
 from agentstage.providers.resilience import RetryPolicy
 from agentstage.resources import instance_config, sample_database
 from agentstage.types import Mode
@@ -234,10 +235,6 @@ class Price(Strict):
     cached_input: float | None = Field(default=None, ge=0)
 
 
-class LoggingSettings(Strict):
-    level: Literal["debug", "info", "warning", "error"] = "info"
-
-
 def _default_providers() -> dict[str, ProviderSettings]:
     return {
         "local": ProviderSettings(type="local"),
@@ -252,7 +249,8 @@ def _default_profiles() -> dict[str, ProfileSettings]:
         "local": ProfileSettings(
             description="The embedded model; no key, no network.",
             chain=[local],
-            params={"temperature": 0.2, "max_tokens": 512},
+            # Greedy: a 135M model sampled at any temperature drifts into other languages.
+            params={"temperature": 0.0, "max_tokens": 512},
         ),
         "fast": ProfileSettings(
             description="The embedded model, greedy and short.",
@@ -298,6 +296,8 @@ class Settings(Strict):
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     pricing: dict[str, Price] = Field(default_factory=_default_pricing)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     secrets: SecretsSettings = Field(default_factory=SecretsSettings)
@@ -407,17 +407,41 @@ def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 
 def _read_file(path: Path, what: str) -> dict[str, Any]:
+    """A config file as a dict. ``.json`` files are parsed as JSON (so a mistake is reported as a
+    JSON mistake), anything else as YAML; either way an error names the file, line and column."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise ConfigError(f"cannot read {what} {str(path)!r}: {error.strerror}") from None
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{what} {str(path)!r} is not valid JSON/YAML: {error}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what} {str(path)!r} is not UTF-8 text") from None
+    data = _parse_json(text, path, what) if path.suffix.lower() == ".json" else _parse_yaml(text, path, what)
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{what} {str(path)!r} must hold an object, got {type(data).__name__}")
     return data
+
+
+def _parse_json(text: str, path: Path, what: str) -> Any:
+    if not text.strip():
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ConfigError(
+            f"{what} {str(path)!r} is not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}",
+        ) from None
+
+
+def _parse_yaml(text: str, path: Path, what: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        problem = getattr(error, "problem", None) or "cannot be parsed"
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(f"{what} {str(path)!r} is not valid YAML: {problem}{where}") from None
 
 
 def _default_tables() -> dict[str, Any]:
@@ -451,6 +475,8 @@ def _env_layer(environ: dict[str, str]) -> dict[str, Any]:
             path = ["default_profile"]
         if path == ["mode"]:
             path = ["default_mode"]
+        if path in (["log_level"], ["log_format"]):
+            path = ["logging", path[0][4:]]
         try:
             value: Any = json.loads(raw)
         except json.JSONDecodeError:
@@ -463,18 +489,19 @@ def _env_layer(environ: dict[str, str]) -> dict[str, Any]:
 
 
 def load_layers(
-    overrides: dict[str, Any] | None = None, environ: dict[str, str] | None = None
+    overrides: dict[str, Any] | None = None,
+    environ: dict[str, str] | None = None,
+    *,
+    user_file: bool = True,
 ) -> dict[str, Any]:
     environ = dict(os.environ if environ is None else environ)
     home = Path(environ["AGENT_HOME"]).expanduser() if environ.get("AGENT_HOME") else default_home()
     env = (overrides or {}).get("env") or environ.get("AGENT_ENV") or "local"
     merged: dict[str, Any] = {"home": str(home), "env": env, **_default_tables()}
     merged = deep_merge(merged, _instance_layer(env))
-    user_file = (
-        Path(environ["AGENT_CONFIG"]).expanduser() if environ.get("AGENT_CONFIG") else home / "config.json"
-    )
-    if user_file.is_file() or environ.get("AGENT_CONFIG"):
-        merged = deep_merge(merged, _read_file(user_file, "config file"))
+    path = Path(environ["AGENT_CONFIG"]).expanduser() if environ.get("AGENT_CONFIG") else home / "config.json"
+    if user_file and (path.is_file() or environ.get("AGENT_CONFIG")):
+        merged = deep_merge(merged, _read_file(path, "config file"))
     merged = deep_merge(merged, _env_layer(environ))
     return deep_merge(merged, overrides or {})
 
@@ -492,6 +519,24 @@ def validate_settings(data: dict[str, Any]) -> Settings:
 
 def load_settings(overrides: dict[str, Any] | None = None, environ: dict[str, str] | None = None) -> Settings:
     return validate_settings(load_layers(overrides, environ))
+
+
+def load_settings_or_defaults(
+    overrides: dict[str, Any] | None = None, environ: dict[str, str] | None = None
+) -> tuple[Settings, str | None]:
+    """Settings for commands that only read: when the user's config file cannot be read or parsed,
+    the configuration without it and the reason, so a broken file never locks anyone out of their
+    records. A file that parses but holds an invalid value is refused as usual (it says what the
+    user meant, so silently using the defaults instead would mislead)."""
+    try:
+        layers = load_layers(overrides, environ)
+    except ConfigError as error:
+        try:
+            layers = load_layers(overrides, environ, user_file=False)
+        except ConfigError:
+            raise error from None
+        return validate_settings(layers), error.message
+    return validate_settings(layers), None
 
 
 def user_config_path(settings: Settings) -> Path:

@@ -48,7 +48,17 @@ def test_run_json_prints_one_object_in_the_http_shape(cli: Cli) -> None:
 def test_run_no_stream_and_output_file(cli: Cli, tmp_path: Path) -> None:
     cli.script(ANSWER)
     target = tmp_path / "answer.md"
-    done = cli("run", "capital?", "--mode", "chat", "--no-stream", "--output", "markdown", "-o", str(target))
+    done = cli(
+        "run",
+        "capital?",
+        "--mode",
+        "chat",
+        "--no-stream",
+        "--format",
+        "markdown",
+        "--output-file",
+        str(target),
+    )
     assert done.returncode == 0, done.stderr
     written = target.read_text(encoding="utf-8")
     assert written.startswith("Paris is the capital of France.") and "completed · run" in written

@@ -65,7 +65,9 @@ async def test_a_tool_argument_of_the_wrong_type_is_a_tool_error(
     assert "expression" in result.data["error"]["message"]
     observation = [e for e in events if e.type == "model.request"][1].data["messages"][-1]
     assert observation["role"] == "tool" and "invalid_tool_arguments" in observation["content"]
-    assert final.status == "completed"
+    # Its only tool call failed: whatever the model says next, the run did not succeed.
+    assert final.status == "failed" and final.error_code == "tool_steps_failed"
+    assert final.error_message is not None and "math.calculate" in final.error_message
 
 
 @pytest.mark.parametrize(
@@ -159,8 +161,11 @@ async def test_a_provider_that_is_down_without_fallback_names_itself(
 
 
 async def test_max_steps_ends_the_run_failed(make_service: Callable[..., RunService]) -> None:
-    loop_forever = {
-        "responses": [{"tool_calls": [{"name": "math.calculate", "arguments": {"expression": "1+1"}}]}]
+    loop_forever = {  # a different call each time: nothing repeats, the steps just run out
+        "responses": [
+            {"tool_calls": [{"name": "math.calculate", "arguments": {"expression": f"1+{n}"}}]}
+            for n in range(5)
+        ]
     }
     async with make_service(loop_forever) as service:
         final, events = await run_and_log(service, input="loop", mode="react", options={"max_steps": 3})

@@ -3,7 +3,7 @@
 Roles are sets of permissions. ``viewer`` reads its tenant's runs, conversations, tools and the
 masked configuration; ``operator`` also starts and cancels runs, talks in conversations and
 executes tools; ``admin`` also changes the configuration, registers tool servers, manages keys,
-reads the audit log and acts across tenants. Custom roles (``security.roles``) are named sets of
+reads the audit log and acts across tenants; ``monitor`` only scrapes ``/metrics``. Custom roles (``security.roles``) are named sets of
 these permissions. ``config.security`` — changing the settings that guard the host (allow-lists,
 authentication, the store) over the network — belongs to no built-in role: those settings live in
 files on the host.
@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 
 from agentstage.errors import ForbiddenError
 
-PUBLIC = "public"  # no credential needed (health probes, metrics, the API description)
+PUBLIC = "public"  # no credential needed (health probes, the API description)
 
 PERMISSIONS: dict[str, str] = {
     "runs.read": "read runs, their events, snapshots and batches",
@@ -36,12 +36,19 @@ PERMISSIONS: dict[str, str] = {
     "keys.manage": "create, rotate and revoke API keys",
     "audit.read": "read the audit log",
     "tenants.any": "act on other tenants' objects, explicitly",
+    "metrics.read": "scrape /metrics (counts across all tenants; public when metrics.public is true)",
 }
 
 _VIEWER = frozenset({"runs.read", "conversations.read", "tools.read", "config.read"})
 _OPERATOR = _VIEWER | {"runs.start", "runs.cancel", "conversations.write", "tools.execute"}
 _ADMIN = frozenset(PERMISSIONS) - {"config.security"}
-BUILTIN_ROLES: dict[str, frozenset[str]] = {"viewer": _VIEWER, "operator": _OPERATOR, "admin": _ADMIN}
+_MONITOR = frozenset({"metrics.read"})  # a scraper's key (Prometheus): metrics and nothing else
+BUILTIN_ROLES: dict[str, frozenset[str]] = {
+    "viewer": _VIEWER,
+    "operator": _OPERATOR,
+    "admin": _ADMIN,
+    "monitor": _MONITOR,
+}
 
 # HTTP routes by (method, path template). HEAD is checked as GET.
 HTTP: dict[tuple[str, str], str] = {
@@ -54,6 +61,10 @@ HTTP: dict[tuple[str, str], str] = {
     ("DELETE", "/api/v1/agent/cancel/{run_id}"): "runs.cancel",
     ("GET", "/api/v1/agent/runs"): "runs.read",
     ("GET", "/api/v1/agent/runs/{run_id}/events"): "runs.read",
+    ("GET", "/api/v1/snapshots/diff"): "runs.read",
+    ("GET", "/api/v1/snapshots/{run_id}"): "runs.read",
+    ("GET", "/api/v1/snapshots/{run_id}/export"): "runs.read",
+    ("POST", "/api/v1/snapshots/{run_id}/replay"): "runs.start",
     ("POST", "/api/v1/conversations"): "conversations.write",
     ("GET", "/api/v1/conversations/{conversation_id}"): "conversations.read",
     ("DELETE", "/api/v1/conversations/{conversation_id}"): "conversations.write",
@@ -72,7 +83,7 @@ HTTP: dict[tuple[str, str], str] = {
     ("GET", "/health/live"): PUBLIC,
     ("GET", "/health/ready"): PUBLIC,
     ("GET", "/health/startup"): PUBLIC,
-    ("GET", "/metrics"): PUBLIC,
+    ("GET", "/metrics"): "metrics.read",
     ("GET", "/openapi.json"): PUBLIC,
     ("GET", "/docs"): PUBLIC,
     ("GET", "/docs/oauth2-redirect"): PUBLIC,

@@ -17,7 +17,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, cast
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    TypeAdapter,
+    model_serializer,
+)
 
 from agentstage.core.messages import Message, ToolCall, Usage
 from agentstage.core.model import ToolSpec
@@ -56,6 +63,10 @@ class Payload(BaseModel):
 
 
 class RunQueued(Payload):
+    """``door`` names where the run came from (http, grpc, cli, sdk…); ``parent_span_id`` is the
+    caller's span when the run continues a caller's trace (W3C ``traceparent``). Both are left out
+    of ``data`` when unknown."""
+
     type: Literal["run.queued"] = Field(default="run.queued", exclude=True)
     input: str
     mode: str
@@ -63,6 +74,19 @@ class RunQueued(Payload):
     options: dict[str, Any] = Field(default_factory=dict)
     conversation_id: str | None = None
     correlation_id: str | None = None
+    door: str | None = None
+    parent_span_id: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_unknown_origin(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        for name in _OPTIONAL_ORIGIN:
+            if data.get(name, "") is None:
+                del data[name]
+        return data
+
+
+_OPTIONAL_ORIGIN = ("door", "parent_span_id")
 
 
 class RunStarted(Payload):

@@ -30,6 +30,11 @@ class ModelRequest(BaseModel):
     response_format: dict[str, Any] | None = Field(
         default=None, description="A JSON schema the answer must follow (structured output)."
     )
+    grammar: str | None = Field(
+        default=None,
+        description="A GBNF grammar the answer must match, for providers that constrain decoding "
+        "(llama.cpp); it is at least as strict as response_format, which other providers use.",
+    )
     params: dict[str, Any] = Field(default_factory=dict)
 
 

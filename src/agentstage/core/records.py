@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -43,6 +44,7 @@ class RunRecord(BaseModel):
     metrics: dict[str, Any] = Field(
         default_factory=dict, description="Counts and latency: model calls, tool calls, steps, latency_ms."
     )
+    replay_of: str | None = Field(default=None, description="The run this one replays or re-runs.")
 
     def timings(self) -> dict[str, Any]:
         """Wall-clock facts about the run, in the shape every door returns."""
@@ -121,3 +123,43 @@ class BatchRecord(BaseModel):
     created_at: datetime
     items: list[dict[str, Any]]
     tenant: str = "default"
+
+
+@dataclass(slots=True)
+class SpanRecord:
+    """A finished span as the store keeps it: ids in W3C hex, times in Unix nanoseconds,
+    ``status`` ``ok``/``error``/``unset``; ``events`` are ``{name, time_ns, attributes}``."""
+
+    trace_id: str
+    span_id: str
+    name: str
+    start_ns: int
+    end_ns: int
+    parent_span_id: str | None = None
+    run_id: str | None = None
+    kind: str = "internal"
+    status: str = "unset"
+    status_message: str | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def duration_ms(self) -> float:
+        return (self.end_ns - self.start_ns) / 1e6
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "trace_id": self.trace_id,
+            "span_id": self.span_id,
+            "parent_span_id": self.parent_span_id,
+            "run_id": self.run_id,
+            "name": self.name,
+            "kind": self.kind,
+            "start_ns": self.start_ns,
+            "end_ns": self.end_ns,
+            "duration_ms": round(self.duration_ms, 3),
+            "status": self.status,
+            "status_message": self.status_message,
+            "attributes": self.attributes,
+            "events": self.events,
+        }

@@ -1,7 +1,9 @@
 """Anthropic models through the official ``anthropic`` SDK (imported lazily): tool use, streaming, usage.
 
 Structured output (``response_format``) is asked for as a forced tool call whose input schema is
-the requested schema, which is how Anthropic models give guaranteed JSON.
+the requested schema, which is how Anthropic models give guaranteed JSON. The 2.x SDK no longer
+takes sampling parameters (``temperature``, ``top_p``, ``top_k``) as arguments; the API still
+reads them from the request body, so they travel in ``extra_body``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,15 @@ from agentstage.providers.wire import (
 )
 
 STRUCTURED_TOOL = "structured_answer"
+SAMPLING_PARAMS = ("temperature", "top_p", "top_k")
+# The ``error.type`` of an error event sent in the middle of a stream, and what it means here.
+STREAM_ERRORS = {
+    "overloaded_error": ("provider_overloaded", True),
+    "api_error": ("provider_error", True),
+    "rate_limit_error": ("rate_limited", True),
+    "authentication_error": ("auth_failed", False),
+    "permission_error": ("auth_failed", False),
+}
 
 
 def _content(message: Message) -> Any:
@@ -60,6 +71,7 @@ class AnthropicModel:
         api_key: str | None = "env:ANTHROPIC_API_KEY",
         params: dict[str, Any] | None = None,
         timeout: float = 60.0,
+        http_client: Any = None,
     ):
         self.provider = provider
         self.model_name = model_name
@@ -67,6 +79,7 @@ class AnthropicModel:
         self.api_key_ref = api_key
         self.params = params or {}
         self.timeout = timeout
+        self.http_client = http_client  # an ``httpx2.AsyncClient`` the caller owns (and closes)
 
     def _kwargs(self, request: ModelRequest) -> dict[str, Any]:
         params = {**self.params, **request.params}
@@ -79,9 +92,9 @@ class AnthropicModel:
         }
         if system:
             kwargs["system"] = system
-        for name in ("temperature", "top_p", "top_k"):
-            if name in params:
-                kwargs[name] = params[name]
+        sampling = {name: params[name] for name in SAMPLING_PARAMS if params.get(name) is not None}
+        if sampling:
+            kwargs["extra_body"] = sampling
         if "stop" in params:
             kwargs["stop_sequences"] = (
                 params["stop"] if isinstance(params["stop"], list) else [params["stop"]]
@@ -105,9 +118,13 @@ class AnthropicModel:
     async def stream(self, request: ModelRequest) -> AsyncIterator[ModelChunk]:
         import anthropic
 
-        key = resolve_secret(self.api_key_ref, provider=self.provider, required=self.base_url is None)
+        key = resolve_secret(self.api_key_ref, provider=self.provider)
         client = anthropic.AsyncAnthropic(
-            api_key=key or "not-needed", base_url=self.base_url, timeout=self.timeout, max_retries=0
+            api_key=key or "not-needed",
+            base_url=resolve_secret(self.base_url, provider=self.provider),
+            timeout=self.timeout,
+            max_retries=0,
+            http_client=self.http_client,
         )
         text: list[str] = []
         blocks: dict[int, dict[str, str]] = {}
@@ -142,7 +159,8 @@ class AnthropicModel:
         except anthropic.APIError as error:
             raise self._translate(error) from None
         finally:
-            await client.close()
+            if self.http_client is None:
+                await client.close()
         calls: list[ToolCall] = []
         for block in (blocks[i] for i in sorted(blocks)):
             arguments = parse_arguments(block["json"])
@@ -166,6 +184,28 @@ class AnthropicModel:
         import anthropic
 
         where = f"{self.provider} ({self.base_url or 'api.anthropic.com'})"
+        streamed = _stream_error(error)
+        if streamed is not None:
+            kind, message = streamed
+            code, retryable = STREAM_ERRORS.get(kind, ("provider_error", False))
+            return ModelError(
+                f"{where} sent an error in the stream ({kind}): {message}",
+                code=code,
+                retryable=retryable,
+                provider=self.provider,
+            )
         return translate_sdk_error(
             anthropic, error, where=where, provider=self.provider, retryable_statuses=frozenset({408, 529})
         )
+
+
+def _stream_error(error: Exception) -> tuple[str, str] | None:
+    """(error type, message) of an ``event: error`` that arrived after a 200 response began."""
+    response = getattr(error, "response", None)
+    body = getattr(error, "body", None)
+    if response is None or response.status_code != 200 or not isinstance(body, dict):
+        return None
+    detail = body.get("error")
+    if not isinstance(detail, dict):
+        return None
+    return str(detail.get("type", "error")), str(detail.get("message", ""))

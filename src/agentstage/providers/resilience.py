@@ -5,6 +5,12 @@ a profile's chain in turn; within one model it retries retryable errors (timeout
 5xx, connection errors) with exponential backoff and jitter, honouring ``Retry-After``. Every retry
 and fallback is yielded as a notice, which the orchestrator records as an event. A call is only
 retried while nothing has been streamed yet, so the user never sees text twice.
+
+A chain entry that cannot be used at all in this process (its key is not set) is an
+:class:`UnavailableModel`: never called, it is skipped with a fallback notice naming the reason.
+
+The run's ``system`` parameter (extra instructions from the caller) is applied here, once for every
+provider: it is added to the request's system message and never sent as a parameter.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, Field
 
+from agentstage.core.messages import Message
 from agentstage.core.model import (
     FallbackNotice,
     Model,
@@ -27,6 +34,8 @@ from agentstage.core.model import (
     ToolCallChunk,
 )
 from agentstage.errors import ModelError
+
+SKIPPED_CODE = "missing_secret"
 
 
 class RetryPolicy(BaseModel):
@@ -129,6 +138,38 @@ class _Attempt:
                 await close()
 
 
+class UnavailableModel:
+    """A chain entry that cannot be used in this process (``reason`` says why, e.g. its key is not
+    set). It is never called: the chain skips it and says so with a fallback notice."""
+
+    native_tools = True
+
+    def __init__(self, provider: str, model_name: str, reason: str):
+        self.provider = provider
+        self.model_name = model_name
+        self.reason = reason
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[ModelChunk]:
+        raise ModelError(f"{self.provider}: {self.reason}", code=SKIPPED_CODE, provider=self.provider)
+        yield  # pragma: no cover  (makes this an async generator, like every model)
+
+
+def with_system_instructions(request: ModelRequest) -> ModelRequest:
+    """The request with the caller's ``system`` parameter moved into its system message."""
+    extra = request.params.get("system")
+    if "system" not in request.params:
+        return request
+    params = {k: v for k, v in request.params.items() if k != "system"}
+    messages = list(request.messages)
+    if isinstance(extra, str) and extra.strip():
+        first = messages[0] if messages else None
+        if first is not None and first.role == "system":
+            messages[0] = first.model_copy(update={"content": f"{first.content}\n\n{extra.strip()}"})
+        else:
+            messages.insert(0, Message.system(extra.strip()))
+    return request.model_copy(update={"messages": messages, "params": params})
+
+
 class ResilientModel:
     def __init__(
         self,
@@ -136,25 +177,36 @@ class ResilientModel:
         policy: RetryPolicy | None = None,
         breakers: BreakerRegistry | None = None,
     ):
-        if not chain:
-            raise ValueError("a model chain needs at least one model")
+        usable = [model for model in chain if not isinstance(model, UnavailableModel)]
+        if not usable:
+            raise ValueError("a model chain needs at least one usable model")
         self.chain = list(chain)
         self.policy = policy or RetryPolicy()
         self.breakers = breakers or BreakerRegistry(self.policy)
-        self.provider = self.chain[0].provider
-        self.model_name = self.chain[0].model_name
-        self.native_tools = all(model.native_tools for model in self.chain)
+        self.provider = usable[0].provider
+        self.model_name = usable[0].model_name
+        self.native_tools = all(model.native_tools for model in usable)
+        # The primary's window and tokenizer, for orchestrators that fit the prompt to it.
+        self.context_window: int | None = getattr(usable[0], "context_window", None)
+        self.count_tokens = getattr(usable[0], "count_tokens", None)
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[ModelChunk]:
-        last_error: ModelError | None = None
-        for index, model in enumerate(self.chain):
-            if last_error is not None:
+        request = with_system_instructions(request)
+        pending: list[tuple[str, ModelError]] = []  # providers left behind, announced at the next one
+        failure: ModelError | None = None
+        for model in self.chain:
+            if isinstance(model, UnavailableModel):
+                skipped = ModelError(model.reason, code=SKIPPED_CODE, provider=model.provider)
+                pending.append((model.provider, skipped))
+                continue
+            for from_provider, error in pending:
                 yield FallbackNotice(
-                    from_provider=self.chain[index - 1].provider,
+                    from_provider=from_provider,
                     to_provider=model.provider,
-                    code=last_error.code,
-                    message=last_error.message,
+                    code=error.code,
+                    message=error.message,
                 )
+            pending = []
             try:
                 async for chunk in self._with_retries(model, request):
                     yield chunk
@@ -162,12 +214,17 @@ class ResilientModel:
             except ModelError as error:
                 if error.streamed:
                     raise
-                last_error = error
-        assert last_error is not None
-        if len(self.chain) > 1:
-            tried = ", ".join(model.provider for model in self.chain)
-            last_error.message = f"every provider of the chain failed ({tried}); last: {last_error.message}"
-        raise last_error
+                failure = error
+                pending.append((model.provider, error))
+        assert failure is not None
+        tried = [m.provider for m in self.chain if not isinstance(m, UnavailableModel)]
+        passed = [f"{m.provider} ({m.reason})" for m in self.chain if isinstance(m, UnavailableModel)]
+        if len(tried) > 1 or passed:
+            also = f"; skipped {', '.join(passed)}" if passed else ""
+            failure.message = (
+                f"every provider of the chain failed ({', '.join(tried)}{also}); last: {failure.message}"
+            )
+        raise failure
 
     async def _with_retries(self, model: Model, request: ModelRequest) -> AsyncIterator[ModelChunk]:
         breaker = self.breakers.for_endpoint(endpoint_of(model))

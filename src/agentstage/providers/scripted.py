@@ -5,6 +5,7 @@ responses consumed in order (one per model call of a run), plus optional rules c
 on the last user message::
 
     native_tools: true            # pass tools natively (like OpenAI); false = JSON actions
+    context_window: 2000          # optional: a window in tokens (4 characters each), enforced
     repeat_last: true             # when the list runs out, keep giving the last response
     responses:
       - text: "Let me check."     # streamed in word-sized deltas (or give `deltas: [...]`)
@@ -75,6 +76,7 @@ class Script(BaseModel):
     native_tools: bool = True
     repeat_last: bool = True
     model: str = "scripted-model"
+    context_window: int | None = Field(default=None, ge=16)
     responses: list[ScriptedResponse] = Field(default_factory=list)
     rules: list[ScriptedResponse] = Field(default_factory=list)
 
@@ -104,6 +106,7 @@ class ScriptedModel:
         self.provider = provider
         self.model_name = model_name or script.model
         self.native_tools = script.native_tools
+        self.context_window = script.context_window
         self._queue = [entry for entry in script.responses for _ in range(entry.times)]
         self._position = 0
 
@@ -123,7 +126,23 @@ class ScriptedModel:
             provider=self.provider,
         )
 
+    def count_tokens(self, messages: list[Message]) -> int:
+        """A stand-in tokenizer: four characters a token, four tokens of framing per message."""
+        return sum(len(m.content) // 4 + 4 for m in messages)
+
+    def _check_window(self, request: ModelRequest) -> None:
+        if self.context_window is None:
+            return
+        needed = self.count_tokens(request.messages) + int(request.params.get("max_tokens", 0))
+        if needed > self.context_window:
+            raise ModelError(
+                f"{self.provider}: the request needs {needed} tokens, over the window of {self.context_window}",
+                code="context_exceeded",
+                provider=self.provider,
+            )
+
     async def stream(self, request: ModelRequest) -> AsyncIterator[ModelChunk]:
+        self._check_window(request)
         entry = self._next(request)
         if entry.delay:
             await asyncio.sleep(entry.delay)

@@ -1,8 +1,9 @@
 """Bridge a blocking token iterator (llama.cpp) into an async stream without blocking the loop.
 
-The iterator runs in a worker thread and hands chunks to the event loop through a queue. If the
-consumer stops early (a cancel), the thread is told to stop and closes the iterator at the next
-token, so the model stops generating instead of finishing in the background.
+The iterator runs in a worker thread and hands chunks to the event loop through a queue. The
+factory receives a stop event; when the consumer stops early (a cancel, a closed connection) the
+event is set and the producer stops at its next token, so the model does not keep generating in
+the background.
 """
 
 from __future__ import annotations
@@ -17,10 +18,9 @@ _DONE = object()
 
 
 class ThreadedIterator(Generic[T]):
-    def __init__(self, make_iterator: Callable[[], Iterator[T]], lock: threading.Lock):
+    def __init__(self, make_iterator: Callable[[threading.Event], Iterator[T]]):
         self._make_iterator = make_iterator
-        self._lock = lock
-        self._stop = threading.Event()
+        self.stop = threading.Event()
 
     async def __aiter__(self) -> AsyncIterator[T]:
         loop = asyncio.get_running_loop()
@@ -36,25 +36,26 @@ class ThreadedIterator(Generic[T]):
                     raise item
                 yield item  # type: ignore[misc]
         finally:
-            self._stop.set()
+            self.stop.set()
 
     def _produce(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[object]) -> None:
         def put(item: object) -> None:
             try:
                 loop.call_soon_threadsafe(queue.put_nowait, item)
             except RuntimeError:  # the loop is closed: nobody is listening any more
-                self._stop.set()
+                self.stop.set()
 
-        with self._lock:
-            try:
-                iterator = self._make_iterator()
-                for item in iterator:
-                    if self._stop.is_set():
-                        close = getattr(iterator, "close", None)
-                        if close is not None:
-                            close()
-                        break
-                    put(item)
-            except BaseException as error:
-                put(error)
-            put(_DONE)
+        iterator: Iterator[T] | None = None
+        try:
+            iterator = self._make_iterator(self.stop)
+            for item in iterator:
+                if self.stop.is_set():
+                    break
+                put(item)
+        except BaseException as error:
+            put(error)
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()
+        put(_DONE)

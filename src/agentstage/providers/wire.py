@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from agentstage.errors import ConfigError, ModelError
@@ -18,19 +19,44 @@ def from_wire_name(name: str) -> str:
     return name.replace("__", ".")
 
 
-def resolve_secret(reference: str | None, *, provider: str, required: bool = True) -> str | None:
-    """Resolve ``env:NAME`` references; secrets are never written literally in config files."""
-    if reference is None:
-        if required:
-            raise ConfigError(f'provider {provider!r} needs an api_key (e.g. "env:OPENAI_API_KEY")')
-        return None
-    if reference.startswith("env:"):
-        variable = reference[4:]
-        value = os.environ.get(variable)
-        if not value and required:
-            raise ConfigError(f"provider {provider!r} needs the environment variable {variable} to be set")
-        return value
-    return reference
+# The key a remote provider reads when its config names none and it talks to the vendor's own API.
+DEFAULT_KEY_REFERENCES = {"openai": "env:OPENAI_API_KEY", "anthropic": "env:ANTHROPIC_API_KEY"}
+
+
+def env_references(kind: str, options: Mapping[str, Any]) -> list[str]:
+    """Every ``env:NAME`` a provider's options name, plus the vendor key it reads by default.
+
+    One rule for all of them: a provider whose references are not all set cannot be used, whether
+    the variable is ``OPENAI_API_KEY`` or a self-hosted server's ``VLLM_KEY``."""
+    names = [value[4:] for value in options.values() if isinstance(value, str) and value.startswith("env:")]
+    implied = DEFAULT_KEY_REFERENCES.get(kind)
+    remote = options.get("base_url") or options.get("nodes")  # a server of one's own: no vendor key
+    if implied is not None and "api_key" not in options and not remote:
+        names.append(implied[4:])
+    return list(dict.fromkeys(names))
+
+
+def missing_secrets(
+    kind: str, options: Mapping[str, Any], environ: Mapping[str, str] | None = None
+) -> list[str]:
+    """The environment variables a provider needs that are unset or empty."""
+    source = os.environ if environ is None else environ
+    return [name for name in env_references(kind, options) if not source.get(name)]
+
+
+def resolve_secret(reference: str | None, *, provider: str) -> str | None:
+    """The value behind an ``env:NAME`` reference (a literal value is returned as it is; ``None``
+    means the provider sends no key). An unset variable is refused the same way for every name."""
+    if reference is None or not reference.startswith("env:"):
+        return reference
+    variable = reference[4:]
+    value = os.environ.get(variable)
+    if not value:
+        raise ConfigError(
+            f"provider {provider!r} needs the environment variable {variable} to be set",
+            code="missing_secret",
+        )
+    return value
 
 
 def parse_arguments(raw: str) -> dict[str, Any]:
@@ -82,13 +108,25 @@ def translate_sdk_error(
             )
         if status in (401, 403):
             return ModelError(
-                f"{where} refused the API key (HTTP {status})", code="auth_failed", provider=provider
+                f"{where} refused the API key (HTTP {status}): {api_message(error)}",
+                code="auth_failed",
+                provider=provider,
             )
         return ModelError(
-            f"{where} answered HTTP {status}: {error.message}",
+            f"{where} answered HTTP {status}: {api_message(error)}",
             code="provider_error",
             retryable=status >= 500 or status in retryable_statuses,
             retry_after=delay,
             provider=provider,
         )
     return ModelError(f"{where} failed: {error}", code="model_error", provider=provider)
+
+
+def api_message(error: Any) -> str:
+    """The API's own explanation from an error body (``{"error": {"message": …}}`` in both the
+    OpenAI and the Anthropic shape), else the SDK's message."""
+    body = getattr(error, "body", None)
+    detail = body.get("error", body) if isinstance(body, dict) else None
+    if isinstance(detail, dict) and isinstance(detail.get("message"), str):
+        return str(detail["message"])
+    return str(getattr(error, "message", error))

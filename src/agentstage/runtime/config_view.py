@@ -6,10 +6,10 @@ defaults). Sections read only at start-up (store, http, runtime) are reported as
 
 Changes made over the network (:func:`reconfigure_remote`) pass extra guards first, because a
 configuration can point the server at a program, a file or a host: the settings that guard the
-host itself (``security``, ``secrets``, ``http``, ``store``, MCP servers, the environment
-allow-list) need ``config.security``, which no built-in role has; ``env:`` may only name variables
+host itself (``security``, ``secrets``, ``http``, ``store``, ``tracing``, ``metrics``, MCP
+servers, the environment allow-list) need ``config.security``, which no built-in role has; ``env:`` may only name variables
 on ``secrets.allowed_env`` (default: those the configured providers name); a provider's
-``base_url``, file paths (scripts, model files) and the SQL tool's database only with
+``base_url``, file paths (scripts, model files, recordings) and the SQL tool's database only with
 ``http.allow_remote_paths``; and the store's own database is never the SQL tool's database.
 """
 
@@ -30,11 +30,29 @@ from agentstage.settings import Settings, deep_merge, load_layers, user_config_p
 if TYPE_CHECKING:
     from agentstage.runtime.service import RunService
 
-RESTART_SECTIONS = ("store", "http", "grpc", "runtime", "home", "env", "tools")
+RESTART_SECTIONS = (
+    "store",
+    "http",
+    "grpc",
+    "runtime",
+    "home",
+    "env",
+    "tools",
+    "logging",
+    "tracing",
+    "metrics",
+)
+
+
+# Settings whose names look secret to the masking rules but whose values are modes, not secrets.
+NOT_SECRET = (("http", "auth"),)
 
 
 def masked_config(settings: Settings) -> dict[str, Any]:
-    masked: dict[str, Any] = mask(settings.model_dump(mode="json"))
+    plain = settings.model_dump(mode="json")
+    masked: dict[str, Any] = mask(plain)
+    for section, key in NOT_SECRET:
+        masked[section][key] = plain[section][key]
     return masked
 
 
@@ -104,8 +122,11 @@ def remember_tool_servers(service: RunService) -> None:
     reconfigure(service, {"tools": {"mcp_servers": servers}})
 
 
-HOST_SECTIONS = ("security", "secrets", "http", "store", "home", "env", "environment_allowlist")
-PATH_OPTIONS = ("base_url", "script", "model_path")
+# tracing and metrics: where spans go and who may scrape are host decisions, like the store.
+HOST_SECTIONS = (
+    "security", "secrets", "http", "store", "home", "env", "environment_allowlist", "tracing", "metrics",
+)  # fmt: skip
+PATH_OPTIONS = ("base_url", "script", "model_path", "recording")
 
 
 def allowed_env(settings: Settings) -> set[str]:

@@ -14,6 +14,7 @@ from uuid6 import uuid7
 from agentstage.core.events import utc_now
 from agentstage.core.records import ConversationRecord, MessageRecord, RunRecord
 from agentstage.errors import NotFoundError
+from agentstage.observability.masking import redact
 from agentstage.runtime.requests import RunOptions, RunRequest
 from agentstage.runtime.service import RunService
 
@@ -27,8 +28,9 @@ class ConversationService:
         self, title: str = "", metadata: dict[str, object] | None = None, *, tenant: str = "default"
     ) -> ConversationRecord:
         now = utc_now()
+        # A title is often the first question, which may quote a secret: masked like run inputs.
         record = ConversationRecord(
-            id=str(uuid7()), tenant=tenant, title=title, created_at=now, updated_at=now,
+            id=str(uuid7()), tenant=tenant, title=redact(title), created_at=now, updated_at=now,
             metadata=dict(metadata or {}),
         )  # fmt: skip
         await self.store.create_conversation(record)

@@ -4,6 +4,10 @@ Nothing else writes for a run. Events get their place in the log here (``seq`` 1
 gaps), are serialised once, capped in size (the cut is marked in the event), and handed to the
 writer. When the store loses some of the run's writes, the recorder rewinds to the last durable
 seq, so the ending it writes next follows the durable log without a gap.
+
+Secrets are masked here (the one masker, :mod:`agentstage.observability.masking`), before an event
+or a record field goes anywhere: the store, a live stream, a sink, the model. A secret pasted into
+an input is therefore never stored, streamed, logged or traced.
 """
 
 from __future__ import annotations
@@ -21,9 +25,12 @@ from agentstage.core.events import (
 from agentstage.core.jsonsafe import shrink_to_fit
 from agentstage.core.records import RunRecord
 from agentstage.errors import RunError, StoreError
+from agentstage.observability.masking import redact, redact_json
 from agentstage.runtime.writer import EventWriter
 from agentstage.store.base import ConversationTurn
 from agentstage.types import RunStatus
+
+_TEXT_FIELDS = ("input", "output", "error_message")
 
 _STATUS = {
     "run.completed": RunStatus.COMPLETED,
@@ -68,6 +75,7 @@ class RunRecorder:
 
     def begin(self, queued: RunQueued) -> RunEvent:
         """The run's first writes: its record, as ``queued``, and the ``run.queued`` event."""
+        self.record.input = redact(self.record.input)
         self._writer.add_run(self.record.model_copy())
         return self._append(EventDraft(queued))
 
@@ -81,6 +89,7 @@ class RunRecorder:
         """Change the stored record (status, timings, …) along with the next commit."""
         if self.terminal is not None:
             return
+        _masked(fields)
         for name, value in fields.items():
             setattr(self.record, name, value)
         self._writer.update(self.run_id, **fields)
@@ -91,7 +100,8 @@ class RunRecorder:
     def add_turn(self, conversation_id: str, messages: list[tuple[str, str]]) -> None:
         """Messages for the conversation, numbered by the store when the run's end is written."""
         if self.terminal is None:
-            self._writer.add_turn(ConversationTurn(conversation_id, self.run_id, messages, utc_now()))
+            masked = [(role, redact(content)) for role, content in messages]
+            self._writer.add_turn(ConversationTurn(conversation_id, self.run_id, masked, utc_now()))
 
     def finish(self, payload: TerminalPayload, **fields: Any) -> RunEvent | None:
         """Write the run's end: the terminal event and the final record, in one commit.
@@ -106,6 +116,7 @@ class RunRecorder:
             cost=record.cost,
             metrics=record.metrics,
         )
+        _masked(fields)
         for name, value in fields.items():
             setattr(record, name, value)
         self.lost = None
@@ -135,6 +146,13 @@ class RunRecorder:
         )
         try:
             text = event.data_json
+            masked = redact_json(text)
+            if masked is not None:
+                text = masked
+                event = RunEvent(
+                    event.run_id, event.seq, event.ts, type=event.type, data_json=masked,
+                    trace_id=event.trace_id, span_id=event.span_id,
+                )  # fmt: skip
         except (ValueError, TypeError) as error:
             raise RunError(
                 f"a {event.type} event of this run cannot be recorded as JSON: {error}",
@@ -178,3 +196,10 @@ class RunRecorder:
         self.record.last_seq = self._durable_seq
         if self.record.status.terminal:
             self.record.status = RunStatus.RUNNING if self.record.started_at else RunStatus.QUEUED
+
+
+def _masked(fields: dict[str, Any]) -> None:
+    for name in _TEXT_FIELDS:
+        value = fields.get(name)
+        if isinstance(value, str):
+            fields[name] = redact(value)

@@ -38,6 +38,12 @@ class RunRequest(BaseModel):
     conversation_id: str | None = None
     correlation_id: str | None = None
     tenant: str = Field(default="default", description="The tenant the run belongs to (set by the door).")
+    traceparent: str | None = Field(
+        default=None,
+        max_length=128,
+        description="W3C traceparent of the caller's span: the run continues that trace (default: the "
+        "current OpenTelemetry span, else a new trace).",
+    )
 
     @classmethod
     def parse(cls, data: dict[str, Any]) -> RunRequest:

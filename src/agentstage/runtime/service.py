@@ -17,7 +17,6 @@ import contextlib
 import functools
 import logging
 import os
-import secrets
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -47,12 +46,14 @@ from agentstage.errors import (
     StoreError,
     TooManyRequestsError,
 )
+from agentstage.runtime import observe
 from agentstage.runtime.catalog import ToolCatalog, ToolServerSpec
 from agentstage.runtime.distribution import EventBus, RunQueue, Sweeper, TenantBusy
 from agentstage.runtime.execution import ConfigSnapshots, ExecutionDeps, ModelFactory, RunExecution
 from agentstage.runtime.live import LiveRun
 from agentstage.runtime.recorder import RunRecorder
 from agentstage.runtime.recovery import LostRunSweeper
+from agentstage.runtime.replay import ReplayParts, RunPlan, Snapshots
 from agentstage.runtime.requests import RunOptions, RunRequest
 from agentstage.runtime.sinks import EventSink
 from agentstage.runtime.snapshot import assemble
@@ -116,6 +117,7 @@ class RunService:
         queue: RunQueue | None = None,
         bus: EventBus | None = None,
         sweeper: Sweeper | None = None,
+        replay_parts: ReplayParts | None = None,
     ):
         """``queue``/``bus``: the scale-out mode (see runtime/distribution.py). With a queue, runs
         are recorded here and executed by whichever process claims them (:meth:`execute_queued`);
@@ -151,6 +153,9 @@ class RunService:
         self._repairer: asyncio.Task[None] | None = None
         self._repairs_waiting = asyncio.Event()
         self._opened = False
+        self._plans: dict[str, RunPlan] = {}  # runs that replay another: their own configuration
+        self.snapshots = Snapshots(self, replay_parts)
+        self._closing_sinks: list[Any] = []  # sinks with aclose(): they finish before the store closes
 
     # life cycle -------------------------------------------------------------------------------
 
@@ -194,6 +199,9 @@ class RunService:
         for task in self._abandoned:
             task.cancel()
         await self._writer.close()
+        for sink in self._closing_sinks:
+            with contextlib.suppress(Exception):
+                await sink.aclose()
         await self.catalog.close()
         if self.queue is not None:
             await self.queue.close()
@@ -209,22 +217,34 @@ class RunService:
         await self.close()
 
     def add_sink(self, sink: EventSink) -> None:
-        """Subscribe to every committed event of this process's runs (after live followers)."""
+        """Subscribe to every committed event of this process's runs (after live followers). A sink
+        with an ``aclose()`` coroutine is closed when the service closes, after the last events
+        and before the store (so it can still write what it holds)."""
         self._writer.add_sink(sink)
+        if callable(getattr(sink, "aclose", None)):
+            self._closing_sinks.append(sink)
 
     # starting -----------------------------------------------------------------------------------
 
-    async def start(self, request: RunRequest, *, gate: asyncio.Semaphore | None = None) -> RunRecord:
+    async def start(
+        self, request: RunRequest, *, gate: asyncio.Semaphore | None = None, plan: RunPlan | None = None
+    ) -> RunRecord:
         """Validate, record the run as ``queued`` (durably) and schedule it; return its record.
 
-        ``gate`` bounds how many runs sharing it execute at once (a batch's ``parallel``)."""
+        ``gate`` bounds how many runs sharing it execute at once (a batch's ``parallel``); a
+        ``plan`` (a replay or re-run of another run) brings the run's own settings, model and tools."""
         text = self._validated_input(request.input)
-        mode = parse_mode(request.mode or self.settings.default_mode.value)
-        profile = request.profile or self.settings.default_profile
-        self.settings.profile(profile)
-        self.settings.limits_for(profile, request.options.limit_overrides())
+        settings = plan.settings if plan is not None else self.settings
+        mode = parse_mode(request.mode or settings.default_mode.value)
+        profile = request.profile or settings.default_profile
+        settings.profile(profile)
+        settings.limits_for(profile, request.options.limit_overrides())
+        if plan is None:
+            check = getattr(self.model_factory, "check", None)  # a model that cannot load: refuse now
+            if check is not None:
+                check(profile)
         for name in request.options.tools or []:
-            self.catalog.get(name)
+            (plan.catalog if plan is not None else self.catalog).get(name)
         conversation = (
             await self.store.get_conversation(request.conversation_id) if request.conversation_id else None
         )
@@ -235,6 +255,7 @@ class RunService:
         self._writer.health.require()
         await self._admit_tenant(request.tenant)
         now = utc_now()
+        origin = observe.origin(request.traceparent)
         record = RunRecord(
             id=str(uuid7()),
             tenant=request.tenant,
@@ -248,11 +269,14 @@ class RunService:
             created_at=now,
             worker_id=None if self.queue is not None else self.worker_id,
             heartbeat_at=now,
-            trace_id=secrets.token_hex(16),
+            trace_id=origin.trace_id,
+            replay_of=plan.replay_of if plan is not None else None,
         )
         recorder = RunRecorder(record, self._writer, max_event_bytes=self.settings.runtime.max_event_bytes)
         live = LiveRun(recorder=recorder, request=request, gate=gate)
         self._live[record.id] = live
+        if plan is not None:
+            self._plans[record.id] = plan.bind(live.control)
         recorder.begin(
             RunQueued(
                 input=text,
@@ -261,12 +285,15 @@ class RunService:
                 options=record.options,
                 conversation_id=request.conversation_id,
                 correlation_id=request.correlation_id,
+                door=origin.door,
+                parent_span_id=origin.parent_span_id,
             )
         )
         try:
             await recorder.durable()
         except StoreError:
             self._live.pop(record.id, None)
+            self._plans.pop(record.id, None)
             raise
         if self.queue is not None:
             return await self._hand_over(live)
@@ -334,6 +361,7 @@ class RunService:
             live.finish()
             self._live.pop(live.record.id, None)
             self._writer.unfence(live.record.id)
+            self._plans.pop(live.record.id, None)
 
     @contextlib.asynccontextmanager
     async def _admitted(self, live: LiveRun) -> AsyncIterator[bool]:
@@ -369,7 +397,8 @@ class RunService:
 
     async def _supervise(self, live: LiveRun) -> None:
         """Run the execution until it ends or the run is stopped; then stop it, within a grace."""
-        execution = RunExecution(live.recorder, live.request, self._dependencies(), live.control.signal)
+        deps = self._dependencies(self._plans.get(live.record.id))
+        execution = RunExecution(live.recorder, live.request, deps, live.control.signal)
         work = asyncio.create_task(execution.run(), name=f"run-work-{live.record.id}")
         stop = asyncio.create_task(live.control.signal.wait())
         try:
@@ -467,11 +496,26 @@ class RunService:
         """The writer could not store some of a run's writes: that run, and only it, fails."""
         live = self._live.get(run_id)
         if live is None:
+            # A run whose ending waits for repair is no longer live; its recorder must still
+            # rewind, or the next repair would take the lost ending for a stored one.
+            pending = self._repairs.get(run_id)
+            if pending is not None:
+                pending[0].lose(error)
             return
         live.recorder.lose(error)
         live.control.fail(ErrorInfo(code=error.code, message=error.message))
 
-    def _dependencies(self) -> ExecutionDeps:
+    def _dependencies(self, plan: RunPlan | None = None) -> ExecutionDeps:
+        if plan is not None:  # its own settings and tools: its snapshot is not shared with other runs
+            return ExecutionDeps(
+                settings=plan.settings,
+                catalog=plan.catalog,
+                prompts=self.prompts,
+                model_factory=plan.model_factory,
+                history=self._history,
+                snapshots=ConfigSnapshots(size=1),
+                watch=plan.watch,
+            )
         return ExecutionDeps(
             settings=self.settings,
             catalog=self.catalog,
@@ -587,8 +631,21 @@ class RunService:
         return await self.store.events(run_id, after=after, limit=limit)
 
     async def list_runs(
-        self, *, status: RunStatus | None = None, limit: int = 50, offset: int = 0, tenant: str | None = None
+        self,
+        *,
+        status: RunStatus | None = None,
+        limit: int = 50,
+        offset: int = 0,
+        tenant: str | None = None,
+        query: str | None = None,
+        id_prefix: str | None = None,
     ) -> list[RunRecord]:
+        """Runs newest first; ``query`` keeps those whose input or output contains it, ``id_prefix``
+        those whose id starts with it."""
+        if query or id_prefix:
+            return await self.store.search_runs(
+                text=query, id_prefix=id_prefix, status=status, limit=limit, offset=offset, tenant=tenant
+            )
         return await self.store.list_runs(status=status, limit=limit, offset=offset, tenant=tenant)
 
     async def count_runs(self, *, status: RunStatus | None = None, tenant: str | None = None) -> int:
@@ -608,6 +665,23 @@ class RunService:
             if isinstance(event.payload, RunStarted):
                 reason = event.payload.mode_reason
         return assemble(config, record, mode_reason=reason)
+
+    async def replay(
+        self,
+        run_id: str,
+        *,
+        tenant: str | None = None,
+        live: bool = False,
+        profile: str | None = None,
+        model: str | None = None,
+        correlation_id: str | None = None,
+    ) -> RunRecord:
+        """Start a new run that replays a finished one exactly from its recorded answers (no model,
+        no tool), or with ``live`` re-runs its configuration (optionally another profile/model).
+        See :class:`~agentstage.runtime.replay.Snapshots` for export, import and diff."""
+        return await self.snapshots.replay(
+            run_id, tenant=tenant, live=live, profile=profile, model=model, correlation_id=correlation_id
+        )
 
     async def check_store(self) -> None:
         """Prove the store is writable now (at most one probe write a second); raise if not."""

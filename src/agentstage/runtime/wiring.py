@@ -8,18 +8,28 @@ parts.
 from __future__ import annotations
 
 import asyncio
+import os
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from agentstage.access.config import McpPolicy
 from agentstage.access.guard import Guard
 from agentstage.access.secrets import resolve_reference
+from agentstage.core.events import RunEvent
 from agentstage.core.model import Model
 from agentstage.core.prompts import PromptLibrary
-from agentstage.errors import ConfigError, ForbiddenError, StoreError
-from agentstage.observability.logging import configure_json_logging
+from agentstage.core.tools import Tool
+from agentstage.errors import AgentstageError, ConfigError, ForbiddenError, StoreError
+from agentstage.observability import masking
+from agentstage.observability.logging import configure_logging as configure_log_lines
+from agentstage.observability.telemetry import Telemetry
+from agentstage.observability.tools import instrument
 from agentstage.providers.registry import build_model, check_provider
-from agentstage.providers.resilience import BreakerRegistry, ResilientModel
+from agentstage.providers.replay import ReplayModel
+from agentstage.providers.resilience import BreakerRegistry, ResilientModel, UnavailableModel
+from agentstage.providers.wire import missing_secrets
 from agentstage.runtime.batches import BatchService
 from agentstage.runtime.catalog import ToolCatalog, ToolServerSpec, ToolSource
 from agentstage.runtime.config_view import check_sql_database
@@ -28,11 +38,16 @@ from agentstage.runtime.keys import KeyService
 from agentstage.runtime.security import AuditTrail, build_guard
 from agentstage.runtime.service import ModelFactory, RunService
 from agentstage.runtime.store_keys import StoreKeyService
+from agentstage.runtime.traces import TraceService
 from agentstage.settings import Settings
 from agentstage.store.crypto import Keyring, parse_key
 from agentstage.store.sql import SqlRunStore
 from agentstage.tools.plugins import plugin_tools
 from agentstage.tools.registry import builtin_tools
+from agentstage.tools.replay import replay_tools
+
+if TYPE_CHECKING:
+    from agentstage.providers.host_supervisor import ModelHostSupervisor as ModelHost
 
 
 @dataclass(frozen=True)
@@ -46,6 +61,8 @@ class Services:
     guard: Guard
     audit: AuditTrail
     store_keys: StoreKeyService
+    telemetry: Telemetry
+    traces: TraceService
 
 
 class ModelChains:
@@ -60,16 +77,64 @@ class ModelChains:
     def __call__(self, profile_name: str) -> Model:
         settings = self.settings
         profile = settings.profile(profile_name)
-        chain = []
+        chain: list[Model] = []
         for entry in profile.chain:
             provider = settings.providers[entry.provider]
+            missing = missing_secrets(provider.type, provider.options())
+            if missing:  # skipped with a fallback notice; only a chain with nothing usable fails
+                reason = f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set"
+                chain.append(UnavailableModel(entry.provider, entry.model or "", reason))
+                continue
             params = {**profile.params, **entry.params}
             chain.append(build_model(provider.type, entry.provider, entry.model, provider.options(), params))
+        if all(isinstance(model, UnavailableModel) for model in chain):
+            reasons = "; ".join(f"{m.provider}: {m.reason}" for m in chain if isinstance(m, UnavailableModel))
+            raise ConfigError(
+                f"profile {profile_name!r} has no usable provider ({reasons}); set the key or choose "
+                "another profile",
+                code="no_usable_provider",
+            )
         return ResilientModel(chain, settings.retry, self.breakers)
+
+    def check(self, profile_name: str) -> None:
+        """Raise the first problem when no provider of the chain can work (a local model file that
+        is missing or broken, a bad option); one usable provider is enough, the rest fall back.
+        Called before a run is written, so a run that cannot start leaves nothing behind."""
+        problems: list[AgentstageError] = []
+        chain = self.settings.profile(profile_name).chain
+        for entry in chain:
+            provider = self.settings.providers[entry.provider]
+            if provider.type != "local":
+                return
+            from agentstage.providers.local import validate
+
+            try:
+                validate(provider.options(), entry.provider)
+            except AgentstageError as error:
+                problems.append(error)
+                continue
+            return
+        if problems:
+            raise problems[0]
 
 
 def model_factory(settings: Settings) -> ModelFactory:
     return ModelChains(settings)
+
+
+class ReplayBuilders:
+    """The concrete replay parts: the ``replay`` provider, the replaying tools, real model chains."""
+
+    def model(self, events: Sequence[RunEvent], *, model_name: str, native_tools: bool) -> Model:
+        return ReplayModel.from_events(events, model_name=model_name, native_tools=native_tools)
+
+    def tools(
+        self, events: Sequence[RunEvent], specs: Sequence[Mapping[str, Any]], installed: Mapping[str, Tool]
+    ) -> list[Tool]:
+        return replay_tools(events, specs, installed)
+
+    def models_for(self, settings: Settings, current: ModelFactory) -> ModelFactory:
+        return ModelChains(settings, current.breakers if isinstance(current, ModelChains) else None)
 
 
 def tool_catalog(settings: Settings) -> ToolCatalog:
@@ -93,20 +158,22 @@ def tool_catalog(settings: Settings) -> ToolCatalog:
         return await connect_tool_server(spec, policy)
 
     catalog = ToolCatalog(
-        tools,
+        [instrument(tool) for tool in tools],
         call_timeout=settings.tools.call_timeout,
         max_output_chars=settings.tools.max_output_chars,
         connector=connector,
     )
     for tool in plugin_tools():
-        catalog.register(tool)
+        catalog.register(instrument(tool))
     return catalog
 
 
 async def connect_tool_server(spec: ToolServerSpec, policy: McpPolicy | None = None) -> ToolSource:
     from agentstage.tools.mcp import connect
 
-    return await connect(spec, policy)
+    source = await connect(spec, policy)
+    source.tools = [instrument(tool) for tool in source.tools]
+    return source
 
 
 def store_keyring(settings: Settings) -> Keyring:
@@ -132,11 +199,24 @@ def build_service(settings: Settings, *, worker: bool = False) -> RunService:
     """The run service for these settings. With PostgreSQL and Redis configured it is the
     scale-out kind: runs go through the queue, live events through Redis Streams; ``worker``
     builds the one ``agent worker`` runs (see :func:`run_worker`)."""
+    return _observed_service(settings, worker=worker)[0]
+
+
+def _observed_service(settings: Settings, *, worker: bool = False) -> tuple[RunService, Telemetry]:
     prompts_dir = settings.home / "prompts"
     prompts = PromptLibrary(prompts_dir) if prompts_dir.is_dir() else PromptLibrary()
+    masking.remember_secrets(os.environ, settings.model_dump(mode="json"))
     store = build_store(settings)
     if not settings.distributed():
-        return RunService(settings, store, model_factory(settings), tool_catalog(settings), prompts)
+        service = RunService(
+            settings,
+            store,
+            model_factory(settings),
+            tool_catalog(settings),
+            prompts,
+            replay_parts=ReplayBuilders(),
+        )
+        return service, _observe(service, store, settings)
     from agentstage.distributed.bus import RedisEventBus
     from agentstage.distributed.queue import ProcrastinateQueue
     from agentstage.distributed.worker import InProcessWorker, StallSweeper
@@ -157,10 +237,25 @@ def build_service(settings: Settings, *, worker: bool = False) -> RunService:
         queue=in_process or queue,
         bus=bus,
         sweeper=StallSweeper(store, queue, settings),
+        replay_parts=ReplayBuilders(),
     )
     if in_process is not None:
         in_process.service = service
-    return service
+    return service, _observe(service, store, settings)
+
+
+def _observe(service: RunService, store: SqlRunStore, settings: Settings) -> Telemetry:
+    telemetry = Telemetry(store, settings.tracing, settings.metrics, provider_type=_provider_kinds(settings))
+    service.add_sink(telemetry)
+    return telemetry
+
+
+def _provider_kinds(settings: Settings) -> Callable[[str], str]:
+    def kind(name: str) -> str:
+        provider = settings.providers.get(name)
+        return provider.type if provider is not None else name
+
+    return kind
 
 
 async def run_worker(settings: Settings, concurrency: int, stop: asyncio.Event) -> None:
@@ -187,7 +282,7 @@ async def check_store(settings: Settings) -> None:
 
 
 def build_services(settings: Settings) -> Services:
-    runs = build_service(settings)
+    runs, telemetry = _observed_service(settings)
     return Services(
         runs=runs,
         conversations=ConversationService(runs),
@@ -196,6 +291,8 @@ def build_services(settings: Settings) -> Services:
         guard=build_guard(settings, runs.store),
         audit=AuditTrail(runs.store),
         store_keys=StoreKeyService(runs.store),
+        telemetry=telemetry,
+        traces=TraceService(runs, telemetry),
     )
 
 
@@ -223,11 +320,82 @@ async def readiness(settings: Settings, service: RunService) -> dict[str, str]:
         checks["store"] = f"unavailable: {type(error).__name__}: {error}"
     entry = settings.profile(None).chain[0]
     provider = settings.providers[entry.provider]
-    problem = check_provider(provider.type, provider.options())
+    problem = check_provider(provider.type, provider.options(), entry.provider)
     checks[f"provider:{entry.provider}"] = "ok" if problem is None else f"unavailable: {problem}"
     return checks
 
 
+def start_model_host(settings: Settings) -> ModelHost | None:
+    """For ``agent serve``: one supervised process holding the embedded model for every worker.
+
+    Started only when some profile uses a local provider; the default profile's local model is
+    loaded at once. Workers find it through the environment, which uvicorn's workers inherit."""
+    from agentstage.providers.host_supervisor import ModelHostSupervisor
+    from agentstage.providers.local import HOST_ENV, LocalModel, validate
+
+    used = {entry.provider for profile in settings.profiles.values() for entry in profile.chain}
+    local = [name for name in used if settings.providers[name].type == "local"]
+    if not local:
+        return None
+    preload = None
+    for entry in settings.profile(None).chain:
+        provider = settings.providers[entry.provider]
+        if provider.type == "local":
+            try:
+                validate(provider.options(), entry.provider)
+                model = LocalModel.from_options(entry.provider, None, provider.options(), {})
+                preload = model.spec().as_dict()
+            except AgentstageError:
+                preload = None  # readiness names the problem; the host loads models on demand
+            break
+    host = ModelHostSupervisor(preload)
+    os.environ[HOST_ENV] = str(host.start())
+    return host
+
+
 def configure_logging(settings: Settings) -> None:
-    """Server processes log JSON lines to stderr at the configured level."""
-    configure_json_logging(settings.logging.level)
+    """Server processes log to stderr at the configured level and format (JSON lines by default)."""
+    logging = settings.logging
+    configure_log_lines(logging.level, logging.format, capacity=logging.queue_size)
+
+
+def configure_cli_logging(settings: Settings) -> None:
+    """Commands log readable lines at WARN, so logs do not mix with the answer; AGENT_LOG_LEVEL and
+    AGENT_LOG_FORMAT (or logging.format) choose otherwise."""
+    chosen = bool(os.environ.get("AGENT_LOG_LEVEL"))
+    level = settings.logging.level if chosen else "warn"
+    kind = settings.logging.format if os.environ.get("AGENT_LOG_FORMAT") else "console"
+    configure_log_lines(level, kind, capacity=settings.logging.queue_size)
+    _run_lines_shown(chosen)
+
+
+def _run_lines_shown(shown: bool) -> None:
+    """A command reports each run's end itself (one red line for a failure), so the run's own log
+    lines stay out of the terminal unless a log level was asked for."""
+    import logging as std_logging
+
+    std_logging.getLogger("agentstage.run").setLevel(std_logging.NOTSET if shown else std_logging.CRITICAL)
+
+
+def configure_log_lines_for_debug(settings: Settings, verbose: bool) -> None:
+    """``agent debug``: readable lines as the run goes, DEBUG with ``--verbose``."""
+    level = "debug" if verbose else settings.logging.level if os.environ.get("AGENT_LOG_LEVEL") else "warn"
+    configure_log_lines(level, "console", capacity=settings.logging.queue_size)
+    _run_lines_shown(True)  # debugging a run: its own lines are the point (and --save-logs keeps them)
+
+
+def prepare_metrics() -> None:
+    """Before ``agent serve`` starts its workers: give them one fresh directory for their metric
+    values, so any worker's /metrics adds up all of them (kept if PROMETHEUS_MULTIPROC_DIR is set)."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from agentstage.observability.metrics import MULTIPROC_ENV, prepare_directory
+
+    directory = os.environ.get(MULTIPROC_ENV)
+    if directory is None:
+        directory = tempfile.mkdtemp(prefix="agentstage-metrics-")
+        atexit.register(shutil.rmtree, directory, True)
+    prepare_directory(Path(directory))
+    os.environ[MULTIPROC_ENV] = directory

@@ -8,7 +8,14 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from agentstage.core.events import RunEvent
-from agentstage.core.records import ApiKeyRecord, BatchRecord, ConversationRecord, MessageRecord, RunRecord
+from agentstage.core.records import (
+    ApiKeyRecord,
+    BatchRecord,
+    ConversationRecord,
+    MessageRecord,
+    RunRecord,
+    SpanRecord,
+)
 from agentstage.errors import StoreError
 from agentstage.types import RunStatus
 
@@ -119,6 +126,20 @@ class RunStore(Protocol):
 
     async def count_runs(self, *, status: RunStatus | None = None, tenant: str | None = None) -> int: ...
 
+    async def search_runs(
+        self,
+        *,
+        text: str | None = None,
+        id_prefix: str | None = None,
+        status: RunStatus | None = None,
+        limit: int = 50,
+        offset: int = 0,
+        tenant: str | None = None,
+    ) -> list[RunRecord]:
+        """Runs whose input or output contains ``text`` (any case) and whose id starts with
+        ``id_prefix``, newest first; with a ``tenant``, only that tenant's."""
+        ...
+
     async def unfinished_runs(self) -> list[RunRecord]: ...
 
     async def events(self, run_id: str, *, after: int = 0, limit: int | None = None) -> list[RunEvent]: ...
@@ -217,3 +238,13 @@ class RunStore(Protocol):
     async def active_runs(self, tenant: str) -> int: ...
 
     async def owned_heartbeat(self, run_ids: Sequence[str], worker_id: str, at: datetime) -> None: ...
+
+    # spans (observability; store/spans.py) -----------------------------------------------------
+
+    async def add_spans(self, records: Sequence[SpanRecord]) -> None:
+        """Keep finished spans; one seen before (same trace and span id) is kept once."""
+        ...
+
+    async def spans(self, *, run_id: str | None = None, trace_id: str | None = None) -> list[SpanRecord]:
+        """A run's spans, or a trace's, oldest first (both: the run's and its trace's door spans)."""
+        ...

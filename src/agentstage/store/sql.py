@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import bindparam, delete, event, func, insert, select, text, update
+from sqlalchemy import bindparam, delete, event, func, insert, or_, select, text, update
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import (
     DBAPIError,
@@ -33,7 +33,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.sql import ColumnElement
 
 from agentstage.core.events import RunEvent
-from agentstage.core.records import ApiKeyRecord, BatchRecord, ConversationRecord, MessageRecord, RunRecord
+from agentstage.core.records import (
+    ApiKeyRecord,
+    BatchRecord,
+    ConversationRecord,
+    MessageRecord,
+    RunRecord,
+    SpanRecord,
+)
 from agentstage.errors import ConfigError, StoreError
 from agentstage.store import migrations
 from agentstage.store.base import Batch, RunWrites
@@ -41,6 +48,7 @@ from agentstage.store.crypto import Keyring
 from agentstage.store.leases import LeaseTables, fenced_error
 from agentstage.store.rekey import KeyMaintenance
 from agentstage.store.security import SecurityTables
+from agentstage.store.spans import SpanTables
 from agentstage.store.sqlite_writes import SqliteWrites
 from agentstage.store.tables import (
     api_keys,
@@ -95,6 +103,8 @@ def _run_from_row(row: Row[Any] | Any, keys: Keyring) -> RunRecord:
     return RunRecord.model_validate(data)
 
 
+SEARCH_PAGE = 500  # runs opened per query when searching sealed text
+
 _SEALED_RUN_TEXT = {"input": "runs.input", "output": "runs.output", "error_message": "runs.error_message"}
 
 
@@ -114,7 +124,7 @@ def _event_from_row(row: Row[Any], keys: Keyring) -> RunEvent:
     )
 
 
-class SqlRunStore(KeyMaintenance, SecurityTables, LeaseTables):
+class SqlRunStore(KeyMaintenance, SecurityTables, LeaseTables, SpanTables):
     def __init__(
         self, url: str, *, write_timeout: float = 10.0, keys: Keyring | None = None, pool_size: int = 10
     ):
@@ -278,6 +288,18 @@ class SqlRunStore(KeyMaintenance, SecurityTables, LeaseTables):
         except SQLAlchemyError as error:
             raise _classify(error) from None
 
+    async def add_spans(self, records: Sequence[SpanRecord]) -> None:
+        """Keep finished spans (observability): on SQLite through the write thread, like runs."""
+        if not records:
+            return
+        if self._sqlite is not None:
+            await self._on_write_thread(self._sqlite.add_spans, list(records))
+            return
+        try:
+            await self._insert_spans(records)
+        except SQLAlchemyError as error:
+            raise _classify(error) from None
+
     def free_bytes(self) -> int | None:
         return self._sqlite.free_bytes() if self._sqlite is not None else None
 
@@ -296,6 +318,58 @@ class SqlRunStore(KeyMaintenance, SecurityTables, LeaseTables):
             query = query.where(runs.c.tenant == tenant)
         async with self.engine.connect() as connection:
             return [_run_from_row(row, self.keys) for row in (await connection.execute(query)).all()]
+
+    async def search_runs(
+        self,
+        *,
+        text: str | None = None,
+        id_prefix: str | None = None,
+        status: RunStatus | None = None,
+        limit: int = 50,
+        offset: int = 0,
+        tenant: str | None = None,
+    ) -> list[RunRecord]:
+        query = _RUN_SELECT.order_by(runs.c.created_at.desc(), runs.c.id.desc()).limit(limit).offset(offset)
+        if status is not None:
+            query = query.where(runs.c.status == status.value)
+        if tenant is not None:
+            query = query.where(runs.c.tenant == tenant)
+        if id_prefix:
+            query = query.where(runs.c.id.startswith(id_prefix.lower(), autoescape=True))
+        if text and self.keys.key_ids:  # sealed text can only be matched once it is opened
+            return await self._search_sealed(query, text, limit, offset)
+        if text:
+            query = query.where(
+                or_(
+                    runs.c.input.icontains(text, autoescape=True),
+                    runs.c.output.icontains(text, autoescape=True),
+                )
+            )
+        async with self.engine.connect() as connection:
+            return [_run_from_row(row, self.keys) for row in (await connection.execute(query)).all()]
+
+    async def _search_sealed(self, query: Any, text: str, limit: int, offset: int) -> list[RunRecord]:
+        """Match ``text`` in opened inputs and outputs, reading the newest runs a page at a time."""
+        needle, skipped, start = text.lower(), 0, 0
+        found: list[RunRecord] = []
+        async with self.engine.connect() as connection:
+            while len(found) < limit:
+                page = query.limit(SEARCH_PAGE).offset(start)
+                rows = (await connection.execute(page)).all()
+                for record in (_run_from_row(row, self.keys) for row in rows):
+                    if (
+                        needle not in (record.input or "").lower()
+                        and needle not in (record.output or "").lower()
+                    ):
+                        continue
+                    if skipped < offset:
+                        skipped += 1
+                    elif len(found) < limit:
+                        found.append(record)
+                if len(rows) < SEARCH_PAGE:
+                    break
+                start += SEARCH_PAGE
+        return found
 
     async def count_runs(self, *, status: RunStatus | None = None, tenant: str | None = None) -> int:
         query = select(func.count()).select_from(runs)

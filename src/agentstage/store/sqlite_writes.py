@@ -22,10 +22,12 @@ from typing import Any
 
 from sqlalchemy import JSON, Boolean, DateTime, Table
 
+from agentstage.core.records import SpanRecord
 from agentstage.errors import StoreError
 from agentstage.store.base import Batch, RunWrites
 from agentstage.store.crypto import Keyring
 from agentstage.store.leases import fenced_error
+from agentstage.store.spans import sqlite_insert_spans
 from agentstage.store.tables import conversation_messages, run_events, runs, snapshots, store_probe
 
 _FULL = {sqlite3.SQLITE_FULL}
@@ -150,6 +152,13 @@ class SqliteWrites:
         try:
             self._transaction(lambda c: c.execute(_PROBE, (sqlite_timestamp(at),)))
         except sqlite3.Error as error:
+            raise self.classify(error) from None
+
+    def add_spans(self, records: list[SpanRecord]) -> None:
+        """Spans (observability) on the same connection as every run write: no lock contention."""
+        try:
+            self._transaction(lambda c: sqlite_insert_spans(c, records))
+        except (sqlite3.Error, ValueError, TypeError, OverflowError) as error:
             raise self.classify(error) from None
 
     def _transaction(self, body: Callable[[sqlite3.Connection], object]) -> None:

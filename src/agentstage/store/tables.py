@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -49,11 +50,13 @@ runs = Table(
     Column("metrics", JSON, nullable=False, default=dict),
     Column("tenant", String(64), nullable=False, default="default"),
     Column("attempt", Integer, nullable=False, default=1),
+    Column("replay_of", String(36)),
     Index("ix_runs_status_created", "status", "created_at"),
     Index("ix_runs_created", "created_at"),
     Index("ix_runs_tenant_created", "tenant", "created_at"),
     Index("ix_runs_conversation", "conversation_id"),
     Index("ix_runs_tenant_status", "tenant", "status"),
+    Index("ix_runs_replay_of", "replay_of"),
 )
 
 run_events = Table(
@@ -179,4 +182,23 @@ encryption_keys = Table(
     metadata,
     Column("key_id", String(16), primary_key=True),
     Column("added_at", DateTime(timezone=True), nullable=False),
+)
+
+# Spans (observability): a run's trace and the requests around it, kept for `agent trace show`.
+spans = Table(
+    "spans",
+    metadata,
+    Column("trace_id", String(32), primary_key=True),
+    Column("span_id", String(16), primary_key=True),
+    Column("parent_span_id", String(16)),
+    Column("run_id", String(36)),
+    Column("name", Text, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("start_ns", BigInteger, nullable=False),
+    Column("end_ns", BigInteger, nullable=False),
+    Column("status", String(8), nullable=False),
+    Column("status_message", Text),
+    Column("attributes", JSON, nullable=False),
+    Column("events", JSON, nullable=False),
+    Index("ix_spans_run", "run_id", "start_ns"),
 )

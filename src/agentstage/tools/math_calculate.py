@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from agentstage.core.guidance import StringGrammar, ToolExample, literal
 from agentstage.core.tools import ArgumentsTool, ToolContext
 from agentstage.errors import ToolError
 
@@ -170,15 +171,54 @@ class MathCalculate(ArgumentsTool):
         "pi, e) and return the number."
     )
     keywords: ClassVar[tuple[str, ...]] = (
-        "calculate",
-        "compute",
-        "sum",
-        "multiply",
-        "divide",
-        "math",
-        "percent",
-    )
+        "calculate", "compute", "multiply", "multiplied", "divide", "divided", "math", "percent",
+        "plus", "minus", "times", "squared", "cubed", "sqrt", "root", "power", "factorial",
+        "arithmetic", "product", "quotient", "remainder", "modulo", "add", "subtract", "sum",
+        "difference", "half", "double", "twice",
+    )  # fmt: skip
     Arguments = CalculateArguments
 
     async def run(self, arguments: dict[str, Any], context: ToolContext) -> Any:
         return {"result": calculate(arguments["expression"], arguments["variables"])}
+
+    def action_examples(self) -> list[ToolExample]:
+        """How everyday phrasing becomes an expression, for models that learn from examples."""
+        return [
+            ToolExample(input=question, tool=self.name, arguments={"expression": expression})
+            for question, expression in EXAMPLES
+        ]
+
+    def example_output(self, arguments: dict[str, Any]) -> Any:
+        return {"result": calculate(arguments["expression"])}
+
+    def string_grammars(self, prefix: str) -> dict[str, StringGrammar]:
+        """Only well-formed expressions: numbers, operators, parentheses, allowed functions."""
+        functions = " | ".join(literal(name) for name in FUNCTIONS)
+        constants = " | ".join(literal(name) for name in CONSTANTS)
+        p = prefix
+        rules = {
+            f"{p}expr": f"{p}term ({p}op {p}term){{0,11}}",
+            f"{p}op": '" + " | " - " | " * " | " / " | " // " | " % " | " ** "',
+            f"{p}term": f'"-"? ({p}number | {constants} | "(" {p}expr ")" | ({functions}) "(" {p}expr (", " {p}expr){{0,3}} ")")',
+            f"{p}number": '[0-9] [0-9]{0,14} ("." [0-9] [0-9]{0,9})?',
+        }
+        return {"expression": StringGrammar(root=f"{p}expr", rules=rules)}
+
+
+EXAMPLES = (
+    ("What is 15 plus 27?", "15 + 27"),
+    ("Add 120 and 35", "120 + 35"),
+    ("Subtract 18 from 50", "50 - 18"),
+    ("What is 9 times 8?", "9 * 8"),
+    ("Calculate 144 divided by 12", "144 / 12"),
+    ("What is 100 minus 37?", "100 - 37"),
+    ("What is 2 to the power of 10?", "2 ** 10"),
+    ("What is the square root of 81?", "sqrt(81)"),
+    ("What is 15% of 240?", "240 * 15 / 100"),
+    ("What is 7 squared?", "7 ** 2"),
+    ("Compute (3 + 4) * 5", "(3 + 4) * 5"),
+    ("What is the average of 4, 8 and 15?", "(4 + 8 + 15) / 3"),
+    ("What is 1234 multiplied by 5678?", "1234 * 5678"),
+    ("Round 3.14159 to 2 decimal places", "round(3.14159, 2)"),
+    ("What is 5 factorial?", "factorial(5)"),
+)

@@ -19,13 +19,17 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from agentstage.core.guidance import StringGrammar, ToolExample, default_quote, format_value
 from agentstage.core.tools import ArgumentsTool, ToolContext
 from agentstage.errors import ToolError
 from agentstage.tools.isolation import IsolatedPool
+from agentstage.tools.sql_schema import SqlGuide
 
 HARD_STOP_GRACE = 1.0  # seconds a query may overrun its budget before its worker is killed
 
 _DENIED = {sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH}
+QUOTED_ROWS = 12
+EXAMPLE_BUDGET = 0.25  # seconds an example query may take to show its result
 
 
 def _authorizer(action: int, *_: object) -> int:
@@ -44,23 +48,10 @@ def open_read_only(path: Path, max_value_bytes: int | None = None) -> sqlite3.Co
 
 
 def describe_schema(path: Path) -> str:
-    """``table(col type, …)`` lines so a model knows what it can query."""
-    try:
-        connection = open_read_only(path)
-    except (ToolError, sqlite3.Error):
+    """``table(col, col (A | B), …)`` so a model knows what it can query."""
+    if not path.is_file():
         return "(database not available)"
-    try:
-        tables = [
-            r[0]
-            for r in connection.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")
-        ]
-        lines = []
-        for table in tables:
-            columns = connection.execute(f'PRAGMA table_info("{table}")').fetchall()
-            lines.append(f"{table}({', '.join(f'{c[1]} {c[2]}' for c in columns)})")
-        return "; ".join(lines)
-    finally:
-        connection.close()
+    return SqlGuide.load(path).describe()
 
 
 class QueryArguments(BaseModel):
@@ -74,9 +65,9 @@ class SqlQuery(ArgumentsTool):
     name: ClassVar[str] = "sql.query"
     version: ClassVar[str] = "v1"
     category: ClassVar[str] = "data"
-    keywords: ClassVar[tuple[str, ...]] = (
-        "sql", "query", "database", "table", "data", "sales", "revenue", "orders", "customers",
-        "products", "region", "regions", "top", "total", "average", "summarize", "summary",
+    GENERIC_KEYWORDS: ClassVar[tuple[str, ...]] = (
+        "sql", "query", "database", "table", "tables", "data", "rows", "records", "top", "total",
+        "average", "summarize", "summary", "count", "most", "highest", "lowest", "best", "per",
     )  # fmt: skip
     Arguments = QueryArguments
 
@@ -94,10 +85,49 @@ class SqlQuery(ArgumentsTool):
         self.timeout = timeout
         self.max_bytes = max_bytes
         self._workers = IsolatedPool("agentstage.tools.sql_query:run_query", size=concurrency)
+        self.guide = SqlGuide.load(self.database) if self.database.is_file() else SqlGuide([])
+        self._example_outputs: dict[str, Any] = {}
+        self.keywords = (*self.GENERIC_KEYWORDS, *sorted(self.guide.keywords()))
         self.description = (  # type: ignore[misc]
             "Run one read-only SQL SELECT on the SQLite database and return columns and rows. "
-            f"Tables: {describe_schema(self.database)}"
+            f"Tables: {self.guide.describe()}"
         )
+
+    def action_examples(self) -> list[ToolExample]:
+        """Worked examples built from this database's own schema (see :mod:`sql_schema`)."""
+        return self.guide.examples()
+
+    def example_output(self, arguments: dict[str, Any]) -> Any:
+        """An example's real result, so a worked example can show its answer (cheap queries only)."""
+        key = arguments["query"]
+        if key not in self._example_outputs:
+            self._example_outputs[key] = run_query(
+                str(self.database), key, 20, self.max_bytes, EXAMPLE_BUDGET
+            )
+        return self._example_outputs[key]
+
+    def hints(self, text: str) -> list[str]:
+        return self.guide.hints(text)
+
+    def string_grammars(self, prefix: str) -> dict[str, StringGrammar]:
+        grammar = self.guide.grammar(prefix)
+        return {"query": grammar} if grammar is not None else {}
+
+    def quote(self, output: Any) -> str:
+        """Rows as a person reads them: ``South: 30902`` per line, a lone value as itself."""
+        if not isinstance(output, dict) or "rows" not in output:
+            return default_quote(output)
+        rows = output["rows"]
+        if not rows:
+            return "no rows"
+        columns = output.get("columns") or []
+        if len(rows) == 1 and len(rows[0]) >= 3 and len(columns) == len(rows[0]):
+            return ", ".join(f"{name}: {format_value(v)}" for name, v in zip(columns, rows[0], strict=True))
+        lines = [": ".join(format_value(v) for v in row) if len(row) == 2 else
+                 ", ".join(format_value(v) for v in row) for row in rows[:QUOTED_ROWS]]  # fmt: skip
+        if len(rows) > QUOTED_ROWS or output.get("truncated"):
+            lines.append(f"… ({output.get('row_count', len(rows))} rows in all)")
+        return "\n".join(lines)
 
     async def run(self, arguments: dict[str, Any], context: ToolContext) -> Any:
         limit = min(arguments.get("max_rows") or self.max_rows, self.max_rows)

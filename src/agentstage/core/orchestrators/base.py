@@ -83,8 +83,8 @@ class Orchestrator(Protocol):
 class Step:
     """A step's start and end as events; the span id ties the events inside it together."""
 
-    def __init__(self, ctx: AgentContext, kind: StepKind, name: str):
-        self.step_id = ctx.next_step_id()
+    def __init__(self, ctx: AgentContext, kind: StepKind, name: str, *, step_id: str | None = None):
+        self.step_id = step_id or ctx.next_step_id()
         self.kind: StepKind = kind
         self.name = name
         self.span_id = new_span_id()

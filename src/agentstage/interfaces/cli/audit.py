@@ -8,9 +8,9 @@ from typing import Annotated, Any
 
 import typer
 
-from agentstage.interfaces.cli.common import Exit, fail, open_services, run_command
+from agentstage.interfaces.cli.common import Exit, command_group, fail, open_services, run_command
 
-app = typer.Typer(help="The audit log: who changed what, and every refused request.", no_args_is_help=True)
+app = command_group("The audit log: who changed what, and every refused request.")
 
 
 def _since(text: str | None) -> datetime | None:

@@ -5,12 +5,23 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from agentstage.interfaces.cli.common import load_settings, open_services, run_command
-from agentstage.interfaces.cli.run import ModeOption, ProfileOption
+from agentstage.interfaces.cli.common import open_services, run_command
+from agentstage.interfaces.cli.options import (
+    MODES,
+    MaxStepsOption,
+    ModelOption,
+    ModelParamsOption,
+    ProfileOption,
+    SystemOption,
+    check_mode,
+    parse_model_params,
+)
+from agentstage.interfaces.cli.run import Choices, pick_conversation
+from agentstage.interfaces.cli.suggest import complete_modes
 
 if TYPE_CHECKING:
     from agentstage.core.records import ConversationRecord
@@ -18,7 +29,6 @@ if TYPE_CHECKING:
     from agentstage.runtime.service import RunService
 
 HELP = "commands: /exit (or Ctrl-D) · /reset (new conversation) · /mode [auto|chat|react|planner] · /help"
-MODES = ("auto", "chat", "react", "planner")
 
 
 class LineReader:
@@ -44,24 +54,66 @@ class LineReader:
         return None if line == "" else line.rstrip("\n")
 
 
-def chat(mode: ModeOption = "chat", profile: ProfileOption = None) -> None:
+def chat(
+    mode: Annotated[
+        str,
+        typer.Option(
+            "--mode",
+            "-m",
+            metavar="MODE",
+            help="Orchestration mode: auto, chat, react or planner "
+            "(change it later with /mode). Not the model: that is --model.",
+            autocompletion=complete_modes,
+        ),
+    ] = "chat",
+    profile: ProfileOption = None,
+    model: ModelOption = None,
+    system: SystemOption = None,
+    model_params: ModelParamsOption = None,
+    max_steps: MaxStepsOption = None,
+    continue_last: Annotated[
+        bool, typer.Option("--continue", "-c", help="Continue the most recent conversation.")
+    ] = False,
+    conversation: Annotated[
+        str | None,
+        typer.Option("--conversation", metavar="ID", help="Continue this conversation.", show_default=False),
+    ] = None,
+) -> None:
     """Talk with the agent; each answer sees the conversation so far.
 
     Ctrl-C stops the current answer (the run is recorded as cancelled); /exit or Ctrl-D leaves.
+    Piped stdin is read one message per line.
     """
-    run_command(lambda: _chat(mode or "chat", profile))
+    from agentstage.interfaces.cli.common import fail
+
+    if continue_last and conversation is not None:
+        fail("--continue and --conversation both pick a conversation; give one of them")
+    choices = Choices(
+        mode=check_mode(mode) or "chat",
+        profile=profile,
+        model=model,
+        params=parse_model_params(model_params, system),
+        max_steps=max_steps,
+    )
+    run_command(lambda: _chat(choices, continue_last, conversation))
 
 
-async def _chat(mode: str, profile: str | None) -> None:
+async def _chat(choices: Choices, continue_last: bool, picked: str | None) -> None:
     from agentstage.errors import UserError
 
-    settings = load_settings()
-    settings.profile(profile)
+    settings = choices.settings()
+    settings.profile(choices.profile)
     settings.home.mkdir(parents=True, exist_ok=True)
     reader = LineReader(str(settings.home / "chat_history"))
+    mode = choices.mode or "chat"
     async with open_services(settings) as services:
         conversations = services.conversations
-        conversation = await conversations.create(title="agent chat")
+        if continue_last or picked is not None:
+            conversation = await conversations.get(
+                await pick_conversation(conversations, "agent chat", continue_last, picked)
+            )
+        else:
+            conversation = await conversations.create(title="agent chat")
         typer.secho(f"conversation {conversation.id} · mode {mode} · {HELP}", dim=True, err=True)
         while True:
             line = await reader.read()
@@ -75,7 +127,8 @@ async def _chat(mode: str, profile: str | None) -> None:
                 mode = new_mode
                 continue
             try:
-                await _answer(services.runs, conversations, conversation.id, text, mode, profile)
+                choices.mode = mode
+                await _answer(services.runs, conversations, conversation.id, text, choices)
             except UserError as error:
                 typer.secho(f"error: {error.message}", fg=typer.colors.RED, err=True)
 
@@ -111,12 +164,13 @@ async def _answer(
     conversations: ConversationService,
     conversation_id: str,
     text: str,
-    mode: str,
-    profile: str | None,
+    choices: Choices,
 ) -> None:
     from agentstage.interfaces.cli.render import RunView, summary_line
 
-    record = await conversations.send(conversation_id, text, mode=mode, profile=profile)
+    record = await conversations.send(
+        conversation_id, text, mode=choices.mode, profile=choices.profile, options=choices.options()
+    )
     loop = asyncio.get_running_loop()
 
     pending: list[asyncio.Task[object]] = []
@@ -137,4 +191,4 @@ async def _answer(
     final = await service.wait(record.id)
     if final.status.value == "failed":
         typer.secho(f"error: {final.error_message}", fg=typer.colors.RED, err=True)
-    typer.secho(summary_line(final), dim=True, err=True)
+    typer.secho(summary_line(final, view.model), dim=True, err=True)

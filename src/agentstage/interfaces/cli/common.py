@@ -1,4 +1,4 @@
-"""What every command shares: loading settings, opening the run service, exit codes, errors.
+"""What every command shares: loading settings, opening the run service, exit codes, errors, stdin.
 
 Heavy modules (the runtime, providers, SQLAlchemy) load inside these helpers, never at import
 time, so ``agent --help`` and completion stay instant.
@@ -6,7 +6,6 @@ time, so ``agent --help`` and completion stay instant.
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -23,6 +22,9 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+# Run failures whose cause is the user's setup, not the run: they exit 2 like any usage error.
+SETUP_ERROR_CODES = frozenset({"config_invalid", "no_usable_provider", "missing_secret"})
+
 
 class Exit(IntEnum):
     OK = 0
@@ -37,21 +39,48 @@ def fail(message: str, code: int = Exit.USAGE) -> NoReturn:
     raise typer.Exit(code)
 
 
-def load_settings(**overrides: Any) -> Settings:
-    from agentstage.settings import load_settings as load
+def warn(message: str) -> None:
+    typer.secho(f"warning: {message}", fg=typer.colors.YELLOW, err=True)
 
-    return load({k: v for k, v in overrides.items() if v is not None})
+
+def note(message: str) -> None:
+    typer.secho(message, dim=True, err=True)
+
+
+def load_settings(*, read_only: bool = False, **overrides: Any) -> Settings:
+    """The effective settings, or one red line (exit 2) saying what is wrong with them.
+
+    ``read_only`` commands (listing and showing things) still work when the user's config file
+    is broken: they use the configuration without it and say so in one warning line."""
+    from agentstage.errors import UserError
+    from agentstage.settings import load_settings as load
+    from agentstage.settings import load_settings_or_defaults
+
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        if not read_only:
+            return load(given)
+        settings, problem = load_settings_or_defaults(given)
+    except UserError as error:
+        fail(error.message)
+    if problem is not None:
+        warn(f"{problem}; using the defaults without it")
+    return settings
 
 
 @asynccontextmanager
 async def open_services(settings: Settings | None = None) -> AsyncIterator[Services]:
     """Every runtime service, built once from the configuration, open for one command."""
-    from agentstage.runtime.wiring import build_services
+    from agentstage.runtime.observe import through
+    from agentstage.runtime.wiring import build_services, configure_cli_logging
 
-    services = build_services(settings or load_settings())
+    settings = settings or load_settings()
+    configure_cli_logging(settings)
+    services = build_services(settings)
     await services.runs.open()
     try:
-        yield services
+        with through("cli"):
+            yield services
     finally:
         await services.runs.close()
 
@@ -64,6 +93,8 @@ async def open_service(settings: Settings | None = None) -> AsyncIterator[RunSer
 
 def run_command(main: Callable[[], Awaitable[T]]) -> T:
     """Run an async command; user errors become one red line and exit 2, run errors exit 1."""
+    import asyncio
+
     from agentstage.errors import AgentstageError, UserError
 
     _quiet_logs()
@@ -93,7 +124,7 @@ def _quiet_logs() -> None:
 def read_text_file(path: Path) -> str:
     """A user-given text file (``-`` = stdin), or one red line saying why it cannot be read."""
     try:
-        return sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
+        return read_stdin() if str(path) == "-" else path.read_text(encoding="utf-8")
     except FileNotFoundError:
         fail(f"input file {str(path)!r} does not exist")
     except IsADirectoryError:
@@ -104,5 +135,40 @@ def read_text_file(path: Path) -> str:
         fail(f"input file {str(path)!r} is not UTF-8 text")
 
 
+def read_stdin() -> str:
+    """All of stdin as text; bytes that are not UTF-8 are a usage error, not a traceback."""
+    data = sys.stdin.buffer.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        fail("standard input is not UTF-8 text")
+
+
+def stdin_is_piped() -> bool:
+    """True when stdin is a pipe or a file (not a terminal): then it is part of the input."""
+    try:
+        return not sys.stdin.isatty()
+    except (AttributeError, ValueError):  # closed or missing stdin
+        return False
+
+
 def stdout_is_terminal() -> bool:
     return sys.stdout.isatty()
+
+
+HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}
+
+
+def command_group(help_text: str) -> typer.Typer:
+    """A group of commands; on its own (``agent runs``) it prints its help and exits 0."""
+    group = typer.Typer(
+        help=help_text, rich_markup_mode=None, context_settings=HELP_OPTIONS, add_completion=False
+    )
+
+    @group.callback(invoke_without_command=True)
+    def show_help(ctx: typer.Context) -> None:
+        if ctx.invoked_subcommand is None:
+            typer.echo(ctx.get_help())
+            raise typer.Exit(Exit.OK)
+
+    return group

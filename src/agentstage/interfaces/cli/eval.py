@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from agentstage.interfaces.cli.common import Exit, fail, load_settings, open_service, run_command
-from agentstage.interfaces.cli.run import ModeOption, ProfileOption
+from agentstage.interfaces.cli.options import ModeOption, ProfileOption
 
 if TYPE_CHECKING:
     from rich.console import Console

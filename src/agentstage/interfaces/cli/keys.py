@@ -4,21 +4,22 @@ Every change is written to the audit log as made by the local user."""
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 import typer
 
-from agentstage.interfaces.cli.common import open_services, run_command
+from agentstage.interfaces.cli.common import command_group, load_settings, note, open_services, run_command
+from agentstage.interfaces.cli.output import JsonFlag, choose_format, print_columns, print_json_lines
+from agentstage.interfaces.cli.suggest import complete_formats
 
-app = typer.Typer(help="Create, rotate, list and revoke API keys for `agent serve`.", no_args_is_help=True)
+app = command_group("Create, rotate, list and revoke API keys for `agent serve`.")
 
 
-def _row(record: Any) -> dict[str, Any]:
+def _row(record: Any, default_rate: int | None = None) -> dict[str, Any]:
     def when(value: Any) -> str | None:
         return value.isoformat() if value is not None else None
 
-    return {
+    row = {
         "name": record.name,
         "prefix": record.prefix,
         "role": record.role,
@@ -31,6 +32,12 @@ def _row(record: Any) -> dict[str, Any]:
         "rotated_at": when(record.rotated_at),
         "revoked": record.revoked_at is not None,
     }
+    if default_rate is not None and record.requests_per_minute is None:
+        row["requests_per_minute"] = default_rate  # what the server applies to this key
+        row["rate_source"] = "default (http.requests_per_minute)"
+    elif default_rate is not None:
+        row["rate_source"] = "key"
+    return row
 
 
 @app.command("create")
@@ -89,16 +96,55 @@ def rotate(name: Annotated[str, typer.Argument(help="The key's name.")]) -> None
 
 
 @app.command("list")
-def list_keys(as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False) -> None:
-    """List keys: name, prefix, role, tenant, scopes, rate, expiry, last use (the keys themselves are not stored)."""
+def list_keys(
+    output_format: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            "-F",
+            metavar="FORMAT",
+            help="table, or json (one object per line)  [default: table]",
+            show_default=False,
+            autocompletion=complete_formats("table", "json"),
+        ),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """List keys: name, prefix, role, tenant, the rate limit each really gets, expiry, last use
+    (the keys themselves are not stored)."""
+
+    chosen = choose_format(output_format, as_json, ("table", "json"), "table")
+    settings = load_settings(read_only=True)
+    default_rate = settings.http.requests_per_minute
 
     async def fetch() -> list[Any]:
-        async with open_services() as services:
+        async with open_services(settings) as services:
             return await services.keys.list_keys()
 
+    rows = []
     for record in run_command(fetch):
-        row = _row(record)
-        print(json.dumps(row) if as_json else "  ".join(f"{k}={v}" for k, v in row.items()))
+        rows.append(_row(record, default_rate))
+    if chosen == "json":
+        print_json_lines(rows)
+        return
+    if not rows:
+        note("no API keys yet; create one with agent keys create --name NAME")
+        return
+    table = [
+        [
+            str(row["name"]),
+            f"{row['prefix']}…",
+            str(row["role"]),
+            str(row["tenant"]),
+            f"{row['requests_per_minute']}/min" + ("" if row["rate_source"] == "key" else " (default)"),
+            str(row["expires_at"] or "never")[:19].replace("T", " "),
+            str(row["last_used_at"] or "never")[:19].replace("T", " "),
+            "revoked" if row["revoked"] else "active",
+        ]
+        for row in rows
+    ]
+    headers = ("name", "prefix", "role", "tenant", "rate", "expires", "last used", "state")
+    print_columns(headers, table)
 
 
 @app.command("revoke")

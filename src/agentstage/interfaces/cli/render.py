@@ -11,7 +11,7 @@ import json
 import sys
 from typing import Any
 
-from rich.console import Console, Group, RenderableType
+from rich.console import Group, RenderableType
 from rich.live import Live
 from rich.markdown import Markdown
 from rich.spinner import Spinner
@@ -19,6 +19,7 @@ from rich.text import Text
 
 from agentstage.core.events import RunEvent
 from agentstage.core.records import RunRecord
+from agentstage.interfaces.cli.output import console
 
 
 def short_json(value: Any, limit: int = 160) -> str:
@@ -47,6 +48,8 @@ def describe_event(event: RunEvent) -> str | None:
         case "model.retry":
             error = data["error"]
             return f"↻ {data['provider']} {error['code']}; retry {data['attempt']} in {data['delay']:.2f}s"
+        case "model.fallback" if data["reason"]["code"] == "missing_secret":
+            return f"⇢ skipping {data['from_provider']}: {data['reason']['message']}; using {data['to_provider']}"
         case "model.fallback":
             return f"⇢ {data['from_provider']} failed ({data['reason']['code']}); falling back to {data['to_provider']}"
         case "step.finished" if data["status"] == "failed" and data.get("error"):
@@ -54,13 +57,15 @@ def describe_event(event: RunEvent) -> str | None:
     return None
 
 
-def summary_line(record: RunRecord) -> str:
+def summary_line(record: RunRecord, model: str | None = None) -> str:
+    """Status, run id, the model that answered (``provider/model``, when known), tokens, cost, time."""
     usage = record.usage or {}
     timings = record.timings()
     seconds = (timings["duration_ms"] or 0) / 1000
     parts = [
         record.status.value,
         f"run {record.id}",
+        *([model] if model else []),
         f"{usage.get('total_tokens', 0)} tokens ({usage.get('input_tokens', 0)} in, {usage.get('output_tokens', 0)} out)",
         f"${record.cost:.6f}",
         f"{seconds:.2f}s",
@@ -74,14 +79,16 @@ class RunView:
     """Renders one run's events; ``show_tokens=False`` shows progress only (for ``--no-stream``)."""
 
     def __init__(self, *, show_tokens: bool = True, rich_answer: bool | None = None):
-        self.out = Console(highlight=False)
-        self.err = Console(stderr=True, highlight=False)
+        self.out = console()
+        self.err = console(stderr=True)
         self.show_tokens = show_tokens
         self.rich_answer = sys.stdout.isatty() if rich_answer is None else rich_answer
         self.text = ""
         self.call_id: str | None = None
         self.wrote_raw = False
+        self.model: str | None = None  # the provider/model of the last model response
         self._live: Live | None = None
+        self._noted: set[str] = set()
 
     def __enter__(self) -> RunView:
         if self.rich_answer or self.err.is_terminal:
@@ -116,13 +123,17 @@ class RunView:
             self.err.print(Text(line, style="dim"))
 
     def handle(self, event: RunEvent) -> None:
+        if event.type == "model.response":
+            self.model = f"{event.data['provider']}/{event.data['model']}"
         if event.type == "message.delta":
-            self._delta(event.data["call_id"], event.data["text"])
+            data = event.data
+            self._delta(data["call_id"], data["text"])
             return
         if event.type == "tool.call":
             self._close_text()
         line = describe_event(event)
-        if line is not None:
+        if line is not None and not (event.type == "model.fallback" and line in self._noted):
+            self._noted.add(line)  # a provider skipped on every call of a run is said once
             self.note(line)
 
     def _delta(self, call_id: str, text: str) -> None:
@@ -156,7 +167,7 @@ class RunView:
 def format_result(record: RunRecord, output_format: str) -> str:
     """The run's answer in the requested format, as written to stdout or ``-o FILE``."""
     if output_format == "json":
-        return json.dumps(record.result(), ensure_ascii=False, indent=2)
+        return json.dumps(result_body(record), ensure_ascii=False, indent=2)
     if output_format == "markdown":
         lines = [record.output or ""]
         if record.error_code:
@@ -164,3 +175,12 @@ def format_result(record: RunRecord, output_format: str) -> str:
         lines.append(f"\n---\n*{summary_line(record)}*")
         return "\n".join(lines)
     return record.output or ""
+
+
+def result_body(record: RunRecord) -> dict[str, Any]:
+    """The run's answer in the shape every door returns, plus the conversation it belongs to (what
+    ``--conversation`` takes to continue it)."""
+    body = record.result()
+    if record.conversation_id:
+        body["conversation_id"] = record.conversation_id
+    return body

@@ -5,97 +5,219 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from enum import StrEnum
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from agentstage.interfaces.cli.common import (
+    SETUP_ERROR_CODES,
     Exit,
     fail,
     load_settings,
-    open_service,
+    note,
+    open_services,
+    read_stdin,
     read_text_file,
     run_command,
+    stdin_is_piped,
 )
+from agentstage.interfaces.cli.options import (
+    MaxStepsOption,
+    ModelOption,
+    ModelParamsOption,
+    ModeOption,
+    ProfileOption,
+    SystemOption,
+    check_mode,
+    model_override,
+    parse_model_params,
+)
+from agentstage.interfaces.cli.output import (
+    JsonFlag,
+    OutputFileOption,
+    choose_format,
+    console,
+    write_output_file,
+)
+from agentstage.interfaces.cli.suggest import complete_formats
 
 if TYPE_CHECKING:
     from agentstage.core.records import RunRecord
+    from agentstage.runtime.conversations import ConversationService
     from agentstage.runtime.service import RunService
 
-
-class OutputFormat(StrEnum):
-    TEXT = "text"
-    JSON = "json"
-    MARKDOWN = "markdown"
-
-
+FORMATS = ("text", "json", "markdown")
 EXIT_FOR_STATUS = {"completed": Exit.OK, "failed": Exit.RUN_FAILED, "cancelled": Exit.CANCELLED}
 
-ModeOption = Annotated[
-    str | None,
-    typer.Option("--mode", "-m", help="Orchestration: auto, chat, react or planner. Default: auto."),
-]
-ProfileOption = Annotated[
-    str | None, typer.Option("--profile", "-p", help="Model profile (see `agent profile list`).")
-]
+
+@dataclass
+class Choices:
+    """What one ``agent run`` (or one ``agent chat`` turn) asks for, beyond its input."""
+
+    mode: str | None = None
+    profile: str | None = None
+    model: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    max_steps: int | None = None
+
+    def options(self) -> Any:
+        from agentstage.runtime.requests import RunOptions
+
+        return RunOptions(max_steps=self.max_steps, params=self.params)
+
+    def settings(self) -> Any:
+        settings = load_settings()
+        overrides = model_override(settings, self.profile, self.model)
+        return load_settings(**overrides) if overrides else settings
 
 
 def read_question(question: str | None, input_file: Path | None) -> str:
-    """The question from the argument, a file (``-`` for stdin), or both (file appended)."""
-    parts = [question] if question is not None else []
-    if input_file is not None:
-        text = read_text_file(input_file)
-        parts.append(text)
+    """The question from the argument, a file, and stdin when it is piped, joined in that order.
+
+    ``-`` as the question (or as the file) means stdin. Like ``llm``: ``cat notes.txt | agent run
+    "summarize"`` asks "summarize" about the notes."""
+    parts: list[str] = []
+    stdin_taken = question == "-"
+    if question is not None:
+        parts.append(read_stdin() if stdin_taken else question)
+    if input_file is not None and str(input_file) == "-":
+        if not stdin_taken:
+            parts.append(read_stdin())
+            stdin_taken = True
+    elif input_file is not None:
+        parts.append(read_text_file(input_file))
+    if not stdin_taken and stdin_is_piped():
+        piped = read_stdin()
+        if piped.strip():
+            parts.append(piped)
     if not parts:
-        fail('give a question, e.g. agent run "Summarize the sales data", or --input-file FILE')
-    return "\n\n".join(parts)
+        fail(
+            'give a question, e.g. agent run "Summarize the sales data", pipe one in, or use --input-file FILE'
+        )
+    return "\n\n".join(part.strip("\n") for part in parts)
 
 
 def run(
-    question: Annotated[str | None, typer.Argument(help="What to ask the agent.", show_default=False)] = None,
+    question: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="QUESTION",
+            help="What to ask the agent; '-' reads it from stdin. Piped stdin is always added after it.",
+            show_default=False,
+        ),
+    ] = None,
     mode: ModeOption = None,
     profile: ProfileOption = None,
-    input_file: Annotated[
-        Path | None, typer.Option("--input-file", "-f", help="Read the question from a file ('-' = stdin).")
+    model: ModelOption = None,
+    system: SystemOption = None,
+    model_params: ModelParamsOption = None,
+    max_steps: MaxStepsOption = None,
+    continue_last: Annotated[
+        bool, typer.Option("--continue", "-c", help="Continue the most recent conversation.")
+    ] = False,
+    conversation: Annotated[
+        str | None,
+        typer.Option("--conversation", metavar="ID", help="Continue this conversation.", show_default=False),
     ] = None,
-    output: Annotated[
-        OutputFormat, typer.Option("--output", help="How to print the result.", case_sensitive=False)
-    ] = OutputFormat.TEXT,
+    input_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--input-file",
+            "-f",
+            metavar="FILE",
+            help="Add FILE's text to the question ('-' = stdin).",
+            show_default=False,
+        ),
+    ] = None,
+    output_format: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            "-F",
+            metavar="FORMAT",
+            help="text (streamed), json or markdown  [default: text]",
+            show_default=False,
+            autocompletion=complete_formats(*FORMATS),
+        ),
+    ] = None,
+    as_json: JsonFlag = False,
+    old_output: Annotated[str | None, typer.Option("--output", hidden=True)] = None,
     no_stream: Annotated[
         bool, typer.Option("--no-stream", help="Print the answer only when it is complete.")
     ] = False,
-    output_file: Annotated[
-        Path | None, typer.Option("-o", "--output-file", help="Also write the result to this file.")
-    ] = None,
+    output_file: OutputFileOption = None,
 ) -> None:
     """Run the agent on one question, streaming its answer, tools and plan as they happen.
 
-    Ends with a summary line (run id, tokens, cost, time) on stderr. Ctrl-C cancels the run
-    (recorded as cancelled, exit 130). Exit codes: 0 completed, 1 failed, 2 usage error.
+    Ends with a summary line (run id, tokens, cost, time) on stderr; the answer alone goes to
+    stdout, so `agent run "..." > answer.md` keeps just the answer. Each run starts a conversation
+    that `--continue` picks up. Ctrl-C cancels the run (recorded as cancelled, exit 130).
+
+    Exit codes: 0 completed, 1 failed, 2 usage or setup error, 130 cancelled.
     """
+    chosen = choose_format(output_format or old_output, as_json, FORMATS, "text")
+    if continue_last and conversation is not None:
+        fail("--continue and --conversation both pick a conversation; give one of them")
+    choices = Choices(
+        mode=check_mode(mode),
+        profile=profile,
+        model=model,
+        params=parse_model_params(model_params, system),
+        max_steps=max_steps,
+    )
     text = read_question(question, input_file)
-    record = run_command(lambda: _run(text, mode, profile, output, no_stream))
-    _deliver(record, output, no_stream, output_file)
-    raise typer.Exit(EXIT_FOR_STATUS.get(record.status.value, Exit.RUN_FAILED))
+    streamed = chosen == "text" and not no_stream
+    record, model = run_command(lambda: _run(text, choices, streamed, continue_last, conversation))
+    _deliver(record, chosen, streamed, output_file, model)
+    raise typer.Exit(exit_code(record))
+
+
+def exit_code(record: RunRecord) -> int:
+    if record.status.value == "failed" and record.error_code in SETUP_ERROR_CODES:
+        return Exit.USAGE
+    return EXIT_FOR_STATUS.get(record.status.value, Exit.RUN_FAILED)
 
 
 async def _run(
-    text: str, mode: str | None, profile: str | None, output: OutputFormat, no_stream: bool
-) -> RunRecord:
+    text: str, choices: Choices, streamed: bool, continue_last: bool, conversation: str | None
+) -> tuple[RunRecord, str | None]:
     from agentstage.interfaces.cli.render import RunView
     from agentstage.runtime.requests import RunRequest
 
-    settings = load_settings()
-    async with open_service(settings) as service:
-        record = await service.start(RunRequest(input=text, mode=mode, profile=profile))
+    async with open_services(choices.settings()) as services:
+        service, conversations = services.runs, services.conversations
+        conversation_id = await pick_conversation(conversations, text, continue_last, conversation)
+        request = RunRequest(
+            input=text,
+            mode=choices.mode,
+            profile=choices.profile,
+            options=choices.options(),
+            conversation_id=conversation_id,
+        )
+        record = await service.start(request)
         stop_on_interrupt(service, record.id)
-        show_tokens = output is OutputFormat.TEXT and not no_stream
-        with RunView(show_tokens=show_tokens, rich_answer=None if show_tokens else False) as view:
+        with RunView(show_tokens=streamed, rich_answer=None if streamed else False) as view:
             async for event in service.stream(record.id):
                 view.handle(event)
-        return await service.wait(record.id)
+        return await service.wait(record.id), view.model
+
+
+async def pick_conversation(
+    conversations: ConversationService, text: str, continue_last: bool, conversation: str | None
+) -> str:
+    """The conversation a run belongs to: the one asked for, the latest (``-c``), or a new one."""
+    if conversation is not None:
+        return (await conversations.get(conversation)).id
+    if continue_last:
+        latest = await conversations.list_conversations(limit=1)
+        if latest:
+            note(f"continuing conversation {latest[0].id} ({latest[0].title or 'untitled'})")
+            return latest[0].id
+        note("no earlier conversation: starting a new one")
+    title = " ".join(text.split())[:80]
+    return (await conversations.create(title=title)).id
 
 
 def stop_on_interrupt(service: RunService, run_id: str) -> None:
@@ -113,29 +235,26 @@ def stop_on_interrupt(service: RunService, run_id: str) -> None:
         loop.add_signal_handler(signum, interrupt)
 
 
-def _deliver(record: RunRecord, output: OutputFormat, no_stream: bool, output_file: Path | None) -> None:
-    from rich.console import Console
+def _deliver(
+    record: RunRecord, output_format: str, streamed: bool, output_file: Path | None, model: str | None
+) -> None:
     from rich.markdown import Markdown
     from rich.text import Text
 
     from agentstage.interfaces.cli.render import format_result, summary_line
 
-    result = format_result(record, output.value)
+    result = format_result(record, output_format)
     if output_file is not None:
-        try:
-            output_file.write_text(result + "\n", encoding="utf-8")
-        except OSError as error:
-            fail(f"cannot write {str(output_file)!r}: {error.strerror}", Exit.RUN_FAILED)
-    streamed = output is OutputFormat.TEXT and not no_stream
-    if output is OutputFormat.TEXT and not streamed and record.output:
+        write_output_file(output_file, result)
+    if output_format == "text" and not streamed and record.output:
         if sys.stdout.isatty():
-            Console().print(Markdown(record.output))
+            console().print(Markdown(record.output))
         else:
             print(record.output)
-    elif output is not OutputFormat.TEXT:
+    elif output_format != "text":
         print(result)
-    err = Console(stderr=True, highlight=False)
+    err = console(stderr=True)
     if record.error_code and record.status.value == "failed":
         err.print(Text(f"error: {record.error_message}", style="red"))
     style = {"completed": "green", "failed": "red", "cancelled": "yellow"}.get(record.status.value, "white")
-    err.print(summary_line(record), style=f"dim {style}")
+    err.print(Text(summary_line(record, model), style=f"dim {style}"))

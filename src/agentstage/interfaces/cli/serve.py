@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
+import socket
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -94,6 +96,9 @@ def serve(
             "without it, runs go to `agent worker` processes. The embedded mode always executes.",
         ),
     ] = False,
+    reload: Annotated[
+        bool, typer.Option("--reload", help="Restart when the code changes (for development; one worker).")
+    ] = False,
 ) -> None:
     """Serve the HTTP API: runs, streams (SSE, WebSocket), conversations, tools, config, health.
     With --grpc-port, serve the gRPC API (protos/agent.proto) in the same process, on the same runs.
@@ -105,13 +110,11 @@ def serve(
     """
     import uvicorn
 
-    from agentstage.errors import UserError
-    from agentstage.runtime.wiring import check_store
+    from agentstage.runtime.wiring import check_store, start_model_host
 
-    try:
-        settings = load_settings()
-    except UserError as error:
-        fail(error.message)
+    if reload and (workers > 1 or no_http):
+        fail("--reload restarts one HTTP worker; leave out --workers and --no-http")
+    settings = load_settings()
     if execute:
         os.environ["AGENT_RUNTIME__EXECUTE_IN_API"] = "true"  # reaches every server process
     grpc_port = settings.grpc.port if grpc_port is None else grpc_port
@@ -147,27 +150,42 @@ def serve(
             "queued, executed here and by workers" if execute else "queued for `agent worker`"
         )
     if not no_http:
+        check_port(host, port)
+        url = f"{scheme}://{host}:{port}"
+        reloading = " · reloading when the code changes" if reload else ""
         typer.secho(
-            f"agentstage serving on {scheme}://{host}:{port} · auth: {auth} · store: {store}", err=True
+            f"agentstage serving on {url} · docs {url}/docs · auth: {auth} · store: {store}{reloading}",
+            err=True,
         )
     if grpc_port is not None:
         typer.secho(
             f"agentstage serving gRPC on {grpc_host}:{grpc_port} · auth: {_grpc_auth(settings)} · store: {store}",
             err=True,
         )
-    if no_http:
-        _call(GRPC_ALONE)
-        return
-    uvicorn.run(
-        HTTP_APP if grpc_port is None else HTTP_AND_GRPC_APP,
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level="warning",
-        access_log=False,
-        **tls,
-    )
+    from agentstage.runtime.wiring import prepare_metrics
+
+    prepare_metrics()  # before the workers start: one /metrics sees them all
+    # One model host for every worker: started before the servers so their workers inherit where it is.
+    model_host = start_model_host(settings)
+    try:
+        if no_http:
+            _call(GRPC_ALONE)
+            return
+        uvicorn.run(
+            HTTP_APP if grpc_port is None else HTTP_AND_GRPC_APP,
+            factory=True,
+            host=host,
+            port=port,
+            workers=None if reload else workers,
+            reload=reload,
+            reload_dirs=[str(Path(__file__).parents[2])] if reload else None,
+            log_level="warning",
+            access_log=False,
+            **tls,
+        )
+    finally:
+        if model_host is not None:
+            model_host.stop()
 
 
 def _masked(url: str) -> str:
@@ -196,3 +214,25 @@ def _call(target: str) -> None:
 
     module, _, name = target.partition(":")
     getattr(importlib.import_module(module), name)()
+
+
+def check_port(host: str, port: int) -> None:
+    """Refuse a busy or unusable address before anything starts, in one line (uvicorn would log
+    a traceback after the start-up banner and exit 3)."""
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as error:
+        fail(f"cannot listen on {host}:{port}: {error.strerror}")
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                fail(
+                    f"port {port} on {host} is already in use; stop what uses it or pick another with --port"
+                )
+            fail(f"cannot listen on {host}:{port}: {error.strerror}")

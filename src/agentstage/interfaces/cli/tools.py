@@ -7,50 +7,74 @@ from typing import Annotated, Any
 
 import typer
 
-from agentstage.interfaces.cli.common import Exit, fail, load_settings, run_command
+from agentstage.interfaces.cli.common import Exit, command_group, fail, load_settings, run_command
+from agentstage.interfaces.cli.output import JsonFlag, choose_format, print_columns
+from agentstage.interfaces.cli.suggest import complete_formats, complete_tools
 
-app = typer.Typer(help="List and test tools.", no_args_is_help=True)
+app = command_group("List and test tools.")
 
 
-def _catalog() -> Any:
+def _catalog(read_only: bool = False) -> Any:
     from agentstage.runtime.wiring import tool_catalog
 
-    return tool_catalog(load_settings())
+    return tool_catalog(load_settings(read_only=read_only))
 
 
 @app.command("list")
 def list_tools(
-    category: Annotated[str | None, typer.Option(help="Only tools of this category.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON with argument schemas.")] = False,
+    category: Annotated[
+        str | None, typer.Option(metavar="CATEGORY", help="Only tools of this category.", show_default=False)
+    ] = None,
+    output_format: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            "-F",
+            metavar="FORMAT",
+            help="table, or json (with argument schemas)  [default: table]",
+            show_default=False,
+            autocompletion=complete_formats("table", "json"),
+        ),
+    ] = None,
+    as_json: JsonFlag = False,
 ) -> None:
     """List tools by name:version with their category."""
-    from rich.console import Console
-    from rich.table import Table
-
     from agentstage.errors import UserError
     from agentstage.runtime.catalog import describe
 
+    chosen = choose_format(output_format, as_json, ("table", "json"), "table")
     try:
-        catalog = _catalog()
+        catalog = _catalog(read_only=True)
     except UserError as error:
         fail(error.message)
     if category is not None and category not in catalog.categories():
         fail(f"unknown category {category!r} (categories: {', '.join(catalog.categories())})")
     tools = [describe(t) for t in catalog.list_tools(category)]
-    if as_json:
+    if chosen == "json":
         print(json.dumps(tools, indent=2))
         return
-    table = Table("tool", "category", "description")
-    for tool in tools:
-        table.add_row(tool["id"], tool["category"], tool["description"].split("\n")[0])
-    Console().print(table)
+    rows = [[tool["id"], tool["category"], tool["description"].split("\n")[0]] for tool in tools]
+    print_columns(("tool", "category", "description"), rows, shrink="description")
 
 
 @app.command("test")
 def test(
-    name: Annotated[str, typer.Argument(help="Tool name, e.g. math.calculate or math.calculate:v1.")],
+    name: Annotated[
+        str,
+        typer.Argument(
+            metavar="TOOL",
+            help="Tool name, e.g. math.calculate or math.calculate:v1.",
+            autocompletion=complete_tools,
+        ),
+    ],
     input_json: Annotated[
-        str, typer.Option("--input", "-i", help='Arguments as a JSON object, e.g. \'{"expression": "5*3"}\'.')
+        str,
+        typer.Option(
+            "--input",
+            "-i",
+            metavar="JSON",
+            help='Arguments as a JSON object, e.g. \'{"expression": "5*3"}\'.',
+        ),
     ] = "{}",
 ) -> None:
     """Validate arguments against the tool's schema and run it once, printing its output as JSON."""

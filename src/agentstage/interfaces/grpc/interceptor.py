@@ -14,7 +14,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import partial
@@ -26,6 +26,7 @@ from agentstage.access.guard import Guard
 from agentstage.errors import AgentstageError, ForbiddenError, TooManyRequestsError, UnauthorizedError
 from agentstage.interfaces.grpc.auth import READS, TENANT_KEY, Caller, credentials, is_open, permission_of
 from agentstage.interfaces.grpc.errors import CallFailed, Failure, failure_for, internal
+from agentstage.runtime import observe
 
 log = logging.getLogger("agentstage.grpc.access")
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -59,8 +60,9 @@ def caller() -> Caller:
 
 
 class GatewayInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, guard: Guard):
+    def __init__(self, guard: Guard, telemetry: observe.Telemetry | None = None):
         self.guard = guard
+        self.telemetry = telemetry
 
     async def intercept_service(
         self,
@@ -115,8 +117,35 @@ class _Guard:
         self.gateway = gateway
         self.method = method  # the full path, /package.Service/Method
 
+    @contextlib.contextmanager
+    def _observed(self, context: Context, outcome: _Outcome) -> Iterator[None]:
+        """A SERVER span continuing the caller's ``traceparent`` (metadata), current while the
+        method runs (a run it starts joins the caller's trace), and the call counted by status."""
+        telemetry = self.gateway.telemetry
+        if telemetry is None:
+            yield
+            return
+        metadata = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
+        service, _, method = self.method.strip("/").partition("/")
+        attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": method}
+        with (
+            observe.through("grpc"),
+            telemetry.doors.request("grpc", self.method, metadata, attributes) as scope,
+        ):
+            try:
+                yield
+            finally:
+                failed = outcome.code not in ("OK", "CANCELLED")
+                scope.finish(outcome.code, error=outcome.code if failed else None)
+
     async def unary(self, behavior: Any, request: Any, context: Context) -> Any:
         started, outcome = time.perf_counter(), _Outcome()
+        with self._observed(context, outcome):
+            return await self._unary(behavior, request, context, started, outcome)
+
+    async def _unary(
+        self, behavior: Any, request: Any, context: Context, started: float, outcome: _Outcome
+    ) -> Any:
         call: Call | Failure | None = None
         token = None
         try:
@@ -139,6 +168,16 @@ class _Guard:
 
     async def stream(self, behavior: Any, request: Any, context: Context) -> AsyncIterator[Any]:
         started, outcome = time.perf_counter(), _Outcome()
+        with self._observed(context, outcome):
+            async with contextlib.aclosing(
+                self._stream(behavior, request, context, started, outcome)
+            ) as items:
+                async for item in items:
+                    yield item
+
+    async def _stream(
+        self, behavior: Any, request: Any, context: Context, started: float, outcome: _Outcome
+    ) -> AsyncGenerator[Any, None]:
         call: Call | Failure | None = None
         token = None
         try:

@@ -72,7 +72,7 @@ class GrpcGateway:
         return self.service.settings
 
     def _build(self) -> grpc.aio.Server:
-        interceptor = GatewayInterceptor(self.services.guard)
+        interceptor = GatewayInterceptor(self.services.guard, self.services.telemetry)
         server = grpc.aio.server(interceptors=[interceptor], options=server_options(self.settings))
         rpc.add_AgentServiceServicer_to_server(AgentService(self.rt), server)
         rpc.add_ToolServiceServicer_to_server(ToolService(self.rt), server)

@@ -26,8 +26,19 @@ from agentstage.interfaces.http.middleware.correlation import CorrelationIdMiddl
 from agentstage.interfaces.http.middleware.headers import SecurityHeadersMiddleware
 from agentstage.interfaces.http.middleware.rate_limit import RateLimitMiddleware
 from agentstage.interfaces.http.middleware.request_log import RequestLogMiddleware
+from agentstage.interfaces.http.middleware.tracing import TracingMiddleware
 from agentstage.interfaces.http.openapi import build_openapi
-from agentstage.interfaces.http.routes import alias, audit, config, conversations, health, runs, tools
+from agentstage.interfaces.http.routes import (
+    alias,
+    audit,
+    config,
+    conversations,
+    health,
+    metrics,
+    runs,
+    snapshots,
+    tools,
+)
 from agentstage.runtime.wiring import Services, build_services, configure_logging
 from agentstage.settings import Settings, load_settings
 
@@ -78,6 +89,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         batches=services.batches,
         keys=services.keys,
         guard=services.guard,
+        telemetry=services.telemetry,
     )
 
     @asynccontextmanager
@@ -104,7 +116,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         dependencies=[Depends(listed_route)],
     )
     app.state.runtime = rt
-    for module in (runs, alias, conversations, tools, config, audit, health):
+    for module in (runs, alias, snapshots, conversations, tools, config, audit, health, metrics):
         app.include_router(module.router)
     app.include_router(ws.router)
     errors.install(app)
@@ -114,14 +126,16 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
     app.openapi = openapi  # type: ignore[method-assign]
     # Added innermost first: gzip < body limit < rate limit < auth (+ audit) < security headers
-    # < request log < correlation id < CORS (outermost, so preflight requests are answered first).
+    # < request log < correlation id < tracing < CORS (outermost, so preflight requests are answered first).
     app.add_middleware(GZipMiddleware, minimum_size=1024)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.http.max_body_bytes)
     app.add_middleware(RateLimitMiddleware, guard=rt.guard)
-    app.add_middleware(AuthMiddleware, guard=rt.guard)
+    public = frozenset({("GET", "/metrics")}) if settings.metrics.public else frozenset()
+    app.add_middleware(AuthMiddleware, guard=rt.guard, public=public)
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(RequestLogMiddleware)
     app.add_middleware(CorrelationIdMiddleware)
+    app.add_middleware(TracingMiddleware, telemetry=services.telemetry)
     if settings.http.cors_origins:
         app.add_middleware(
             CORSMiddleware,

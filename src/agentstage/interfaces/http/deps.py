@@ -15,6 +15,7 @@ from agentstage.errors import ForbiddenError
 from agentstage.runtime.batches import BatchService
 from agentstage.runtime.conversations import ConversationService
 from agentstage.runtime.keys import KeyService
+from agentstage.runtime.observe import Telemetry
 from agentstage.runtime.service import RunService
 from agentstage.settings import Settings
 
@@ -26,6 +27,7 @@ class Runtime:
     batches: BatchService
     keys: KeyService
     guard: Guard
+    telemetry: Telemetry
     started: bool = False
     background: set[asyncio.Task[Any]] = field(default_factory=set)
 

@@ -53,6 +53,7 @@ _STATUS_BY_CODE = {
     "empty_batch": 422,
     "invalid_parallel": 422,
     "config_invalid": 422,
+    "model_unavailable": 503,
     "malformed_json": 400,
     "store_unavailable": 503,
     "storage_full": 507,

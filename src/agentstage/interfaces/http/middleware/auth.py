@@ -3,7 +3,7 @@ the one permission table, refused with 401/403 problem+json when it must be, and
 
 Credentials: ``Authorization: Bearer <API key or JWT>``, ``X-API-Key: <key>``, a verified client
 certificate (mTLS), or — for WebSocket clients that cannot set headers — ``?api_key=``. Public
-routes (health, metrics, the API description) need none. A request that matches no table entry
+routes (health, the API description; /metrics with metrics.public) need none. A request that matches no table entry
 is only let through to be answered 404/405 — and a route the table forgot is refused for everyone
 by the app's ``listed_route`` dependency. Denied requests and every change (a request that is not a read and
 succeeded) are written to the audit log; a WebSocket without valid credentials is accepted and
@@ -46,9 +46,10 @@ def credentials(scope: Scope) -> Credentials:
 
 
 class AuthMiddleware:
-    def __init__(self, app: ASGIApp, guard: Guard):
+    def __init__(self, app: ASGIApp, guard: Guard, public: frozenset[tuple[str, str]] = frozenset()):
         self.app = app
         self.guard = guard
+        self.public = public  # (method, template) opened by configuration (metrics.public)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -57,7 +58,8 @@ class AuthMiddleware:
         method = scope.get("method", "GET") if scope["type"] == "http" else "WEBSOCKET"
         listed = match_http(method, scope["path"]) if scope["type"] == "http" else None
         permission = listed[1] if listed else None
-        if permission == PUBLIC or (scope["type"] == "http" and method == "OPTIONS"):
+        opened = listed is not None and ("GET" if method == "HEAD" else method, listed[0]) in self.public
+        if permission == PUBLIC or opened or (scope["type"] == "http" and method == "OPTIONS"):
             await self.app(scope, receive, send)
             return
         found = credentials(scope)

@@ -4,14 +4,14 @@ The queue's tables and functions are procrastinate's own schema for the pinned v
 here so one Alembic chain owns the whole database. SQLite (the embedded mode) has no queue.
 
 Revision ID: p17a
-Revises: x16a
+Revises: n10
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "p17a"
-down_revision = "x16a"
+down_revision = "n10"
 branch_labels = None
 depends_on = None
 

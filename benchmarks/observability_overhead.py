@@ -1,0 +1,114 @@
+#!/usr/bin/env python3
+"""What observation costs: the same scripted react runs with tracing (spans built and kept in the
+store), metrics and logs on, against the same runs with all three off.
+
+Each run is one react loop with the scripted provider at zero latency: one tool call
+(math.calculate), then a streamed answer — 18 events, 12 spans. Logs go to /dev/null through the
+real log writer thread (JSON lines). Rounds alternate between the settings and the best round of
+each is kept, so a noisy neighbour hurts both sides alike. Prints runs/s and the ratio of times
+(aim: <= 1.15x the time with everything off).
+
+    python benchmarks/observability_overhead.py [--runs 500] [--concurrency 1 20] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import time
+from typing import Any
+
+from _common import machine, temporary_home
+
+from agentstage.observability.logging import configure_logging, stop_logging
+from agentstage.runtime.requests import RunRequest
+from agentstage.runtime.wiring import build_services
+from agentstage.settings import load_settings
+
+SCRIPT = {
+    "responses": [
+        {
+            "text": "Let me compute.",
+            "tool_calls": [{"name": "math.calculate", "arguments": {"expression": "6*7"}}],
+            "usage": {"input_tokens": 50, "output_tokens": 5},
+        },
+        {"text": "The answer is 42.", "usage": {"input_tokens": 60, "output_tokens": 5}},
+    ]
+}
+
+SETTINGS: dict[str, dict[str, Any]] = {
+    "off": {"tracing": {"enabled": False}, "metrics": {"enabled": False}, "logging": {"level": "fatal"}},
+    "on (logs at info)": {
+        "tracing": {"enabled": True},
+        "metrics": {"enabled": True},
+        "logging": {"level": "info"},
+    },
+    "on (logs at debug)": {
+        "tracing": {"enabled": True},
+        "metrics": {"enabled": True},
+        "logging": {"level": "debug"},
+    },
+}
+
+
+DEVNULL = open(os.devnull, "w")
+
+
+async def measure(runs: int, concurrency: int, observed: dict[str, Any]) -> float:
+    """Seconds for ``runs`` runs with at most ``concurrency`` in flight."""
+    config = {
+        "home": str(temporary_home()),
+        "providers": {"s": {"type": "scripted", "script": SCRIPT}},
+        "profiles": {"t": {"chain": [{"provider": "s"}]}},
+        "default_profile": "t",
+        "runtime": {"max_concurrent_runs": max(concurrency, 1)},
+        **observed,
+    }
+    settings = load_settings(config)
+    configure_logging(settings.logging.level, "json", stream=DEVNULL)
+    services = build_services(settings)
+    gate = asyncio.Semaphore(concurrency)
+    async with services.runs as service:
+
+        async def one() -> None:
+            async with gate:
+                record = await service.run(RunRequest(input="what is 6*7?", mode="react"))
+                assert record.output == "The answer is 42.", record.error_message
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one() for _ in range(runs)))
+        elapsed = time.perf_counter() - started
+        if observed["tracing"]["enabled"]:
+            await services.telemetry.flush()
+            spans = await service.store.spans(run_id=(await service.list_runs(limit=1))[0].id)
+            assert len(spans) == 12, [s.name for s in spans]
+    stop_logging()
+    return elapsed
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--runs", type=int, default=500)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 20])
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    print(f"machine: {machine()}")
+    logging.getLogger("agentstage").setLevel(logging.CRITICAL)
+    await measure(50, 10, SETTINGS["on (logs at info)"])  # warm imports and caches
+    for concurrency in args.concurrency:
+        best: dict[str, float] = {}
+        for _ in range(args.rounds):
+            for name, observed in SETTINGS.items():
+                seconds = await measure(args.runs, concurrency, observed)
+                best[name] = min(best.get(name, seconds), seconds)
+        off = best["off"]
+        parts = [f"{name} {args.runs / s:,.0f} runs/s ({s / off:.3f}x)" for name, s in best.items()]
+        print(f"{args.runs} react runs, {concurrency} at a time: " + " · ".join(parts))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
