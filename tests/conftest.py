@@ -22,6 +22,79 @@ from agentstage.settings import Settings, load_settings
 
 AGENT = str(Path(sys.executable).parent / "agent")
 
+# ``--store postgresql``: the store-facing tests run against a private PostgreSQL, each test on a
+# fresh database cloned from a migrated template (scripts/devcluster.py starts the server).
+STORE_URL: str | None = None
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--store",
+        choices=["sqlite", "postgresql"],
+        default="sqlite",
+        help="Run the store-facing tests against SQLite (default) or a private PostgreSQL 15.",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On PostgreSQL, tests about the SQLite file itself are deselected (not skipped)."""
+    if config.getoption("--store") != "postgresql":
+        return
+    keep = [item for item in items if item.get_closest_marker("sqlite_only") is None]
+    dropped = [item for item in items if item.get_closest_marker("sqlite_only") is not None]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
+
+
+@pytest.fixture(scope="session")
+def postgres_template(request: pytest.FixtureRequest) -> Iterator[Any]:
+    if request.config.getoption("--store") != "postgresql":
+        yield None
+        return
+    import asyncio
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from devcluster import Postgres
+
+    from agentstage.store.sql import SqlRunStore
+
+    server = Postgres().start()
+    server.create_database("template_agentstage")
+
+    async def migrate() -> None:
+        store = SqlRunStore(server.database_url("template_agentstage"))
+        await store.open()
+        await store.close()
+
+    asyncio.run(migrate())
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(autouse=True)
+def store_database(postgres_template: Any) -> Iterator[None]:
+    """Each test's store: SQLite under its home (default), or a fresh PostgreSQL database."""
+    global STORE_URL
+    if postgres_template is None:
+        yield
+        return
+    name = f"t_{os.getpid()}_{time.monotonic_ns()}"
+    STORE_URL = postgres_template.create_database(name, template="template_agentstage")
+    try:
+        yield
+    finally:
+        STORE_URL = None
+
+
+def with_store(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with the matrix's store URL, if the tests run against PostgreSQL."""
+    if STORE_URL is None:
+        return config
+    return {**config, "store": {**config.get("store", {}), "url": STORE_URL}}
+
 
 @pytest.fixture
 def anyio_backend() -> str:
@@ -49,7 +122,7 @@ def scripted_config(script: dict[str, Any] | str, **extra: Any) -> dict[str, Any
 
 
 def make_settings(home: Path, config: dict[str, Any]) -> Settings:
-    return load_settings(config, environ={"AGENT_HOME": str(home)})
+    return load_settings(with_store(config), environ={"AGENT_HOME": str(home)})
 
 
 @pytest.fixture
@@ -79,7 +152,7 @@ class Cli:
         self.env.update({"AGENT_HOME": str(home), "NO_COLOR": "1", "COLUMNS": "200"})
 
     def configure(self, config: dict[str, Any]) -> None:
-        (self.home / "config.json").write_text(json.dumps(config), encoding="utf-8")
+        (self.home / "config.json").write_text(json.dumps(with_store(config)), encoding="utf-8")
 
     def script(self, script: dict[str, Any], **extra: Any) -> None:
         path = self.home / "script.json"

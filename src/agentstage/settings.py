@@ -27,7 +27,8 @@ from agentstage.resources import instance_config, sample_database
 from agentstage.types import Mode
 
 ENV_PREFIX = "AGENT_"
-_NOT_SETTINGS = {"AGENT_HOME", "AGENT_ENV", "AGENT_CONFIG"}
+# Variables the shipped instance configs refer to (env:NAME), not settings of their own.
+_NOT_SETTINGS = {"AGENT_HOME", "AGENT_ENV", "AGENT_CONFIG", "AGENT_DATABASE_URL", "AGENT_REDIS_URL"}
 
 
 class Strict(BaseModel):
@@ -145,6 +146,45 @@ class RuntimeSettings(Strict):
         le=60,
         description="Seconds a cancelled run's work may take to stop before the run ends without it.",
     )
+    max_attempts: int = Field(
+        default=1,
+        ge=1,
+        le=10,
+        description="Attempts at a run marked idempotent whose worker is lost; other runs always get "
+        "one (a retry repeats model calls and tool side effects) and fail with worker_lost.",
+    )
+    drain_timeout: float = Field(
+        default=30.0,
+        ge=0,
+        description="Seconds a stopping worker lets its runs finish before cancelling them ('shutdown').",
+    )
+    tenant_max_concurrent_runs: int | None = Field(
+        default=None, ge=1, description="Runs one tenant may have executing at once (unset: no limit)."
+    )
+    tenant_limits: dict[str, int] = Field(
+        default_factory=dict, description="Per-tenant overrides of tenant_max_concurrent_runs."
+    )
+    execute_in_api: bool = Field(
+        default=False,
+        description="With PostgreSQL and Redis, agent serve also executes queued runs (agent serve --execute).",
+    )
+    worker_concurrency: int = Field(default=8, ge=1, le=1000, description="Runs one worker executes at once.")
+    tenant_overflow: Literal["queue", "reject"] = Field(
+        default="queue",
+        description="A run over its tenant's limit waits its turn ('queue') or is refused with 429 "
+        "and Retry-After ('reject').",
+    )
+
+    def tenant_limit(self, tenant: str) -> int | None:
+        return self.tenant_limits.get(tenant, self.tenant_max_concurrent_runs)
+
+
+class RedisSettings(Strict):
+    """Live events between processes (scale-out): one Redis Stream per run."""
+
+    url: str | None = Field(default=None, description="redis://host:port/db; unset: no Redis (embedded).")
+    stream_maxlen: int = Field(default=10_000, ge=100, description="Entries kept per run stream (trimmed).")
+    stream_ttl: float = Field(default=3600.0, gt=0, description="Seconds a run's stream lives after it ends.")
 
 
 class HttpSettings(Strict):
@@ -262,6 +302,7 @@ class Settings(Strict):
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     secrets: SecretsSettings = Field(default_factory=SecretsSettings)
     grpc: GrpcSettings = Field(default_factory=GrpcSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
     environment_allowlist: list[str] = Field(
         default_factory=lambda: [
             "AGENT_ENV",
@@ -331,6 +372,16 @@ class Settings(Strict):
             if url is None:
                 raise ConfigError(f"store.url refers to {variable}, which is not set")
         return url or f"sqlite+aiosqlite:///{self.home / 'agentstage.db'}"
+
+    def redis_url(self) -> str | None:
+        url = self.redis.url
+        if url and url.startswith("env:"):
+            url = os.environ.get(url[4:]) or None
+        return url
+
+    def distributed(self) -> bool:
+        """PostgreSQL and Redis configured: runs go to ``agent worker`` processes through the queue."""
+        return self.redis_url() is not None and not self.store_url().startswith("sqlite")
 
     def sql_database(self) -> Path:
         return Path(self.tools.sql_database).expanduser() if self.tools.sql_database else sample_database()

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import AGENT
+from conftest import AGENT, with_store
 
 SCRIPT: dict[str, Any] = {
     "rules": [
@@ -49,7 +49,9 @@ class Server:
             "profiles": {"t": {"chain": [{"provider": "s"}]}},
             "default_profile": "t",
         }
-        (home / "config.json").write_text(json.dumps({**base, **(config or {})}), encoding="utf-8")
+        (home / "config.json").write_text(
+            json.dumps(with_store({**base, **(config or {})})), encoding="utf-8"
+        )
         self.key = self.agent("keys", "create", "--name", "tests", "--role", "admin").strip()
         self.headers = {"Authorization": f"Bearer {self.key}"}
 

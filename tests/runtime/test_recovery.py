@@ -10,6 +10,8 @@ import subprocess
 import time
 from typing import Any
 
+import pytest
+
 from conftest import Cli
 
 SLOW = {"responses": [{"deltas": [f"word{i} " for i in range(600)], "delta_delay": 0.05}]}
@@ -39,6 +41,7 @@ def wait_for_progress(
     raise AssertionError("the run made no progress")
 
 
+@pytest.mark.sqlite_only  # reads or poisons the SQLite file itself
 def test_a_killed_process_leaves_a_worker_lost_run_with_its_events(cli: Cli) -> None:
     cli.script(SLOW)
     process = cli.popen("run", "count slowly", "--mode", "chat")
@@ -63,6 +66,7 @@ def test_a_killed_process_leaves_a_worker_lost_run_with_its_events(cli: Cli) -> 
     assert again["events"] == events  # recovery happens once
 
 
+@pytest.mark.sqlite_only  # reads or poisons the SQLite file itself
 def test_ctrl_c_cancels_the_run_and_exits_130(cli: Cli) -> None:
     cli.script(SLOW)
     process = cli.popen("run", "count slowly", "--mode", "chat")

@@ -11,6 +11,7 @@ from agentstage.errors import InvalidInputError, NotFoundError, UnknownModeError
 from agentstage.runtime.conversations import ConversationService
 from agentstage.runtime.requests import RunRequest
 from agentstage.runtime.service import RunService
+from agentstage.runtime.snapshot import SNAPSHOT_SCHEMA_VERSION
 
 pytestmark = pytest.mark.anyio
 
@@ -91,7 +92,7 @@ async def test_snapshot_names_prompt_tools_and_masks_secrets(
     assert snapshot is not None and final.snapshot_hash
     assert again.snapshot_hash == final.snapshot_hash and shared is not None  # stored once, shared
     assert "input" not in shared and snapshot["input"] == "what is 6*7?" and snapshot["run_id"] == final.id
-    assert snapshot["schema_version"] == 1
+    assert snapshot["schema_version"] == SNAPSHOT_SCHEMA_VERSION
     assert snapshot["prompt"]["template"] == "react/agent-react.j2" and len(snapshot["prompt"]["hash"]) >= 16
     assert "math.calculate:v1" in [t["id"] for t in snapshot["tools"]]
     assert snapshot["environment"]["OPENAI_API_KEY"] == "***"

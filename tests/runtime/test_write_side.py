@@ -58,6 +58,7 @@ class BatchLog:
         self.batches.append({e.run_id for e in events})
 
 
+@pytest.mark.sqlite_only  # reads or poisons the SQLite file itself
 async def test_rows_the_store_refuses_fail_only_their_own_run(
     make_service: Callable[..., RunService],
 ) -> None:
@@ -89,6 +90,7 @@ async def test_rows_the_store_refuses_fail_only_their_own_run(
     assert any(len(runs) > 1 for runs in batches.batches), "runs should share commits"
 
 
+@pytest.mark.sqlite_only  # reads or poisons the SQLite file itself
 async def test_an_ending_the_store_cannot_take_is_reported_then_repaired(
     make_service: Callable[..., RunService],
 ) -> None:

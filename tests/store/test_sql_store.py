@@ -20,15 +20,16 @@ pytestmark = pytest.mark.anyio
 
 
 def test_head_names_the_newest_migration() -> None:
-    """HEAD is the one revision no other revision builds on (ids are not ordered by name)."""
-    revisions, parents = set(), set()
+    """HEAD is the one revision no other revision builds on (ids are prefixes, not an order)."""
+    revisions: dict[str, str | None] = {}
     for path in (migrations.DIRECTORY / "versions").glob("*.py"):
         text = path.read_text(encoding="utf-8")
         if "revision = " in text:
-            revisions.add(text.split('revision = "', 1)[1].split('"', 1)[0])
-            if 'down_revision = "' in text:
-                parents.add(text.split('down_revision = "', 1)[1].split('"', 1)[0])
-    assert revisions - parents == {migrations.HEAD}
+            revision = text.split('\nrevision = "', 1)[1].split('"', 1)[0]
+            down = text.split("\ndown_revision = ", 1)[1].split("\n", 1)[0].strip().strip('"')
+            revisions[revision] = None if down == "None" else down
+    heads = set(revisions) - {down for down in revisions.values() if down is not None}
+    assert heads == {migrations.HEAD}
 
 
 async def test_open_migrates_a_new_file_and_reopening_is_a_no_op(tmp_path: Path) -> None:

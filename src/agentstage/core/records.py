@@ -34,6 +34,9 @@ class RunRecord(BaseModel):
     worker_id: str | None = None
     heartbeat_at: datetime | None = None
     cancel_requested: bool = False
+    attempt: int = Field(
+        default=1, description="Which attempt at the run this is; every write of the run is fenced by it."
+    )
     trace_id: str | None = None
     snapshot_hash: str | None = Field(
         default=None, description="Hash of the configuration snapshot the run used (stored once per hash)."
@@ -41,6 +44,7 @@ class RunRecord(BaseModel):
     metrics: dict[str, Any] = Field(
         default_factory=dict, description="Counts and latency: model calls, tool calls, steps, latency_ms."
     )
+    replay_of: str | None = Field(default=None, description="The run this one replays or re-runs.")
 
     def timings(self) -> dict[str, Any]:
         """Wall-clock facts about the run, in the shape every door returns."""

@@ -14,6 +14,7 @@ from typing import Any
 from agentstage.core.messages import Message, ToolCall, Usage
 from agentstage.core.model import ModelChunk, ModelRequest, ModelResponse, TextDelta, ToolCallChunk
 from agentstage.errors import ModelError
+from agentstage.providers.pool import EndpointPool
 from agentstage.providers.wire import (
     from_wire_name,
     parse_arguments,
@@ -51,8 +52,12 @@ class OpenAIModel:
         api_key: str | None = "env:OPENAI_API_KEY",
         params: dict[str, Any] | None = None,
         timeout: float = 60.0,
+        pool: EndpointPool | None = None,
         http_client: Any = None,
     ):
+        """``pool``: several servers behind this provider (providers/pool.py); each call goes to
+        the node the pool picks, failing over to the next one while nothing was streamed."""
+        self.pool = pool
         self.provider = provider
         self.model_name = model_name
         self.base_url = base_url
@@ -61,16 +66,20 @@ class OpenAIModel:
         self.timeout = timeout
         self.http_client = http_client  # an ``httpx2.AsyncClient`` the caller owns (and closes)
 
-    def _client(self) -> Any:
-        from openai import AsyncOpenAI
+    def _client(self, base_url: str | None = None) -> Any:
+        from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 
+        base_url = base_url or resolve_secret(self.base_url, provider=self.provider)
         key = resolve_secret(self.api_key_ref, provider=self.provider)
+        http_client = self.http_client
+        if http_client is None and self.pool is not None and self.pool.ssl_context is not None:
+            http_client = DefaultAsyncHttpxClient(verify=self.pool.ssl_context, timeout=self.timeout)
         return AsyncOpenAI(
             api_key=key or "not-needed",
-            base_url=resolve_secret(self.base_url, provider=self.provider),
+            base_url=base_url,
             timeout=self.timeout,
             max_retries=0,
-            http_client=self.http_client,
+            http_client=http_client,
         )
 
     def _kwargs(self, request: ModelRequest) -> dict[str, Any]:
@@ -104,9 +113,32 @@ class OpenAIModel:
         return kwargs
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[ModelChunk]:
+        if self.pool is None:
+            async for chunk in self._stream(request, None):
+                yield chunk
+            return
+        nodes = self.pool.order()
+        for index, node in enumerate(nodes):
+            started = False
+            node.in_flight += 1
+            node.calls += 1
+            try:
+                async for chunk in self._stream(request, node.url):
+                    started = True
+                    yield chunk
+                return
+            except ModelError as error:
+                unreachable = error.code in {"provider_unavailable", "model_timeout"}
+                if started or not unreachable or index == len(nodes) - 1:
+                    raise
+                self.pool.failed(node, error)
+            finally:
+                node.in_flight -= 1
+
+    async def _stream(self, request: ModelRequest, base_url: str | None) -> AsyncIterator[ModelChunk]:
         import openai
 
-        client = self._client()
+        client = self._client(base_url)
         text: list[str] = []
         calls: dict[int, dict[str, str]] = {}
         usage = Usage()
@@ -134,7 +166,7 @@ class OpenAIModel:
                     if choice.finish_reason:
                         finish_reason = choice.finish_reason
         except openai.APIError as error:
-            raise self._translate(error) from None
+            raise self._translate(error, base_url) from None
         finally:
             if self.http_client is None:
                 await client.close()
@@ -158,10 +190,10 @@ class OpenAIModel:
             model=self.model_name,
         )
 
-    def _translate(self, error: Exception) -> ModelError:
+    def _translate(self, error: Exception, base_url: str | None = None) -> ModelError:
         import openai
 
-        where = f"{self.provider} ({self.base_url or 'api.openai.com'})"
+        where = f"{self.provider} ({base_url or self.base_url or 'api.openai.com'})"
         return translate_sdk_error(openai, error, where=where, provider=self.provider)
 
 

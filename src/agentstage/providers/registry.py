@@ -1,6 +1,6 @@
 """Provider kinds: the built-in ones and those plugins add through entry points.
 
-A kind (``local``, ``openai``, ``anthropic``, ``scripted``, or a plugin's) knows how to build its
+A kind (``local``, ``openai``, ``anthropic``, ``scripted``, ``replay``, or a plugin's) knows how to build its
 model for one run and whether a configuration of it can be used; it is named by the ``type`` of a
 provider in the configuration. Provider SDKs load only when their kind builds a model.
 Plugins declare kinds in the ``agentstage.providers`` entry-point group; each entry point names a
@@ -48,6 +48,11 @@ class _KeyedKind(BaseProviderKind):
         missing = missing_secrets(self.name, options)  # the one rule for every env: reference
         return f"{' and '.join(missing)} is not set" if missing else None
 
+    def _implied_key(self, options: dict[str, Any]) -> str | None:
+        """The vendor's key when the vendor's own API is used; none for a server of one's own
+        (``base_url`` or ``nodes``) unless ``api_key`` names one."""
+        return None if options.get("base_url") or options.get("nodes") else self.default_key
+
 
 class OpenAIKind(_KeyedKind):
     name = "openai"
@@ -56,13 +61,23 @@ class OpenAIKind(_KeyedKind):
     def build(self, name: str, model: str | None, options: dict[str, Any], params: dict[str, Any]) -> Model:
         from agentstage.providers.openai import OpenAIModel
 
+        pool = None
+        if options.get("nodes"):
+            from agentstage.providers.pool import endpoint_pool
+
+            pool_keys = ("nodes", "load_balancing", "health_check", "tls")
+            try:
+                pool = endpoint_pool(name, {k: options[k] for k in pool_keys if k in options})
+            except ValueError as error:
+                raise ConfigError(f"provider {name!r}: invalid endpoint pool: {error}") from None
         return OpenAIModel(
             model or "gpt-4o-mini",
             provider=name,
             base_url=options.get("base_url"),
-            api_key=options.get("api_key", self.default_key),
+            api_key=options.get("api_key", self._implied_key(options)),
             params=params,
             timeout=float(options.get("timeout", 60.0)),
+            pool=pool,
         )
 
 
@@ -77,7 +92,7 @@ class AnthropicKind(_KeyedKind):
             model or "claude-sonnet-4-5",
             provider=name,
             base_url=options.get("base_url"),
-            api_key=options.get("api_key", self.default_key),
+            api_key=options.get("api_key", self._implied_key(options)),
             params=params,
             timeout=float(options.get("timeout", 60.0)),
         )
@@ -138,7 +153,43 @@ class ScriptedKind(BaseProviderKind):
         return source if isinstance(source, dict) else str(source)
 
 
-BUILT_IN: tuple[ProviderKind, ...] = (LocalKind(), OpenAIKind(), AnthropicKind(), ScriptedKind())
+class ReplayKind(BaseProviderKind):
+    """Answers from an exported run (``recording``: the file ``agent snapshot export`` wrote)."""
+
+    name = "replay"
+
+    def build(self, name: str, model: str | None, options: dict[str, Any], params: dict[str, Any]) -> Model:
+        from agentstage.providers.replay import ReplayModel, load_recording
+
+        recording, native_tools = load_recording(self._source(name, options))
+        return ReplayModel(recording, model_name=model, native_tools=native_tools)
+
+    def check(self, options: dict[str, Any]) -> str | None:
+        from agentstage.providers.replay import load_recording
+
+        try:
+            load_recording(self._source("replay", options))
+        except AgentstageError as error:
+            return error.message
+        return None
+
+    @staticmethod
+    def _source(name: str, options: dict[str, Any]) -> str:
+        source = options.get("recording")
+        if not source:
+            raise ConfigError(
+                f"provider {name!r} (replay) needs a 'recording': a run exported with agent snapshot export"
+            )
+        return str(source)
+
+
+BUILT_IN: tuple[ProviderKind, ...] = (
+    LocalKind(),
+    OpenAIKind(),
+    AnthropicKind(),
+    ScriptedKind(),
+    ReplayKind(),
+)
 
 
 @functools.cache

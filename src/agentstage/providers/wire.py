@@ -30,7 +30,8 @@ def env_references(kind: str, options: Mapping[str, Any]) -> list[str]:
     the variable is ``OPENAI_API_KEY`` or a self-hosted server's ``VLLM_KEY``."""
     names = [value[4:] for value in options.values() if isinstance(value, str) and value.startswith("env:")]
     implied = DEFAULT_KEY_REFERENCES.get(kind)
-    if implied is not None and "api_key" not in options and not options.get("base_url"):
+    remote = options.get("base_url") or options.get("nodes")  # a server of one's own: no vendor key
+    if implied is not None and "api_key" not in options and not remote:
         names.append(implied[4:])
     return list(dict.fromkeys(names))
 

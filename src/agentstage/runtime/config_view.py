@@ -9,7 +9,7 @@ configuration can point the server at a program, a file or a host: the settings 
 host itself (``security``, ``secrets``, ``http``, ``store``, ``tracing``, ``metrics``, MCP
 servers, the environment allow-list) need ``config.security``, which no built-in role has; ``env:`` may only name variables
 on ``secrets.allowed_env`` (default: those the configured providers name); a provider's
-``base_url``, file paths (scripts, model files) and the SQL tool's database only with
+``base_url``, file paths (scripts, model files, recordings) and the SQL tool's database only with
 ``http.allow_remote_paths``; and the store's own database is never the SQL tool's database.
 """
 
@@ -126,7 +126,7 @@ def remember_tool_servers(service: RunService) -> None:
 HOST_SECTIONS = (
     "security", "secrets", "http", "store", "home", "env", "environment_allowlist", "tracing", "metrics",
 )  # fmt: skip
-PATH_OPTIONS = ("base_url", "script", "model_path")
+PATH_OPTIONS = ("base_url", "script", "model_path", "recording")
 
 
 def allowed_env(settings: Settings) -> set[str]:

@@ -11,36 +11,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from agentstage.core.events import (
     ErrorInfo,
     EventDraft,
     ModelResponded,
     RunCompleted,
+    RunEvent,
     RunFailed,
     RunStarted,
     StepFinished,
     ToolResulted,
     utc_now,
 )
-from agentstage.core.limits import RunLimits
 from agentstage.core.messages import Message
 from agentstage.core.model import Model
 from agentstage.core.orchestrators import AgentContext, Orchestrator, choose_mode, orchestrator_for
 from agentstage.core.prompts import PromptLibrary
 from agentstage.core.records import MessageRecord
 from agentstage.errors import AgentstageError
-from agentstage.observability.masking import mask, masked_environment
-from agentstage.runtime.catalog import ToolCatalog, schema_hash
+from agentstage.runtime.catalog import ToolCatalog
 from agentstage.runtime.pricing import call_cost
 from agentstage.runtime.recorder import RunRecorder
 from agentstage.runtime.requests import RunRequest
-from agentstage.runtime.snapshot import SNAPSHOT_SCHEMA_VERSION, code_version, snapshot_hash
+from agentstage.runtime.snapshot import configuration, snapshot_hash
 from agentstage.settings import Settings
 from agentstage.types import Mode, RunStatus
 
@@ -69,6 +67,22 @@ class ConfigSnapshots:
         return digest, config
 
 
+class RunWatch(Protocol):
+    """Holds a run to an expectation while it executes (a replay: the run it replays)."""
+
+    def history(self) -> list[Message] | None:
+        """The conversation the run continues, when it is given instead of read from the store."""
+        ...
+
+    def seen(self, event: RunEvent) -> None:
+        """Each event of the orchestrator as recorded; an AgentstageError raised here fails the run."""
+        ...
+
+    def ending(self, output: str | None, error: ErrorInfo | None) -> ErrorInfo | None:
+        """Just before the run's own end is written; an error returned ends the run failed with it."""
+        ...
+
+
 @dataclass(frozen=True)
 class ExecutionDeps:
     """What a run needs from the service, and nothing more."""
@@ -79,6 +93,7 @@ class ExecutionDeps:
     model_factory: ModelFactory
     history: Callable[[str], Awaitable[list[MessageRecord]]]
     snapshots: ConfigSnapshots
+    watch: RunWatch | None = None
 
 
 class RunExecution:
@@ -114,7 +129,9 @@ class RunExecution:
             async with deadline, contextlib.aclosing(_generator(orchestrator.run(context))) as drafts:
                 async for draft in drafts:
                     self._observe(draft)
-                    self.recorder.emit(draft)
+                    event = self.recorder.emit(draft)
+                    if event is not None and self.deps.watch is not None:
+                        self.deps.watch.seen(event)
                     if self.cancelled.is_set():  # stopped: no further step; the supervisor ends the run
                         self._measure()
                         return
@@ -143,6 +160,10 @@ class RunExecution:
         self._measure()
         if self.cancelled.is_set():  # a stop that came first wins; the supervisor writes it
             return
+        verdict = self.deps.watch.ending(output, None) if self.deps.watch is not None else None
+        if verdict is not None:
+            self._fail(verdict)
+            return
         if self.record.conversation_id:
             self.recorder.add_turn(
                 self.record.conversation_id, [("user", self.record.input), ("assistant", output)]
@@ -154,6 +175,8 @@ class RunExecution:
         self._measure()
         if self.cancelled.is_set():
             return
+        if self.deps.watch is not None:
+            error = self.deps.watch.ending(None, error) or error
         payload = RunFailed(error=error, usage=self.record.usage, cost=self.record.cost)
         self.recorder.finish(payload, error_code=error.code, error_message=error.message)
 
@@ -168,7 +191,10 @@ class RunExecution:
 
     async def _prepare(self) -> tuple[AgentContext, Orchestrator]:
         record, deps, options = self.record, self.deps, self.request.options
-        if record.conversation_id:
+        given = deps.watch.history() if deps.watch is not None else None
+        if given is not None:
+            self.history = given
+        elif record.conversation_id:
             stored = await deps.history(record.conversation_id)
             self.history = [Message.model_validate({"role": m.role, "content": m.content}) for m in stored]
         toolset = deps.catalog.toolset(options.tools)
@@ -197,7 +223,12 @@ class RunExecution:
         key = (id(deps.settings), record.profile, orchestrator.template, context.model.model_name,
                json.dumps(record.options, sort_keys=True, default=str), id(toolset))  # fmt: skip
         digest, config = deps.snapshots.get(
-            key, deps.settings, toolset, lambda: self._config_snapshot(orchestrator, limits, context)
+            key,
+            deps.settings,
+            toolset,
+            lambda: configuration(
+                deps.settings, record.profile, context, orchestrator.template, limits, deps.prompts
+            ),
         )
         self.recorder.keep_snapshot(digest, config)
         self.recorder.update(
@@ -213,40 +244,6 @@ class RunExecution:
         )
         self.recorder.emit(EventDraft(started))
         return context, orchestrator
-
-    def _config_snapshot(
-        self, orchestrator: Orchestrator, limits: RunLimits, context: AgentContext
-    ) -> dict[str, Any]:
-        """The configuration half of the snapshot: the same for every run of a profile."""
-        record, settings = self.record, self.deps.settings
-        chain = []
-        for entry in settings.profile(record.profile).chain:
-            provider = settings.providers[entry.provider]
-            chain.append(
-                {
-                    "provider": entry.provider,
-                    "type": provider.type,
-                    "model": entry.model or context.model.model_name,
-                    "params": entry.params,
-                    "options": mask(provider.options()),
-                }
-            )
-        return {
-            "schema_version": SNAPSHOT_SCHEMA_VERSION,
-            "profile": {
-                "name": record.profile,
-                "chain": chain,
-                "params": context.params,
-                "limits": limits.model_dump(),
-            },
-            "tools": [{"id": f"{t.name}:{t.version}", "schema_hash": schema_hash(t)} for t in context.tools],
-            "prompt": {
-                "template": orchestrator.template,
-                "hash": self.deps.prompts.source_hash(orchestrator.template),
-            },
-            "environment": masked_environment(os.environ, settings.environment_allowlist),
-            "code": code_version(),
-        }
 
     # observing ----------------------------------------------------------------------------------------
 

@@ -40,12 +40,25 @@ _STATUS = {
 
 
 class RunRecorder:
-    def __init__(self, record: RunRecord, writer: EventWriter, *, max_event_bytes: int = 1 << 20):
+    def __init__(
+        self,
+        record: RunRecord,
+        writer: EventWriter,
+        *,
+        max_event_bytes: int = 1 << 20,
+        next_seq: int = 1,
+        fence: int | None = None,
+    ):
+        """``next_seq``/``fence``: a run claimed from the queue continues its log after what is
+        stored, and every write it makes is fenced by its attempt (refused once the run moved on)."""
         self.record = record
         self._writer = writer
         self._max_event_bytes = max_event_bytes
-        self._next_seq = 1
-        self._durable_seq = 0
+        self._next_seq = next_seq
+        self._durable_seq = next_seq - 1
+        self.fence = fence
+        if fence is not None:
+            writer.fence(record.id, fence)
         self._losses = 0
         self.terminal: RunEvent | None = None
         self.lost: StoreError | None = None

@@ -19,6 +19,10 @@ class RunOptions(BaseModel):
     max_duration: float | None = Field(default=None, gt=0, le=86_400)
     params: dict[str, Any] = Field(default_factory=dict, description="Model parameters (temperature, …).")
     tools: list[str] | None = Field(default=None, description="Tools the run may use (default: all).")
+    idempotent: bool = Field(
+        default=False,
+        description="Safe to execute again from the start if its worker is lost (runtime.max_attempts).",
+    )
 
     def limit_overrides(self) -> dict[str, Any]:
         fields = ("max_steps", "max_tokens", "max_duration")

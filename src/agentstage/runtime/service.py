@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 from uuid6 import uuid7
@@ -37,14 +38,23 @@ from agentstage.core.events import (
 from agentstage.core.orchestrators import parse_mode
 from agentstage.core.prompts import PromptLibrary
 from agentstage.core.records import MessageRecord, RunRecord
-from agentstage.errors import AgentstageError, ConflictError, InvalidInputError, NotFoundError, StoreError
+from agentstage.errors import (
+    AgentstageError,
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    StoreError,
+    TooManyRequestsError,
+)
 from agentstage.runtime import observe
 from agentstage.runtime.catalog import ToolCatalog, ToolServerSpec
+from agentstage.runtime.distribution import EventBus, RunQueue, Sweeper, TenantBusy
 from agentstage.runtime.execution import ConfigSnapshots, ExecutionDeps, ModelFactory, RunExecution
 from agentstage.runtime.live import LiveRun
 from agentstage.runtime.recorder import RunRecorder
 from agentstage.runtime.recovery import LostRunSweeper
-from agentstage.runtime.requests import RunRequest
+from agentstage.runtime.replay import ReplayParts, RunPlan, Snapshots
+from agentstage.runtime.requests import RunOptions, RunRequest
 from agentstage.runtime.sinks import EventSink
 from agentstage.runtime.snapshot import assemble
 from agentstage.runtime.writer import EventWriter
@@ -56,10 +66,12 @@ __all__ = ["BatchItem", "ModelFactory", "RunService"]
 
 log = logging.getLogger("agentstage.runtime")
 STORE_POLL_SECONDS = 0.2
+BUS_WAIT_SECONDS = 1.0
 REPAIR_INTERVAL = 0.25
 SWEEP_EVERY_BEATS = 5
 
 Lock = asyncio.Semaphore | asyncio.Lock
+T = TypeVar("T")
 
 
 @dataclass
@@ -101,8 +113,19 @@ class RunService:
         model_factory: ModelFactory,
         catalog: ToolCatalog,
         prompts: PromptLibrary | None = None,
+        *,
+        queue: RunQueue | None = None,
+        bus: EventBus | None = None,
+        sweeper: Sweeper | None = None,
+        replay_parts: ReplayParts | None = None,
     ):
+        """``queue``/``bus``: the scale-out mode (see runtime/distribution.py). With a queue, runs
+        are recorded here and executed by whichever process claims them (:meth:`execute_queued`);
+        with a bus, this process publishes its committed events and streams other processes' runs
+        from it."""
         self.settings = settings
+        self.queue = queue
+        self.bus = bus
         self.store = store
         self.catalog = catalog
         self.prompts = prompts or PromptLibrary()
@@ -117,7 +140,12 @@ class RunService:
             on_lost=self._lost,
             write_timeout=settings.store.write_timeout,
         )
-        self._sweeper = LostRunSweeper(store, self.worker_id, settings.runtime.worker_lost_after)
+        self._sweeper: Sweeper = sweeper or LostRunSweeper(
+            store, self.worker_id, settings.runtime.worker_lost_after
+        )
+        self._tenants: dict[str, asyncio.Semaphore] = {}
+        if bus is not None:
+            self._writer.add_sink(bus.publisher())
         self._repairs: dict[str, tuple[RunRecorder, RunFailed, dict[str, Any]]] = {}
         self._abandoned: set[asyncio.Task[None]] = set()
         self._snapshots = ConfigSnapshots()
@@ -125,6 +153,8 @@ class RunService:
         self._repairer: asyncio.Task[None] | None = None
         self._repairs_waiting = asyncio.Event()
         self._opened = False
+        self._plans: dict[str, RunPlan] = {}  # runs that replay another: their own configuration
+        self.snapshots = Snapshots(self, replay_parts)
         self._closing_sinks: list[Any] = []  # sinks with aclose(): they finish before the store closes
 
     # life cycle -------------------------------------------------------------------------------
@@ -132,6 +162,10 @@ class RunService:
     async def open(self) -> None:
         """Open the store (migrating it), fail runs whose process died, start the background tasks."""
         await self.store.open()
+        if self.bus is not None:
+            await self.bus.open()
+        if self.queue is not None:
+            await self.queue.open()
         await self._sweeper.sweep(at_startup=True)
         await self._connect_tool_servers()
         self._writer.start()
@@ -169,6 +203,10 @@ class RunService:
             with contextlib.suppress(Exception):
                 await sink.aclose()
         await self.catalog.close()
+        if self.queue is not None:
+            await self.queue.close()
+        if self.bus is not None:
+            await self.bus.close()
         await self.store.close()
 
     async def __aenter__(self) -> RunService:
@@ -188,20 +226,25 @@ class RunService:
 
     # starting -----------------------------------------------------------------------------------
 
-    async def start(self, request: RunRequest, *, gate: asyncio.Semaphore | None = None) -> RunRecord:
+    async def start(
+        self, request: RunRequest, *, gate: asyncio.Semaphore | None = None, plan: RunPlan | None = None
+    ) -> RunRecord:
         """Validate, record the run as ``queued`` (durably) and schedule it; return its record.
 
-        ``gate`` bounds how many runs sharing it execute at once (a batch's ``parallel``)."""
+        ``gate`` bounds how many runs sharing it execute at once (a batch's ``parallel``); a
+        ``plan`` (a replay or re-run of another run) brings the run's own settings, model and tools."""
         text = self._validated_input(request.input)
-        mode = parse_mode(request.mode or self.settings.default_mode.value)
-        profile = request.profile or self.settings.default_profile
-        self.settings.profile(profile)
-        self.settings.limits_for(profile, request.options.limit_overrides())
-        check = getattr(self.model_factory, "check", None)  # a model that cannot load: refuse now
-        if check is not None:
-            check(profile)
+        settings = plan.settings if plan is not None else self.settings
+        mode = parse_mode(request.mode or settings.default_mode.value)
+        profile = request.profile or settings.default_profile
+        settings.profile(profile)
+        settings.limits_for(profile, request.options.limit_overrides())
+        if plan is None:
+            check = getattr(self.model_factory, "check", None)  # a model that cannot load: refuse now
+            if check is not None:
+                check(profile)
         for name in request.options.tools or []:
-            self.catalog.get(name)
+            (plan.catalog if plan is not None else self.catalog).get(name)
         conversation = (
             await self.store.get_conversation(request.conversation_id) if request.conversation_id else None
         )
@@ -210,6 +253,7 @@ class RunService:
                 f"unknown conversation {request.conversation_id!r}", code="conversation_not_found"
             )
         self._writer.health.require()
+        await self._admit_tenant(request.tenant)
         now = utc_now()
         origin = observe.origin(request.traceparent)
         record = RunRecord(
@@ -223,13 +267,16 @@ class RunService:
             conversation_id=request.conversation_id,
             correlation_id=request.correlation_id,
             created_at=now,
-            worker_id=self.worker_id,
+            worker_id=None if self.queue is not None else self.worker_id,
             heartbeat_at=now,
             trace_id=origin.trace_id,
+            replay_of=plan.replay_of if plan is not None else None,
         )
         recorder = RunRecorder(record, self._writer, max_event_bytes=self.settings.runtime.max_event_bytes)
         live = LiveRun(recorder=recorder, request=request, gate=gate)
         self._live[record.id] = live
+        if plan is not None:
+            self._plans[record.id] = plan.bind(live.control)
         recorder.begin(
             RunQueued(
                 input=text,
@@ -246,9 +293,42 @@ class RunService:
             await recorder.durable()
         except StoreError:
             self._live.pop(record.id, None)
+            self._plans.pop(record.id, None)
             raise
+        if self.queue is not None:
+            return await self._hand_over(live)
         live.task = asyncio.create_task(self._execute(live), name=f"run-{record.id}")
         return record.model_copy()
+
+    async def _hand_over(self, live: LiveRun) -> RunRecord:
+        """Give a durably queued run to the workers; if the queue cannot take it, it fails here."""
+        self._live.pop(live.record.id, None)
+        try:
+            await self.queue.enqueue(live.record.model_copy())  # type: ignore[union-attr]
+        except Exception as error:
+            log.error("run %s could not be queued: %s: %s", live.record.id, type(error).__name__, error)
+            info = ErrorInfo(code="queue_unavailable", message=f"the run could not be queued: {error}")
+            failed = RunFailed(error=info, usage=live.record.usage, cost=live.record.cost)
+            live.recorder.finish(failed, error_code=info.code, error_message=info.message)
+            with contextlib.suppress(StoreError):
+                await live.recorder.durable()
+        return live.record.model_copy()
+
+    async def _admit_tenant(self, tenant: str) -> None:
+        """A tenant over its concurrent-run limit is refused here when the config says 'reject'
+        (429 with Retry-After); otherwise its runs wait their turn (see :meth:`_admitted`)."""
+        runtime = self.settings.runtime
+        limit = runtime.tenant_limit(tenant)
+        if limit is None or runtime.tenant_overflow != "reject":
+            return
+        active = await self.store.active_runs(tenant)
+        if active >= limit:
+            raise TooManyRequestsError(
+                f"tenant {tenant!r} already has {active} runs queued or running (its limit is {limit}); "
+                "try again when one has finished",
+                retry_after=1.0,
+                code="tenant_limit",
+            )
 
     def _validated_input(self, text: str) -> str:
         if not text.strip():
@@ -280,6 +360,8 @@ class RunService:
         finally:
             live.finish()
             self._live.pop(live.record.id, None)
+            self._writer.unfence(live.record.id)
+            self._plans.pop(live.record.id, None)
 
     @contextlib.asynccontextmanager
     async def _admitted(self, live: LiveRun) -> AsyncIterator[bool]:
@@ -291,6 +373,10 @@ class RunService:
             turn, users = self._conversations.get(conversation_id, (asyncio.Lock(), 0))
             self._conversations[conversation_id] = (turn, users + 1)
             locks.append(turn)
+        tenant_limit = self.settings.runtime.tenant_limit(live.record.tenant)
+        if tenant_limit is not None and live.recorder.fence is None:  # claimed runs: the claim counts
+            gate = self._tenants.setdefault(live.record.tenant, asyncio.Semaphore(tenant_limit))
+            locks.append(gate)
         locks.append(self._slots)
         admitted = True
         try:
@@ -311,7 +397,8 @@ class RunService:
 
     async def _supervise(self, live: LiveRun) -> None:
         """Run the execution until it ends or the run is stopped; then stop it, within a grace."""
-        execution = RunExecution(live.recorder, live.request, self._dependencies(), live.control.signal)
+        deps = self._dependencies(self._plans.get(live.record.id))
+        execution = RunExecution(live.recorder, live.request, deps, live.control.signal)
         work = asyncio.create_task(execution.run(), name=f"run-work-{live.record.id}")
         stop = asyncio.create_task(live.control.signal.wait())
         try:
@@ -343,6 +430,9 @@ class RunService:
         """Make sure the run has an ending and that it is durable; if the store lost it, write a
         ``failed`` ending naming why; if even that cannot be stored, keep retrying it."""
         recorder = live.recorder
+        if recorder.lost is not None and recorder.lost.code == "run_fenced":
+            self._fenced(live, recorder.lost)
+            return
         if recorder.terminal is None:
             payload, fields = self._ending(live)
             recorder.finish(payload, **fields)
@@ -350,6 +440,9 @@ class RunService:
             await recorder.durable()
             return
         except StoreError as lost:
+            if lost.code == "run_fenced":
+                self._fenced(live, lost)
+                return
             failed, fields = self._store_failure(live, lost)
             recorder.finish(failed, **fields)
         try:
@@ -363,6 +456,13 @@ class RunService:
                 live.record.id,
                 again.code,
             )
+
+    @staticmethod
+    def _fenced(live: LiveRun, error: StoreError) -> None:
+        """The run moved on without this process (requeued or ended elsewhere): it writes nothing
+        more, and never retries (the run is someone else's now)."""
+        live.failure = error
+        log.warning("run %s: %s", live.record.id, error.message)
 
     def _ending(self, live: LiveRun) -> tuple[TerminalPayload, dict[str, Any]]:
         record, control = live.record, live.control
@@ -405,7 +505,17 @@ class RunService:
         live.recorder.lose(error)
         live.control.fail(ErrorInfo(code=error.code, message=error.message))
 
-    def _dependencies(self) -> ExecutionDeps:
+    def _dependencies(self, plan: RunPlan | None = None) -> ExecutionDeps:
+        if plan is not None:  # its own settings and tools: its snapshot is not shared with other runs
+            return ExecutionDeps(
+                settings=plan.settings,
+                catalog=plan.catalog,
+                prompts=self.prompts,
+                model_factory=plan.model_factory,
+                history=self._history,
+                snapshots=ConfigSnapshots(size=1),
+                watch=plan.watch,
+            )
         return ExecutionDeps(
             settings=self.settings,
             catalog=self.catalog,
@@ -463,7 +573,7 @@ class RunService:
         record = await self.status(run_id)
         cursor = after
         while True:
-            events = await self.store.events(run_id, after=cursor)
+            events = await self._read_through(functools.partial(self.store.events, run_id, after=cursor))
             for event in events:
                 yield event
                 cursor = event.seq
@@ -472,8 +582,47 @@ class RunService:
             if not events:
                 if record.status.terminal:
                     return
+                async for event in self._tail(run_id, cursor):
+                    yield event
+                    cursor = event.seq
+                    if event.terminal:
+                        return
+                record = await self._read_through(lambda: self.status(run_id))
+
+    async def _read_through(self, read: Callable[[], Awaitable[T]]) -> T:
+        """A read for a stream, retried while the store is briefly unreachable (a database restart)
+        for up to ``store.write_timeout``: the stream resumes where it was instead of breaking."""
+        deadline = asyncio.get_running_loop().time() + self.settings.store.write_timeout
+        while True:
+            try:
+                return await read()
+            except AgentstageError:
+                raise
+            except Exception as error:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise StoreError(f"the store cannot be read: {type(error).__name__}: {error}") from None
                 await asyncio.sleep(STORE_POLL_SECONDS)
-                record = await self.status(run_id)
+
+    async def _tail(self, run_id: str, cursor: int) -> AsyncIterator[RunEvent]:
+        """Live events of another process's run: from the bus while it delivers them in order,
+        else nothing for a moment (the caller reads the store, the source of truth, again)."""
+        if self.bus is None:
+            await asyncio.sleep(STORE_POLL_SECONDS)
+            return
+        while True:
+            events = await self.bus.tail(run_id, cursor, wait=BUS_WAIT_SECONDS)
+            if events is None:  # the bus is gone: poll the store until it is back
+                await asyncio.sleep(STORE_POLL_SECONDS)
+                return
+            if not events or events[0].seq != cursor + 1:
+                return  # quiet for a while, or the bus missed some: the store fills the gap
+            for event in events:
+                if event.seq != cursor + 1:
+                    return
+                yield event
+                cursor = event.seq
+                if event.terminal:
+                    return
 
     async def events(
         self, run_id: str, after: int = 0, limit: int | None = None, tenant: str | None = None
@@ -517,6 +666,23 @@ class RunService:
                 reason = event.payload.mode_reason
         return assemble(config, record, mode_reason=reason)
 
+    async def replay(
+        self,
+        run_id: str,
+        *,
+        tenant: str | None = None,
+        live: bool = False,
+        profile: str | None = None,
+        model: str | None = None,
+        correlation_id: str | None = None,
+    ) -> RunRecord:
+        """Start a new run that replays a finished one exactly from its recorded answers (no model,
+        no tool), or with ``live`` re-runs its configuration (optionally another profile/model).
+        See :class:`~agentstage.runtime.replay.Snapshots` for export, import and diff."""
+        return await self.snapshots.replay(
+            run_id, tenant=tenant, live=live, profile=profile, model=model, correlation_id=correlation_id
+        )
+
     async def check_store(self) -> None:
         """Prove the store is writable now (at most one probe write a second); raise if not."""
         await self._writer.probe()
@@ -541,8 +707,89 @@ class RunService:
                 details={"run_status": record.status.value},
             )
         if live is None:
-            await self.store.request_cancel(run_id)
+            if self.queue is not None and await self._cancel_unclaimed(run_id, reason):
+                return await self.status(run_id)
+            await self.store.request_cancel(run_id, reason)
         return record
+
+    async def _cancel_unclaimed(self, run_id: str, reason: str) -> bool:
+        """A queued run no worker has claimed yet: claim it here and end it ``cancelled`` at once
+        (it never starts; the queue's job then finds it ended)."""
+        claim = await self.store.claim_run(run_id, self.worker_id, utc_now(), None)
+        if claim.record is None:
+            return False
+        live = self._claimed(claim.record)
+        live.control.cancel(reason)
+        await self._execute(live)
+        return True
+
+    def _claimed(self, record: RunRecord) -> LiveRun:
+        """A run this process now executes for the queue: its log continues after what is stored,
+        every write fenced by its attempt."""
+        recorder = RunRecorder(
+            record,
+            self._writer,
+            max_event_bytes=self.settings.runtime.max_event_bytes,
+            next_seq=record.last_seq + 1,
+            fence=record.attempt,
+        )
+        options = RunOptions.model_validate(record.options)
+        request = RunRequest(
+            input=record.input,
+            mode=record.mode,
+            profile=record.profile,
+            options=options,
+            conversation_id=record.conversation_id,
+            correlation_id=record.correlation_id,
+            tenant=record.tenant,
+        )
+        live = LiveRun(recorder=recorder, request=request)
+        self._live[record.id] = live
+        return live
+
+    # executing for the queue ------------------------------------------------------------------------
+
+    async def execute_queued(self, run_id: str) -> None:
+        """Claim a queued run and execute it here to its end (a worker's job). Does nothing if
+        another process has it or it has ended; raises :class:`TenantBusy` if its tenant has no
+        free slot (the queue offers it again later). A cancelled caller stops the run
+        (``shutdown``) and waits for its ending to be written."""
+        record = await self.store.get_run(run_id)
+        if record is None or record.status.terminal:
+            return
+        limit = self.settings.runtime.tenant_limit(record.tenant)
+        claim = await self.store.claim_run(run_id, self.worker_id, utc_now(), limit)
+        if claim.tenant_busy:
+            raise TenantBusy(record.tenant)
+        if claim.record is None:
+            return
+        live = self._claimed(claim.record)
+        if claim.record.cancel_requested:
+            live.control.cancel("cancelled before it started")
+        task = live.task = asyncio.create_task(self._execute(live), name=f"run-{run_id}")
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            live.control.cancel("shutdown")
+            await task
+            raise
+
+    def executes(self, run_id: str) -> bool:
+        """Whether this process is executing the run now."""
+        live = self._live.get(run_id)
+        return live is not None and live.recorder.terminal is None
+
+    async def drain(self, seconds: float) -> None:
+        """Let this process's runs finish for up to ``seconds``, then cancel the rest
+        with reason ``shutdown`` and wait for their endings (a worker's graceful stop)."""
+        tasks = [live.task for live in self._live.values() if live.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=seconds)
+        for live in list(self._live.values()):
+            live.control.cancel("shutdown")
+        tasks = [live.task for live in self._live.values() if live.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=self.settings.runtime.cancel_grace + 5)
 
     # batches --------------------------------------------------------------------------------------
 
@@ -607,7 +854,7 @@ class RunService:
         active = [run_id for run_id, live in self._live.items() if live.recorder.terminal is None]
         if not active:
             return
-        await self.store.heartbeat(active, utc_now())
+        await self.store.owned_heartbeat(active, self.worker_id, utc_now())
         for run_id in await self.store.cancel_requested(active):
             with contextlib.suppress(AgentstageError):
                 await self.cancel(run_id, reason="cancelled by request from another process")

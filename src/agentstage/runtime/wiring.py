@@ -7,23 +7,27 @@ parts.
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from agentstage.access.config import McpPolicy
 from agentstage.access.guard import Guard
 from agentstage.access.secrets import resolve_reference
+from agentstage.core.events import RunEvent
 from agentstage.core.model import Model
 from agentstage.core.prompts import PromptLibrary
+from agentstage.core.tools import Tool
 from agentstage.errors import AgentstageError, ConfigError, ForbiddenError, StoreError
 from agentstage.observability import masking
 from agentstage.observability.logging import configure_logging as configure_log_lines
 from agentstage.observability.telemetry import Telemetry
 from agentstage.observability.tools import instrument
 from agentstage.providers.registry import build_model, check_provider
+from agentstage.providers.replay import ReplayModel
 from agentstage.providers.resilience import BreakerRegistry, ResilientModel, UnavailableModel
 from agentstage.providers.wire import missing_secrets
 from agentstage.runtime.batches import BatchService
@@ -40,6 +44,7 @@ from agentstage.store.crypto import Keyring, parse_key
 from agentstage.store.sql import SqlRunStore
 from agentstage.tools.plugins import plugin_tools
 from agentstage.tools.registry import builtin_tools
+from agentstage.tools.replay import replay_tools
 
 if TYPE_CHECKING:
     from agentstage.providers.host_supervisor import ModelHostSupervisor as ModelHost
@@ -119,6 +124,21 @@ def model_factory(settings: Settings) -> ModelFactory:
     return ModelChains(settings)
 
 
+class ReplayBuilders:
+    """The concrete replay parts: the ``replay`` provider, the replaying tools, real model chains."""
+
+    def model(self, events: Sequence[RunEvent], *, model_name: str, native_tools: bool) -> Model:
+        return ReplayModel.from_events(events, model_name=model_name, native_tools=native_tools)
+
+    def tools(
+        self, events: Sequence[RunEvent], specs: Sequence[Mapping[str, Any]], installed: Mapping[str, Tool]
+    ) -> list[Tool]:
+        return replay_tools(events, specs, installed)
+
+    def models_for(self, settings: Settings, current: ModelFactory) -> ModelFactory:
+        return ModelChains(settings, current.breakers if isinstance(current, ModelChains) else None)
+
+
 def tool_catalog(settings: Settings) -> ToolCatalog:
     database: Path | None = settings.sql_database()
     if database is not None and not database.is_file():
@@ -177,19 +197,59 @@ def build_store(settings: Settings) -> SqlRunStore:
     )
 
 
-def build_service(settings: Settings) -> RunService:
-    return _observed_service(settings)[0]
+def build_service(settings: Settings, *, worker: bool = False) -> RunService:
+    """The run service for these settings. With PostgreSQL and Redis configured it is the
+    scale-out kind: runs go through the queue, live events through Redis Streams; ``worker``
+    builds the one ``agent worker`` runs (see :func:`run_worker`)."""
+    return _observed_service(settings, worker=worker)[0]
 
 
-def _observed_service(settings: Settings) -> tuple[RunService, Telemetry]:
+def _observed_service(settings: Settings, *, worker: bool = False) -> tuple[RunService, Telemetry]:
     prompts_dir = settings.home / "prompts"
     prompts = PromptLibrary(prompts_dir) if prompts_dir.is_dir() else PromptLibrary()
     masking.remember_secrets(os.environ, settings.model_dump(mode="json"))
     store = build_store(settings)
-    service = RunService(settings, store, model_factory(settings), tool_catalog(settings), prompts)
+    if not settings.distributed():
+        service = RunService(
+            settings,
+            store,
+            model_factory(settings),
+            tool_catalog(settings),
+            prompts,
+            replay_parts=ReplayBuilders(),
+        )
+        return service, _observe(service, store, settings)
+    from agentstage.distributed.bus import RedisEventBus
+    from agentstage.distributed.queue import ProcrastinateQueue
+    from agentstage.distributed.worker import InProcessWorker, StallSweeper
+
+    queue = ProcrastinateQueue(settings.store_url())
+    bus = RedisEventBus(
+        settings.redis_url() or "", maxlen=settings.redis.stream_maxlen, ttl=settings.redis.stream_ttl
+    )
+    in_process = None
+    if settings.runtime.execute_in_api and not worker:
+        in_process = InProcessWorker(queue, settings.runtime.worker_concurrency)
+    service = RunService(
+        settings,
+        store,
+        model_factory(settings),
+        tool_catalog(settings),
+        prompts,
+        queue=in_process or queue,
+        bus=bus,
+        sweeper=StallSweeper(store, queue, settings),
+        replay_parts=ReplayBuilders(),
+    )
+    if in_process is not None:
+        in_process.service = service
+    return service, _observe(service, store, settings)
+
+
+def _observe(service: RunService, store: SqlRunStore, settings: Settings) -> Telemetry:
     telemetry = Telemetry(store, settings.tracing, settings.metrics, provider_type=_provider_kinds(settings))
     service.add_sink(telemetry)
-    return service, telemetry
+    return telemetry
 
 
 def _provider_kinds(settings: Settings) -> Callable[[str], str]:
@@ -198,6 +258,19 @@ def _provider_kinds(settings: Settings) -> Callable[[str], str]:
         return provider.type if provider is not None else name
 
     return kind
+
+
+async def run_worker(settings: Settings, concurrency: int, stop: asyncio.Event) -> None:
+    """``agent worker``: execute queued runs until ``stop`` is set, then drain."""
+    if not settings.distributed():
+        raise ConfigError(
+            "agent worker needs the scale-out mode: set store.url to a PostgreSQL URL "
+            "(postgresql+psycopg://…) and redis.url (redis://…), e.g. AGENT_STORE__URL and AGENT_REDIS__URL"
+        )
+    from agentstage.distributed.worker import run_worker as execute
+
+    service = build_service(settings, worker=True)
+    await execute(service, service.queue, concurrency, stop)  # type: ignore[arg-type]
 
 
 async def check_store(settings: Settings) -> None:

@@ -92,6 +92,7 @@ class EventWriter:
         self._pending = Batch()
         self._waiters: dict[str | None, list[asyncio.Future[None]]] = {}
         self._stored_snapshots: set[str] = set()
+        self._fences: dict[str, int] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._probe_task: asyncio.Task[None] | None = None
@@ -126,6 +127,14 @@ class EventWriter:
         if digest not in self._stored_snapshots:
             self._pending.of(run_id).snapshots[digest] = body
             self._wake.set()
+
+    def fence(self, run_id: str, attempt: int) -> None:
+        """Every later write of the run carries ``attempt``; the store refuses it once the run's
+        attempt has moved on (``run_fenced``)."""
+        self._fences[run_id] = attempt
+
+    def unfence(self, run_id: str) -> None:
+        self._fences.pop(run_id, None)
 
     def discard(self, run_id: str) -> None:
         """Drop a run's writes that are not committed yet (its log must not continue after a gap)."""
@@ -172,6 +181,9 @@ class EventWriter:
             self._wake.clear()
             batch, waiters = self._pending, self._waiters
             self._pending, self._waiters = Batch(), {}
+            if self._fences:
+                for run_id, writes in batch.runs.items():
+                    writes.fence = self._fences.get(run_id)
             refused, failure = await self._commit(batch)
             lost: dict[str, StoreError] = (
                 dict.fromkeys(batch.runs, failure) if failure is not None else refused

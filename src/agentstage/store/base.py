@@ -41,6 +41,9 @@ class RunWrites:
     updates: dict[str, Any] = field(default_factory=dict)
     turns: list[ConversationTurn] = field(default_factory=list)
     snapshots: dict[str, dict[str, Any]] = field(default_factory=dict)  # hash -> body
+    # The attempt the writer holds: the store refuses these writes (``run_fenced``) unless the
+    # run's stored attempt is still this one. None: unfenced (the embedded mode, a run's creation).
+    fence: int | None = None
 
     def __bool__(self) -> bool:
         return bool(self.new_run or self.events or self.updates or self.turns or self.snapshots)
@@ -85,6 +88,14 @@ class Batch:
 
     def __bool__(self) -> bool:
         return any(self.runs.values())
+
+
+@dataclass
+class Claim:
+    """The answer to a claim: the run (now ours, at ``record.attempt``), or why not."""
+
+    record: RunRecord | None = None
+    tenant_busy: bool = False  # the run's tenant already has its limit of runs executing
 
 
 class RunStore(Protocol):
@@ -141,7 +152,7 @@ class RunStore(Protocol):
 
     async def cancel_requested(self, run_ids: Sequence[str]) -> set[str]: ...
 
-    async def request_cancel(self, run_id: str) -> None: ...
+    async def request_cancel(self, run_id: str, reason: str = "") -> None: ...
 
     async def create_conversation(self, record: ConversationRecord) -> None: ...
 
@@ -209,6 +220,24 @@ class RunStore(Protocol):
     async def reencrypt(self, progress: Callable[[str, int], None] | None = None) -> RekeyResult:
         """Re-seal every stored value with the current key; resumable, each page commits."""
         ...
+
+    # leases (store/leases.py): which process executes a run, fenced by its attempt -----------------
+
+    async def claim_run(
+        self, run_id: str, worker_id: str, at: datetime, tenant_limit: int | None
+    ) -> Claim: ...
+
+    async def requeue_run(self, run_id: str, attempt: int) -> bool: ...
+
+    async def fence_run(self, run_id: str, attempt: int) -> bool: ...
+
+    async def stalled_runs(self, before: datetime) -> list[RunRecord]: ...
+
+    async def unclaimed_runs(self, before: datetime) -> list[RunRecord]: ...
+
+    async def active_runs(self, tenant: str) -> int: ...
+
+    async def owned_heartbeat(self, run_ids: Sequence[str], worker_id: str, at: datetime) -> None: ...
 
     # spans (observability; store/spans.py) -----------------------------------------------------
 

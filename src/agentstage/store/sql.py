@@ -13,6 +13,7 @@ every key the store's data was sealed with, so a wrong or missing key is one err
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -29,6 +30,7 @@ from sqlalchemy.exc import (
     SQLAlchemyError,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.sql import ColumnElement
 
 from agentstage.core.events import RunEvent
 from agentstage.core.records import (
@@ -43,6 +45,7 @@ from agentstage.errors import ConfigError, StoreError
 from agentstage.store import migrations
 from agentstage.store.base import Batch, RunWrites
 from agentstage.store.crypto import Keyring
+from agentstage.store.leases import LeaseTables, fenced_error
 from agentstage.store.rekey import KeyMaintenance
 from agentstage.store.security import SecurityTables
 from agentstage.store.spans import SpanTables
@@ -60,6 +63,7 @@ from agentstage.store.tables import (
 from agentstage.types import RunStatus
 
 _TERMINAL = [s.value for s in RunStatus if s.terminal]
+CANCEL_CHANNEL = "agentstage_cancel"  # PostgreSQL NOTIFY channel workers listen on for cancels
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -120,9 +124,12 @@ def _event_from_row(row: Row[Any], keys: Keyring) -> RunEvent:
     )
 
 
-class SqlRunStore(KeyMaintenance, SecurityTables, SpanTables):
-    def __init__(self, url: str, *, write_timeout: float = 10.0, keys: Keyring | None = None):
+class SqlRunStore(KeyMaintenance, SecurityTables, LeaseTables, SpanTables):
+    def __init__(
+        self, url: str, *, write_timeout: float = 10.0, keys: Keyring | None = None, pool_size: int = 10
+    ):
         self.url = url
+        self.pool_size = pool_size
         self.is_sqlite = url.startswith("sqlite")
         self.write_timeout = write_timeout
         self.keys = keys or Keyring()
@@ -151,7 +158,7 @@ class SqlRunStore(KeyMaintenance, SecurityTables, SpanTables):
         if self.is_sqlite:
             self._prepare_sqlite_path()
         try:
-            self._engine = create_async_engine(self.url)
+            self._engine = create_async_engine(self.url, **self._engine_options())
         except (SQLAlchemyError, ImportError, ValueError) as error:
             raise ConfigError(f"cannot use store URL {self.url!r}: {error}") from None
         if self.is_sqlite:
@@ -161,6 +168,20 @@ class SqlRunStore(KeyMaintenance, SecurityTables, SpanTables):
             self._write_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agentstage-store")
         await self._migrate()
         await self.check_encryption(register=True)
+
+    def _engine_options(self) -> dict[str, Any]:
+        """PostgreSQL (psycopg 3): a pool that checks each connection before use, so a server
+        restart costs the connections it cut and nothing else; statements cannot hang forever."""
+        if self.is_sqlite:
+            return {}
+        return {
+            "pool_size": self.pool_size,
+            "max_overflow": self.pool_size * 2,
+            "pool_pre_ping": True,
+            "pool_recycle": 1800,
+            "pool_timeout": max(self.write_timeout, 1.0),
+            "connect_args": {"connect_timeout": max(int(self.write_timeout), 2)},
+        }
 
     def _prepare_sqlite_path(self) -> None:
         path = self.url.split("///", 1)[-1]
@@ -222,9 +243,11 @@ class SqlRunStore(KeyMaintenance, SecurityTables, SpanTables):
         parts = [writes for writes in batch.runs.values() if writes]
         try:
             async with self.engine.begin() as connection:
+                fenced = await _fenced(connection, parts)
                 for writes in parts:
-                    await _write_run(connection, writes, self.keys)
-            return {}
+                    if writes.run_id not in fenced:
+                        await _write_run(connection, writes, self.keys)
+            return fenced
         except SQLAlchemyError as error:
             failure = _classify(error)
             if failure.code != "store_write_failed":
@@ -236,7 +259,10 @@ class SqlRunStore(KeyMaintenance, SecurityTables, SpanTables):
         refused: dict[str, StoreError] = {}
         try:
             async with self.engine.begin() as connection:
+                refused.update(await _fenced(connection, parts))
                 for writes in parts:
+                    if writes.run_id in refused:
+                        continue
                     try:
                         async with connection.begin_nested():
                             await _write_run(connection, writes, self.keys)
@@ -395,9 +421,22 @@ class SqlRunStore(KeyMaintenance, SecurityTables, SpanTables):
         async with self.engine.connect() as connection:
             return {row[0] for row in await connection.execute(query)}
 
-    async def request_cancel(self, run_id: str) -> None:
+    async def request_cancel(self, run_id: str, reason: str = "") -> None:
+        """Record the cancel on the run's row (it survives any lost signal); on PostgreSQL, also
+        notify listening workers when it commits, so the one executing the run stops at once."""
         async with self.engine.begin() as connection:
             await connection.execute(update(runs).where(runs.c.id == run_id).values(cancel_requested=True))
+            if not self.is_sqlite:
+                payload = json.dumps({"run_id": run_id, "reason": reason})
+                await connection.execute(
+                    text("SELECT pg_notify(:channel, :payload)"),
+                    {"channel": CANCEL_CHANNEL, "payload": payload},
+                )
+
+    async def runs_where(self, condition: ColumnElement[bool]) -> list[RunRecord]:
+        async with self.engine.connect() as connection:
+            rows = (await connection.execute(_RUN_SELECT.where(condition))).all()
+        return [_run_from_row(row, self.keys) for row in rows]
 
     async def create_conversation(self, record: ConversationRecord) -> None:
         async with self.engine.begin() as connection:
@@ -555,9 +594,26 @@ def _classify(error: SQLAlchemyError) -> StoreError:
         isinstance(error, OperationalError | DBAPIError) and getattr(error, "connection_invalidated", False)
     ):
         return StoreError(f"the store cannot be reached: {text_}", code="store_unavailable", retry_after=1.0)
-    if isinstance(error, OperationalError) and (sqlstate or "").startswith(("08", "57", "40", "55")):
+    # No SQLSTATE: the server could not be reached or cut the connection (a restart, a crash).
+    if isinstance(error, OperationalError) and (
+        sqlstate is None or sqlstate.startswith(("08", "57", "40", "55"))
+    ):
         return StoreError(f"the store is busy or gone: {text_}", code="store_unavailable", retry_after=1.0)
     return StoreError(f"the store refused this run's data: {type(error).__name__}: {text_}")
+
+
+async def _fenced(connection: AsyncConnection, parts: list[RunWrites]) -> dict[str, StoreError]:
+    """Lock the rows of the fenced runs in the batch and name those whose attempt moved on."""
+    fences = {w.run_id: w.fence for w in parts if w.fence is not None}
+    if not fences:
+        return {}
+    query = select(runs.c.id, runs.c.attempt).where(runs.c.id.in_(list(fences))).with_for_update()
+    attempts = {row.id: int(row.attempt) for row in await connection.execute(query)}
+    return {
+        run_id: fenced_error(run_id, fence, attempts.get(run_id))
+        for run_id, fence in fences.items()
+        if attempts.get(run_id) != fence
+    }
 
 
 async def _write_run(connection: AsyncConnection, writes: RunWrites, keys: Keyring) -> None:

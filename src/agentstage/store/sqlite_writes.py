@@ -26,6 +26,7 @@ from agentstage.core.records import SpanRecord
 from agentstage.errors import StoreError
 from agentstage.store.base import Batch, RunWrites
 from agentstage.store.crypto import Keyring
+from agentstage.store.leases import fenced_error
 from agentstage.store.spans import sqlite_insert_spans
 from agentstage.store.tables import conversation_messages, run_events, runs, snapshots, store_probe
 
@@ -122,16 +123,27 @@ class SqliteWrites:
         parts = [writes for writes in batch.runs.values() if writes]
         if not parts:
             return {}
+        fenced: dict[str, StoreError] = {}
+
+        def write_all(connection: sqlite3.Connection) -> None:
+            fenced.update(_fenced(connection, parts))
+            self._write_all(connection, [w for w in parts if w.run_id not in fenced])
+
         try:
-            self._transaction(lambda c: self._write_all(c, parts))
-            return {}
+            self._transaction(write_all)
+            return fenced
         except (sqlite3.Error, ValueError, TypeError, OverflowError) as error:
             failure = self.classify(error)
             if failure.code != "store_write_failed":
                 raise failure from None
         refused: dict[str, StoreError] = {}
+
+        def write_each(connection: sqlite3.Connection) -> None:
+            refused.update(_fenced(connection, parts))
+            self._write_each(connection, [w for w in parts if w.run_id not in refused], refused)
+
         try:
-            self._transaction(lambda c: self._write_each(c, parts, refused))
+            self._transaction(write_each)
         except (sqlite3.Error, ValueError, TypeError, OverflowError) as error:
             raise self.classify(error) from None
         return refused
@@ -224,6 +236,21 @@ class SqliteWrites:
             return shutil.disk_usage(self.path.parent).free
         except OSError:
             return 0
+
+
+def _fenced(connection: sqlite3.Connection, parts: list[RunWrites]) -> dict[str, StoreError]:
+    """The fenced runs whose stored attempt moved on (the write lock is already held)."""
+    fences = {w.run_id: w.fence for w in parts if w.fence is not None}
+    if not fences:
+        return {}
+    marks = ", ".join("?" * len(fences))
+    rows = connection.execute(f"SELECT id, attempt FROM runs WHERE id IN ({marks})", list(fences)).fetchall()
+    attempts = {run_id: int(attempt) for run_id, attempt in rows}
+    return {
+        run_id: fenced_error(run_id, fence, attempts.get(run_id))
+        for run_id, fence in fences.items()
+        if attempts.get(run_id) != fence
+    }
 
 
 def _errno(error: BaseException) -> int | None:

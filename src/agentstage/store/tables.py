@@ -49,10 +49,14 @@ runs = Table(
     Column("snapshot_hash", String(64)),
     Column("metrics", JSON, nullable=False, default=dict),
     Column("tenant", String(64), nullable=False, default="default"),
+    Column("attempt", Integer, nullable=False, default=1),
+    Column("replay_of", String(36)),
     Index("ix_runs_status_created", "status", "created_at"),
     Index("ix_runs_created", "created_at"),
     Index("ix_runs_tenant_created", "tenant", "created_at"),
     Index("ix_runs_conversation", "conversation_id"),
+    Index("ix_runs_tenant_status", "tenant", "status"),
+    Index("ix_runs_replay_of", "replay_of"),
 )
 
 run_events = Table(

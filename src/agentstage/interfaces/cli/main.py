@@ -16,12 +16,15 @@ from agentstage.interfaces.cli import (
     debug,
     guard,
     keys,
+    replay,
     run,
     runs,
     serve,
+    snapshot,
     store,
     tools,
     trace,
+    worker,
 )
 from agentstage.interfaces.cli import eval as eval_cli
 from agentstage.interfaces.cli.common import HELP_OPTIONS
@@ -68,10 +71,13 @@ app.add_typer(config.config_app, name="config")
 app.add_typer(config.profile_app, name="profile")
 app.add_typer(tools.app, name="tool")
 app.command("serve", short_help="Serve the HTTP API (REST, SSE, WebSocket); docs at /docs.")(serve.serve)
+app.command("worker", short_help="Execute queued runs from the shared store (scale-out).")(worker.worker)
 app.add_typer(keys.app, name="keys")
 app.add_typer(audit.app, name="audit")
 app.add_typer(eval_cli.app, name="eval")
 app.add_typer(store.app, name="store")
+app.add_typer(snapshot.app, name="snapshot")
+app.command("replay")(replay.replay)
 
 
 def entry() -> None:

@@ -88,6 +88,14 @@ def serve(
     no_http: Annotated[
         bool, typer.Option("--no-http", help="Serve gRPC only (needs --grpc-port or grpc.port).")
     ] = False,
+    execute: Annotated[
+        bool,
+        typer.Option(
+            "--execute",
+            help="With PostgreSQL and Redis (scale-out), also execute queued runs in this process; "
+            "without it, runs go to `agent worker` processes. The embedded mode always executes.",
+        ),
+    ] = False,
     reload: Annotated[
         bool, typer.Option("--reload", help="Restart when the code changes (for development; one worker).")
     ] = False,
@@ -107,6 +115,8 @@ def serve(
     if reload and (workers > 1 or no_http):
         fail("--reload restarts one HTTP worker; leave out --workers and --no-http")
     settings = load_settings()
+    if execute:
+        os.environ["AGENT_RUNTIME__EXECUTE_IN_API"] = "true"  # reaches every server process
     grpc_port = settings.grpc.port if grpc_port is None else grpc_port
     if no_http and grpc_port is None:
         fail("--no-http serves gRPC only: give --grpc-port PORT (or set grpc.port)")
@@ -134,19 +144,22 @@ def serve(
     auth = "API keys" if not auth_off else "OFF (http.auth = off; local use only)"
     if tls_client_ca is not None:
         auth += " + client certificates"
+    store = _masked(settings.store_url())
+    if settings.distributed():
+        store += " · runs: " + (
+            "queued, executed here and by workers" if execute else "queued for `agent worker`"
+        )
     if not no_http:
         check_port(host, port)
         url = f"{scheme}://{host}:{port}"
         reloading = " · reloading when the code changes" if reload else ""
         typer.secho(
-            f"agentstage serving on {url} · docs {url}/docs · auth: {auth} · store: {settings.store_url()}"
-            f"{reloading}",
+            f"agentstage serving on {url} · docs {url}/docs · auth: {auth} · store: {store}{reloading}",
             err=True,
         )
     if grpc_port is not None:
         typer.secho(
-            f"agentstage serving gRPC on {grpc_host}:{grpc_port} · auth: {_grpc_auth(settings)}"
-            f" · store: {settings.store_url()}",
+            f"agentstage serving gRPC on {grpc_host}:{grpc_port} · auth: {_grpc_auth(settings)} · store: {store}",
             err=True,
         )
     from agentstage.runtime.wiring import prepare_metrics
@@ -173,6 +186,15 @@ def serve(
     finally:
         if model_host is not None:
             model_host.stop()
+
+
+def _masked(url: str) -> str:
+    """A store URL without its password (it is printed)."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, place = rest.rpartition("@")
+    if not at or ":" not in credentials:
+        return url
+    return f"{scheme}{sep}{credentials.split(':', 1)[0]}:***@{place}"
 
 
 def _grpc_environment(host: str | None, grpc_port: int, workers: int) -> None:

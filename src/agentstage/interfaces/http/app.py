@@ -36,6 +36,7 @@ from agentstage.interfaces.http.routes import (
     health,
     metrics,
     runs,
+    snapshots,
     tools,
 )
 from agentstage.runtime.wiring import Services, build_services, configure_logging
@@ -115,7 +116,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         dependencies=[Depends(listed_route)],
     )
     app.state.runtime = rt
-    for module in (runs, alias, conversations, tools, config, audit, health, metrics):
+    for module in (runs, alias, snapshots, conversations, tools, config, audit, health, metrics):
         app.include_router(module.router)
     app.include_router(ws.router)
     errors.install(app)

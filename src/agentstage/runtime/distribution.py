@@ -1,0 +1,52 @@
+"""What the run service needs from the scale-out parts: a queue of runs and a live event bus.
+
+The embedded mode has neither: runs execute in the process that accepted them and followers are
+fed in memory. With PostgreSQL and Redis (``agent serve`` + ``agent worker``), ``runtime/wiring.py``
+hands the service a :class:`RunQueue` (queued runs go to whichever worker claims them) and an
+:class:`EventBus` (committed events reach whichever API process a client is connected to). Both are
+implemented in ``agentstage.distributed``; the service sees only these protocols.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from agentstage.core.events import RunEvent
+from agentstage.core.records import RunRecord
+from agentstage.runtime.sinks import EventSink
+
+
+class TenantBusy(Exception):
+    """The run's tenant already has its limit of runs executing: the queue offers it again later."""
+
+
+class RunQueue(Protocol):
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def enqueue(self, record: RunRecord) -> None:
+        """Hand a durably queued run to the workers. Enqueuing a run twice is harmless."""
+        ...
+
+
+class EventBus(Protocol):
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def publisher(self) -> EventSink:
+        """The sink that appends this process's committed events to the bus (after the store)."""
+        ...
+
+    async def tail(self, run_id: str, after: int, wait: float) -> list[RunEvent] | None:
+        """Events of the run after seq ``after`` as they arrive, waiting up to ``wait`` seconds for
+        the first; [] if none came, None if the bus cannot be reached (read the store instead).
+        What the bus holds may have gaps (it is not the source of truth): callers check seqs."""
+        ...
+
+
+class Sweeper(Protocol):
+    async def sweep(self, *, at_startup: bool) -> list[str]:
+        """Find runs whose executor is gone and end (or requeue) them; return their ids."""
+        ...

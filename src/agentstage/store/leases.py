@@ -1,0 +1,152 @@
+"""Who executes a run, and the attempt number that fences every write of it.
+
+In the scale-out mode an API process records a run as ``queued`` with no owner; a worker claims it
+(``worker_id`` set, in one conditional UPDATE, so exactly one claim wins), heartbeats it, and writes
+its events with ``fence = attempt``. Whoever takes a run away from a worker (a requeue after a lost
+heartbeat, a ``worker_lost`` ending) first bumps ``attempt``: from that commit on, the store refuses
+every write the old worker still makes (``run_fenced``), so a worker that wakes from a pause cannot
+append a single event to a run that moved on. Kept apart from the write path so ``sql.py`` stays
+about writing; ``SqlRunStore`` inherits these methods.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, func, select, text, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql import ColumnElement
+
+from agentstage.core.records import RunRecord
+from agentstage.errors import StoreError
+from agentstage.store.base import Claim
+from agentstage.store.tables import runs
+from agentstage.types import RunStatus
+
+_ACTIVE = [RunStatus.QUEUED.value, RunStatus.RUNNING.value]
+
+
+def fenced_error(run_id: str, fence: int, attempt: int | None) -> StoreError:
+    where = "it no longer exists" if attempt is None else f"it is at attempt {attempt} now"
+    return StoreError(
+        f"run {run_id!r}: a write of attempt {fence} was refused because {where}; this process no "
+        "longer executes it",
+        code="run_fenced",
+        details={"fence": fence, "attempt": attempt},
+    )
+
+
+class LeaseTables:
+    """Mixed into the SQL store; ``engine`` is the store's async engine."""
+
+    is_sqlite: bool
+
+    @property
+    def engine(self) -> AsyncEngine:
+        raise NotImplementedError
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        raise NotImplementedError
+
+    async def runs_where(self, condition: ColumnElement[bool]) -> list[RunRecord]:
+        raise NotImplementedError
+
+    async def claim_run(self, run_id: str, worker_id: str, at: datetime, tenant_limit: int | None) -> Claim:
+        """Make ``worker_id`` the run's executor if nobody is and it has not ended.
+
+        With ``tenant_limit``, the claim also needs the run's tenant to have fewer runs executing
+        than that; claims of one tenant are serialised (an advisory lock on PostgreSQL, the
+        database lock on SQLite) so two workers cannot both take the last slot."""
+        async with self.engine.begin() as connection:
+            row = (
+                await connection.execute(
+                    select(runs.c.tenant, runs.c.status, runs.c.worker_id).where(runs.c.id == run_id)
+                )
+            ).first()
+            if row is None or row.status not in _ACTIVE or row.worker_id is not None:
+                return Claim()
+            if tenant_limit is not None:
+                if not self.is_sqlite:
+                    await connection.execute(
+                        text("SELECT pg_advisory_xact_lock(hashtext(:tenant))"), {"tenant": row.tenant}
+                    )
+                executing = (
+                    await connection.execute(
+                        select(func.count())
+                        .select_from(runs)
+                        .where(
+                            runs.c.tenant == row.tenant,
+                            runs.c.status.in_(_ACTIVE),
+                            runs.c.worker_id.is_not(None),
+                        )
+                    )
+                ).scalar_one()
+                if int(executing) >= tenant_limit:
+                    return Claim(tenant_busy=True)
+            claimed = await connection.execute(
+                update(runs)
+                .where(runs.c.id == run_id, runs.c.worker_id.is_(None), runs.c.status.in_(_ACTIVE))
+                .values(worker_id=worker_id, heartbeat_at=at)
+            )
+            if not claimed.rowcount:
+                return Claim()
+        return Claim(record=await self.get_run(run_id))
+
+    async def requeue_run(self, run_id: str, attempt: int) -> bool:
+        """Take the run from whoever holds ``attempt`` and make it claimable as the next attempt."""
+        return await self._bump(
+            run_id, attempt, worker_id=None, status=RunStatus.QUEUED.value, cancel_requested=False
+        )
+
+    async def fence_run(self, run_id: str, attempt: int) -> bool:
+        """Bump the run's attempt (if it is still ``attempt``): the old holder's writes are refused."""
+        return await self._bump(run_id, attempt)
+
+    async def _bump(self, run_id: str, attempt: int, **values: Any) -> bool:
+        async with self.engine.begin() as connection:
+            result = await connection.execute(
+                update(runs)
+                .where(runs.c.id == run_id, runs.c.attempt == attempt, runs.c.status.in_(_ACTIVE))
+                .values(attempt=runs.c.attempt + 1, **values)
+            )
+        return bool(result.rowcount)
+
+    async def stalled_runs(self, before: datetime) -> list[RunRecord]:
+        """Claimed runs whose executor has not heartbeat since ``before``."""
+        return await self.runs_where(
+            and_(
+                runs.c.status.in_(_ACTIVE),
+                runs.c.worker_id.is_not(None),
+                runs.c.heartbeat_at < before,
+            )
+        )
+
+    async def unclaimed_runs(self, before: datetime) -> list[RunRecord]:
+        """Queued runs nobody has claimed, created before ``before`` (their job may be missing)."""
+        return await self.runs_where(
+            and_(
+                runs.c.status == RunStatus.QUEUED.value,
+                runs.c.worker_id.is_(None),
+                runs.c.created_at < before,
+            )
+        )
+
+    async def active_runs(self, tenant: str) -> int:
+        query = (
+            select(func.count()).select_from(runs).where(runs.c.tenant == tenant, runs.c.status.in_(_ACTIVE))
+        )
+        async with self.engine.connect() as connection:
+            return int((await connection.execute(query)).scalar_one())
+
+    async def owned_heartbeat(self, run_ids: Sequence[str], worker_id: str, at: datetime) -> None:
+        """Heartbeat only the runs still ours: a run taken away is never kept alive by its old owner."""
+        if not run_ids:
+            return
+        async with self.engine.begin() as connection:
+            await connection.execute(
+                update(runs)
+                .where(runs.c.id.in_(list(run_ids)), runs.c.worker_id == worker_id)
+                .values(heartbeat_at=at)
+            )

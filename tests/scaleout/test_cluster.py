@@ -1,0 +1,266 @@
+"""The scale-out checks through real processes: 2 API processes + 2 workers behind nginx, a
+private PostgreSQL and Redis, the scripted provider streaming slowly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import statistics
+import time
+from typing import Any
+
+import httpx
+from tests.scaleout.conftest import API, Client, Running, in_thread
+
+
+def seqs(events: list[dict[str, Any]]) -> list[int]:
+    return [int(event["id"]) for event in events]
+
+
+def test_a_run_started_on_one_node_streams_and_resumes_exactly_on_the_other(cluster: Running) -> None:
+    a, b = cluster.api(0), cluster.api(1)
+    run_id = a.start("slow, please")
+    first = b.events(run_id, until=5)
+    assert seqs(first) == [1, 2, 3, 4, 5]
+    second = b.events(run_id, last_event_id=5, until=12)  # reconnect with Last-Event-ID
+    rest = a.events(run_id, after=12)  # and once more, through the other node
+    whole = first + second + rest
+    assert seqs(whole) == list(range(1, len(whole) + 1))
+    assert whole[-1]["event"] == "run.completed"
+    assert [s for s, _ in cluster.log_of(run_id)] == seqs(whole)
+    assert b.status(run_id)["output"].startswith("s0 s1 s2")
+
+
+def test_a_finished_run_replays_identically_from_every_node(cluster: Running) -> None:
+    run_id = cluster.api(0).start("brief")
+    cluster.api(0).wait(run_id)
+    logs = [client.events(run_id) for client in (cluster.api(0), cluster.api(1), cluster.nginx)]
+    assert logs[0] == logs[1] == logs[2] and logs[0][-1]["event"] == "run.completed"
+
+
+def test_cancel_on_one_node_stops_the_run_on_whichever_worker_runs_it(cluster: Running) -> None:
+    a, b = cluster.api(0), cluster.api(1)
+    latencies = []
+    for _ in range(20):
+        run_id = b.start("long")
+        cluster.worker_of(run_id)
+        stream, got = in_thread(lambda rid=run_id: b.events(rid))
+        time.sleep(0.1)
+        sent = time.perf_counter()
+        with a.http() as client:
+            answer = client.delete(f"{API}/cancel/{run_id}")
+        assert answer.status_code == 202, answer.text
+        stream.join(timeout=30)
+        latencies.append(time.perf_counter() - sent)
+        events = got[0]
+        assert events[-1]["event"] == "run.cancelled"
+        assert seqs(events) == list(range(1, len(events) + 1))
+        assert b.status(run_id)["status"] == "cancelled"
+    latencies.sort()
+    p99 = latencies[int(0.99 * (len(latencies) - 1))]
+    print(f"cancel across nodes: p50 {statistics.median(latencies) * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms")
+    # The aim (p99 < 100 ms) is measured by benchmarks/scale_out.py; here: well under a heartbeat,
+    # i.e. the cancel travelled by notification, not by the durable flag's polling.
+    assert p99 < cluster_heartbeat_bound()
+
+
+def cluster_heartbeat_bound() -> float:
+    return 1.0
+
+
+def test_a_cancelled_queued_run_never_starts(cluster: Running) -> None:
+    client = Client(cluster.nginx.url, cluster.limited_key)
+    holders = [client.start("long") for _ in range(2)]  # the tenant's 2 slots are taken
+    queued = client.start("brief")
+    time.sleep(0.5)
+    assert client.status(queued)["status"] == "queued"
+    with client.http() as http:
+        assert http.delete(f"{API}/cancel/{queued}").status_code == 202
+        for run_id in holders:
+            http.delete(f"{API}/cancel/{run_id}")
+    assert client.wait(queued)["status"] == "cancelled"
+    assert [kind for _, kind in cluster.log_of(queued)] == ["run.queued", "run.cancelled"]
+    for run_id in holders:
+        assert client.wait(run_id)["status"] == "cancelled"
+
+
+def test_a_tenant_limited_to_two_never_has_more_than_two_running(cluster: Running) -> None:
+    client = Client(cluster.nginx.url, cluster.limited_key)
+    with client.http() as http:
+        answer = http.post(f"{API}/batch", json={"inputs": ["brief"] * 50, "parallel": 32})
+    assert answer.status_code == 202, answer.text
+    run_ids = answer.json()["run_ids"]
+    most = 0
+    deadline = time.monotonic() + 180
+    while True:
+        row = cluster.sql(
+            "SELECT count(*) FILTER (WHERE status = 'running' OR (status = 'queued' AND worker_id IS NOT NULL)),"
+            " count(*) FILTER (WHERE status IN ('queued', 'running')) FROM runs WHERE tenant = 'limited'"
+        )
+        executing, unfinished = (int(x) for x in row.split("|"))
+        most = max(most, executing)
+        if unfinished == 0:
+            break
+        assert time.monotonic() < deadline, f"{unfinished} runs still unfinished"
+        time.sleep(0.02)
+    assert most == 2
+    statuses = {client.status(run_id)["status"] for run_id in run_ids}
+    assert statuses == {"completed"}
+
+
+def test_two_messages_at_once_to_one_conversation_through_two_nodes_run_in_order(cluster: Running) -> None:
+    a, b = cluster.api(0), cluster.api(1)
+    with a.http() as client:
+        conversation = client.post("/api/v1/conversations", json={"title": "two at once"}).json()["id"]
+
+    def send(node: Client, text: str) -> dict[str, Any]:
+        with node.http() as client:
+            answer = client.post(f"/api/v1/conversations/{conversation}/messages", json={"input": text})
+        assert answer.status_code == 200, answer.text
+        return dict(answer.json())
+
+    first, got_first = in_thread(send, a, "slow: first message")
+    time.sleep(0.05)
+    second, got_second = in_thread(send, b, "brief: second message")
+    first.join(60)
+    second.join(60)
+    assert got_first[0]["status"] == got_second[0]["status"] == "completed"
+    with b.http() as client:
+        history = client.get(f"/api/v1/conversations/{conversation}/history").json()["messages"]
+    assert [m["content"] for m in history if m["role"] == "user"] == [
+        "slow: first message",
+        "brief: second message",
+    ]
+    assert [m["role"] for m in history] == ["user", "assistant", "user", "assistant"]
+    runs = [got_first[0]["run_id"], got_second[0]["run_id"]]
+    started = [cluster.sql(f"SELECT started_at FROM runs WHERE id = '{r}'") for r in runs]
+    finished_first = cluster.sql(f"SELECT finished_at FROM runs WHERE id = '{runs[0]}'")
+    assert finished_first <= started[1]  # one after the other, never overlapping
+
+
+def test_redis_restart_and_a_database_crash_mid_stream_lose_nothing(cluster: Running) -> None:
+    b = cluster.api(1)
+    for disrupt in (cluster.cluster.redis.restart, cluster.cluster.postgres.restart_immediate):
+        run_id = cluster.api(0).start("long" if disrupt is not cluster.cluster.redis.restart else "slow")
+        head = b.events(run_id, until=4)
+        stream, got = in_thread(lambda rid=run_id: b.events(rid, after=4))
+        time.sleep(0.3)
+        disrupt()
+        stream.join(timeout=90)
+        events = head + got[0]
+        assert seqs(events) == list(range(1, len(events) + 1)), disrupt
+        assert events[-1]["event"] == "run.completed", events[-1]["data"]["data"]
+        assert [s for s, _ in cluster.log_of(run_id)] == seqs(events)
+
+
+def test_a_killed_worker_fails_its_run_worker_lost_or_requeues_an_idempotent_one(cluster: Running) -> None:
+    a = cluster.api(0)
+    plain = a.start("long")
+    victim = cluster.worker_of(plain)
+    idempotent = a.start("long", options={"idempotent": True})
+    deadline = time.monotonic() + 30
+    while cluster.sql(f"SELECT worker_id FROM runs WHERE id = '{idempotent}'").rpartition(":")[2] != str(
+        victim.pid
+    ):
+        # put the idempotent run on the same worker: cancel it and try again until it lands there
+        assert time.monotonic() < deadline
+        if cluster.sql(f"SELECT status FROM runs WHERE id = '{idempotent}'") == "running":
+            with a.http() as client:
+                client.delete(f"{API}/cancel/{idempotent}")
+            idempotent = a.start("long", options={"idempotent": True})
+        time.sleep(0.05)
+    cluster.worker_of(idempotent)
+    os.kill(victim.pid, signal.SIGKILL)
+    ended = a.wait(plain, timeout=60)
+    assert ended["status"] == "failed" and ended["error"]["code"] == "worker_lost"
+    log = cluster.log_of(plain)
+    assert [s for s, _ in log] == list(range(1, len(log) + 1)) and log[-1][1] == "run.failed"
+    again = a.wait(idempotent, timeout=90)
+    assert again["status"] == "completed", again
+    assert cluster.sql(f"SELECT attempt FROM runs WHERE id = '{idempotent}'") == "2"
+    log = cluster.log_of(idempotent)
+    assert [s for s, _ in log] == list(range(1, len(log) + 1))
+    assert [kind for _, kind in log].count("run.started") == 2 and log[-1][1] == "run.completed"
+    cluster.replace(victim)
+
+
+def test_a_paused_worker_cannot_write_into_a_run_that_moved_on(cluster: Running) -> None:
+    a = cluster.api(0)
+    run_id = a.start("long", options={"idempotent": True})
+    paused = cluster.worker_of(run_id)
+    time.sleep(0.5)
+    before = cluster.log_of(run_id)
+    paused.signal(signal.SIGSTOP)
+    try:
+        deadline = time.monotonic() + 60
+        while cluster.sql(f"SELECT attempt FROM runs WHERE id = '{run_id}'") != "2":
+            assert time.monotonic() < deadline, "the paused worker's run was never requeued"
+            time.sleep(0.1)
+        resumed_log = cluster.log_of(run_id)
+        paused.signal(signal.SIGCONT)
+        ended = a.wait(run_id, timeout=90)
+    finally:
+        paused.signal(signal.SIGCONT)
+    assert ended["status"] == "completed"
+    log = cluster.log_of(run_id)
+    assert [s for s, _ in log] == list(range(1, len(log) + 1))
+    assert log[: len(resumed_log)] == resumed_log and len(before) <= len(resumed_log)
+    assert [kind for _, kind in log].count("run.started") == 2
+    deadline = time.monotonic() + 20
+    while "was refused because it is at attempt" not in paused.log():
+        assert time.monotonic() < deadline, paused.log()[-3000:]
+        time.sleep(0.1)
+    cluster.replace(paused)
+
+
+def test_a_client_whose_api_node_dies_reconnects_through_nginx_without_a_gap(cluster: Running) -> None:
+    run_id = cluster.nginx.start("long")
+    cluster.worker_of(run_id)
+    collected: list[list[dict[str, Any]]] = [[] for _ in range(4)]
+    broken = [False] * 4
+
+    def follow(index: int) -> None:
+        headers = dict(cluster.nginx.headers)
+        try:
+            with httpx.Client(base_url=cluster.nginx.url, headers=headers, timeout=60) as client:
+                with client.stream("GET", f"{API}/runs/{run_id}/events") as answer:
+                    from tests.scaleout.conftest import sse
+
+                    for event in sse(answer.iter_lines()):
+                        collected[index].append(event)
+                        if event["event"] == "run.completed":
+                            return
+        except httpx.HTTPError:
+            pass
+        broken[index] = True
+        last = int(collected[index][-1]["id"]) if collected[index] else 0
+        collected[index] += cluster.nginx.events(run_id, last_event_id=last)
+
+    threads = []
+    for index in range(4):  # round-robin: two on each API node
+        threads.append(in_thread(follow, index)[0])
+        time.sleep(0.2)
+    time.sleep(1.0)
+    victim = cluster.cluster.apis[0]
+    os.kill(victim.pid, signal.SIGKILL)
+    for thread in threads:
+        thread.join(timeout=90)
+    assert any(broken)
+    for events in collected:
+        assert seqs(events) == list(range(1, len(events) + 1))
+        assert events[-1]["event"] == "run.completed"
+    victim.process = None
+    victim.start()
+    cluster.cluster.wait_ready()
+
+
+def test_a_stopping_worker_drains_then_cancels_with_reason_shutdown(cluster: Running) -> None:
+    run_id = cluster.api(1).start("long")
+    worker = cluster.worker_of(run_id)
+    worker.signal(signal.SIGTERM)
+    ended = cluster.api(1).wait(run_id, timeout=60)
+    assert ended["status"] == "cancelled"
+    events = cluster.api(0).events(run_id)
+    assert events[-1]["data"]["data"]["reason"] == "shutdown"
+    assert worker.process is not None and worker.process.wait(timeout=30) == 0
+    cluster.replace(worker)
