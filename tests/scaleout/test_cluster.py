@@ -249,6 +249,8 @@ def test_a_client_whose_api_node_dies_reconnects_through_nginx_without_a_gap(clu
     for events in collected:
         assert seqs(events) == list(range(1, len(events) + 1))
         assert events[-1]["event"] == "run.completed"
+    assert victim.process is not None
+    victim.process.wait(timeout=30)  # reap it: the node is started again below
     victim.process = None
     victim.start()
     cluster.cluster.wait_ready()
