@@ -12,13 +12,17 @@ from typing import Any
 
 import pytest
 
+from agentstage.core.orchestrators.routing import routed_tools
+from agentstage.core.tools import Toolset
 from agentstage.errors import ConfigError, ConflictError, NotFoundError
 from agentstage.runtime.conversations import ConversationService
 from agentstage.runtime.requests import RunRequest
 from agentstage.runtime.service import RunService
 from agentstage.runtime.snapshot_file import content_hash
 from agentstage.runtime.wiring import build_service
+from agentstage.tools.replay import replay_tools
 from agentstage.types import RunStatus
+from conftest import make_settings, scripted_config
 
 from .conftest import (
     ANSWER,
@@ -292,3 +296,39 @@ async def test_replay_is_refused_for_unknown_running_and_other_tenants_runs(
     assert queued.value.code == "run_not_finished" and "still queued" in queued.value.message
     assert unstarted.value.code == "run_not_started" and "has not started" in unstarted.value.message
     assert unknown.value.code == foreign.value.code == "run_not_found"
+
+
+async def test_a_json_action_run_the_router_sent_to_sql_replays_exactly(home: Path, tmp_path: Path) -> None:
+    """A small model's react run over the bundled sales data: the question's words route it to
+    sql.query, so the prompt lists that tool alone; the replay must route it the same way."""
+    query = "SELECT c.region, count(*) AS n FROM customers c GROUP BY c.region ORDER BY n DESC LIMIT 1"
+    script = {
+        "native_tools": False,
+        "responses": [
+            {"json": {"tool": "sql.query", "arguments": {"query": query}}},
+            {"json": {"answer": "That region has the most customers."}},
+        ],
+    }
+    settings = make_settings(home, scripted_config(script, tools={"sql_timeout": 60, "call_timeout": 120}))
+    async with build_service(settings) as service:
+        original = await service.run(RunRequest(input="Which region has the most customers?", mode="react"))
+        snapshot = await service.snapshots.show(original.id)
+        replayed = await replay(service, original.id)
+        a, b = await service.events(original.id), await service.events(replayed.id)
+    assert original.status == RunStatus.COMPLETED, original.error_message
+    system = next(e for e in a if e.type == "model.request").data["messages"][0]["content"]
+    assert "sql.query" in system and "math.calculate" not in system  # routed: one tool shown
+    tools = {t["id"]: t for t in snapshot["tools"]}
+    assert {"region", "customer"} <= set(tools["sql.query:v1"]["keywords"])
+    assert replayed.status == RunStatus.COMPLETED, replayed.error_message
+    assert replayed.output == original.output and types(a) == types(b) and tool_calls(a) == tool_calls(b)
+
+
+def test_a_replaying_tool_is_routed_to_by_its_recorded_keywords() -> None:
+    """A tool that is no longer installed has no guide to ask: the snapshot's keywords route."""
+    spec = {"name": "crm.lookup", "version": "v2", "category": "data", "parameters": {"type": "object"},
+            "keywords": ["invoice", "customer"]}  # fmt: skip
+    [recorded] = replay_tools([], [spec])
+    [unrecorded] = replay_tools([], [{k: v for k, v in spec.items() if k != "keywords"}])
+    assert routed_tools("Find the invoice of Ada", Toolset([recorded])) == ["crm.lookup"]
+    assert routed_tools("Find the invoice of Ada", Toolset([unrecorded])) == []

@@ -86,7 +86,14 @@ def render_tree(roots: list[SpanNode], *, all_attributes: bool = False) -> Any:
 
 @app.command("show")
 def show(
-    run_id: Annotated[str, typer.Argument(help="The run whose trace to show.", show_default=False)],
+    run_id: Annotated[
+        str,
+        typer.Argument(
+            metavar="RUN",
+            help="The run whose trace to show: its id, a unique start of it, or 'last'.",
+            show_default=False,
+        ),
+    ],
     attributes: Annotated[
         bool, typer.Option("--attributes", "-a", help="Show every attribute and span event.")
     ] = False,
@@ -100,8 +107,10 @@ def show(
     from rich.console import Console
 
     async def fetch() -> list[SpanNode]:
+        from agentstage.interfaces.cli.runs import resolve_run
+
         async with open_services() as services:
-            return await services.traces.tree(run_id)
+            return await services.traces.tree((await resolve_run(services.runs, run_id)).id)
 
     roots = run_command(fetch)
     if as_json:
