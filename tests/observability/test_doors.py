@@ -149,6 +149,12 @@ def test_every_door_makes_the_same_trace_and_the_same_snapshot(server: Any, tmp_
     assert doors["http"] == "http" and doors["grpc"] == "grpc" and doors["cli"] == "cli"
     assert doors["websocket"] == "websocket" and doors["sdk"] == "sdk" and doors["eval"] == "eval"
 
+    with server.client() as client:
+        scraped = client.get("/metrics").text
+    rate = 'agent_llm_output_tokens_per_second_count{model="scripted-model",provider="s"} '
+    (line,) = [line for line in scraped.splitlines() if line.startswith(rate)]
+    assert float(line.split()[-1]) >= 6  # two model calls each of the runs this server executed
+
     snapshots = {
         door: json.loads(agent(server, "snapshot", "show", run_id, "--json")) for door, run_id in runs.items()
     }
