@@ -298,30 +298,46 @@ async def test_replay_is_refused_for_unknown_running_and_other_tenants_runs(
     assert unknown.value.code == foreign.value.code == "run_not_found"
 
 
-async def test_a_json_action_run_the_router_sent_to_sql_replays_exactly(home: Path, tmp_path: Path) -> None:
-    """A small model's react run over the bundled sales data: the question's words route it to
-    sql.query, so the prompt lists that tool alone; the replay must route it the same way."""
-    query = "SELECT c.region, count(*) AS n FROM customers c GROUP BY c.region ORDER BY n DESC LIMIT 1"
-    script = {
-        "native_tools": False,
-        "responses": [
-            {"json": {"tool": "sql.query", "arguments": {"query": query}}},
-            {"json": {"answer": "That region has the most customers."}},
-        ],
-    }
+SAMPLE_QUERY = "SELECT c.region, count(*) AS n FROM customers c GROUP BY c.region ORDER BY n DESC LIMIT 1"
+SAMPLE_RUNS = {
+    "react": [
+        {"json": {"tool": "sql.query", "arguments": {"query": SAMPLE_QUERY}}},
+        {"json": {"answer": "That region has the most customers."}},
+    ],
+    "planner": [
+        {"json": {"steps": [{"description": "count customers per region", "tool": "sql.query",
+                             "arguments": {"query": SAMPLE_QUERY}},
+                            {"description": "name the region"}]}},
+        {"text": "That region leads."},
+        {"text": "That region has the most customers."},
+    ],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("mode", ["react", "planner"])
+async def test_a_json_action_run_over_the_sample_sales_data_replays_exactly(
+    home: Path, tmp_path: Path, mode: str
+) -> None:
+    """A small model's run over the bundled sales data: the question's words route it to
+    sql.query (react then lists that tool alone); the replay must route and prompt the same way."""
+    script = {"native_tools": False, "responses": SAMPLE_RUNS[mode]}
     settings = make_settings(home, scripted_config(script, tools={"sql_timeout": 60, "call_timeout": 120}))
+    question = "Which region has the most customers? Then name it."
     async with build_service(settings) as service:
-        original = await service.run(RunRequest(input="Which region has the most customers?", mode="react"))
+        original = await service.run(RunRequest(input=question, mode=mode))
         snapshot = await service.snapshots.show(original.id)
         replayed = await replay(service, original.id)
         a, b = await service.events(original.id), await service.events(replayed.id)
     assert original.status == RunStatus.COMPLETED, original.error_message
-    system = next(e for e in a if e.type == "model.request").data["messages"][0]["content"]
-    assert "sql.query" in system and "math.calculate" not in system  # routed: one tool shown
+    assert tool_calls(a) == [("sql.query:v1", {"query": SAMPLE_QUERY})]
+    if mode == "react":
+        system = next(e for e in a if e.type == "model.request").data["messages"][0]["content"]
+        assert "sql.query" in system and "math.calculate" not in system  # routed: one tool shown
     tools = {t["id"]: t for t in snapshot["tools"]}
     assert {"region", "customer"} <= set(tools["sql.query:v1"]["keywords"])
     assert replayed.status == RunStatus.COMPLETED, replayed.error_message
     assert replayed.output == original.output and types(a) == types(b) and tool_calls(a) == tool_calls(b)
+    assert tool_results(a) == tool_results(b)
 
 
 def test_a_replaying_tool_is_routed_to_by_its_recorded_keywords() -> None:
