@@ -158,3 +158,19 @@ class ObservedServer(Server):
             if line.startswith("{"):
                 lines.append(json.loads(line))
         return lines
+
+
+def grpc_harness() -> Any:
+    """The gRPC tests' harness (tests/grpc/grpc_harness.py), loaded by path: a ``grpc`` package of
+    tests would shadow grpcio."""
+    import importlib.util
+    import sys
+
+    if "grpc_harness" not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            "grpc_harness", Path(__file__).parents[1] / "grpc" / "grpc_harness.py"
+        )
+        assert spec is not None and spec.loader is not None
+        sys.modules["grpc_harness"] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules["grpc_harness"])
+    return sys.modules["grpc_harness"]
