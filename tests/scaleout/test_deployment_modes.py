@@ -115,6 +115,8 @@ def _certificates(root: Path) -> dict[str, Path]:
 def _llama_server(root: Path, name: str) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     # llama.cpp's own server, loaded without weight repacking: its AMX path crashes on some CPUs.
+    # By default it cuts a streaming answer short whenever another request arrives, the pool's
+    # health checks included: --interrupt_requests False, as for any pool of llama.cpp servers.
     launcher = (
         "import runpy\n"
         "from agentstage.providers.llama_engine import extra_buffers\n"
@@ -122,7 +124,8 @@ def _llama_server(root: Path, name: str) -> tuple[subprocess.Popen[bytes], int]:
         "    runpy.run_module('llama_cpp.server', run_name='__main__')\n"
     )
     command = [sys.executable, "-c", launcher, "--model", str(default_model_path()), "--host",
-               "127.0.0.1", "--port", str(port), "--n_ctx", "1024", "--model_alias", "smollm2"]  # fmt: skip
+               "127.0.0.1", "--port", str(port), "--n_ctx", "1024", "--model_alias", "smollm2",
+               "--interrupt_requests", "False"]  # fmt: skip
     with (root / f"{name}.log").open("wb") as log:  # the server writes to its own copy of the descriptor
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 90
@@ -192,7 +195,10 @@ def onprem_settings(home: Path, nodes: list[str], certs: dict[str, Path], **tls:
             }
         },
         "profiles": {
-            "onprem": {"chain": [{"provider": "inhouse", "model": "smollm2"}], "params": {"max_tokens": 8}}
+            "onprem": {
+                "chain": [{"provider": "inhouse", "model": "smollm2"}],
+                "params": {"max_tokens": 24, "temperature": 0},
+            }
         },
         "retry": {"max_attempts": 1},
     }
@@ -213,27 +219,32 @@ async def test_onprem_pool_spreads_calls_fails_over_and_speaks_mutual_tls(
     client_cert = {"cert": str(certs["client"]), "key": str(certs["client-key"])}
     settings = onprem_settings(home, nodes, certs, **client_cert)
     async with build_service(settings) as service:
-        records = [await service.run(RunRequest(input=f"Say {n}.", mode="chat")) for n in range(4)]
+        records = [await service.run(RunRequest(input=f"What is {n} plus 2?", mode="chat")) for n in range(4)]
         assert [r.status for r in records] == ["completed"] * 4, [r.error_message for r in records]
         from agentstage.providers.pool import endpoint_pool
 
         pool = endpoint_pool("inhouse", settings.providers["inhouse"].options())
         assert [node.calls for node in pool.nodes] == [2, 2]  # round-robin, the mTLS node included
         assert all(node.failures == 0 for node in pool.nodes)
-    # Without the client certificate the mTLS node refuses; the pool fails over to the other node.
+    # Without the client certificate the mTLS node refuses the request (nginx answers 400 after the
+    # handshake): that call fails with a message naming the node, and the other node still answers.
     # (A new process would build its own pool; here a changed configuration builds a new one.)
     settings = onprem_settings(home, nodes, certs)
     async with build_service(settings) as service:
-        pool = endpoint_pool("inhouse", settings.providers["inhouse"].options())
-        records = [await service.run(RunRequest(input=f"Hi {n}.", mode="chat")) for n in range(2)]
-    assert [r.status for r in records] == ["completed"] * 2, [r.error_message for r in records]
-    assert pool.nodes[1].failures == 1 and pool.nodes[0].calls == 2  # refused once, then skipped
+        records = [
+            await service.run(RunRequest(input=f"What is {n} times 3?", mode="chat")) for n in range(2)
+        ]
+    assert [r.status for r in records] == ["completed", "failed"], [r.error_message for r in records]
+    assert records[1].error_message is not None and nodes[1] in records[1].error_message
+    assert "HTTP 400" in records[1].error_message
     onprem_nodes["plain"].terminate()
     onprem_nodes["plain"].wait(timeout=10)
     settings = onprem_settings(home, nodes, certs, **client_cert)
     async with build_service(settings) as service:
         pool = endpoint_pool("inhouse", settings.providers["inhouse"].options())
-        records = [await service.run(RunRequest(input=f"Again {n}.", mode="chat")) for n in range(3)]
+        records = [
+            await service.run(RunRequest(input=f"What is {n} minus 1?", mode="chat")) for n in range(3)
+        ]
         assert [r.status for r in records] == ["completed"] * 3, [r.error_message for r in records]
         assert pool.nodes[0].failures >= 1 and not pool.nodes[0].up  # the dead node: skipped
         assert pool.nodes[1].calls >= 3

@@ -158,9 +158,13 @@ def tls_context(options: TlsOptions | None) -> ssl.SSLContext | None:
 _POOLS: dict[tuple[str, str], EndpointPool] = {}
 
 
+POOL_KEYS = ("nodes", "load_balancing", "health_check", "tls")
+
+
 def endpoint_pool(provider: str, options: dict[str, Any]) -> EndpointPool:
-    """The process's pool for a provider (built once per configuration of it)."""
-    parsed = PoolOptions.model_validate(options)
+    """The process's pool for a provider (built once per configuration of it). ``options`` are the
+    provider's; only the pool's own keys are read."""
+    parsed = PoolOptions.model_validate({k: options[k] for k in POOL_KEYS if k in options})
     key = (provider, parsed.model_dump_json())
     pool = _POOLS.get(key)
     if pool is None:

@@ -65,9 +65,8 @@ class OpenAIKind(_KeyedKind):
         if options.get("nodes"):
             from agentstage.providers.pool import endpoint_pool
 
-            pool_keys = ("nodes", "load_balancing", "health_check", "tls")
             try:
-                pool = endpoint_pool(name, {k: options[k] for k in pool_keys if k in options})
+                pool = endpoint_pool(name, options)
             except ValueError as error:
                 raise ConfigError(f"provider {name!r}: invalid endpoint pool: {error}") from None
         return OpenAIModel(
