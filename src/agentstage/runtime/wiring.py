@@ -308,9 +308,13 @@ def rebuild_models(service: RunService, settings: Settings) -> None:
     )
 
 
+DEGRADED = "degraded"  # a readiness check that names a problem the node still serves through
+
+
 async def readiness(settings: Settings, service: RunService) -> dict[str, str]:
     """What ``/health/ready`` reports: the store can be written (a probe write, at most one a
-    second), and the default profile's primary provider can be used."""
+    second), Redis answers (scale-out; without it the node is degraded, not unready), and the
+    default profile's primary provider can be used."""
     checks: dict[str, str] = {}
     try:
         await service.check_store()
@@ -320,6 +324,11 @@ async def readiness(settings: Settings, service: RunService) -> dict[str, str]:
         checks["store"] = f"unavailable ({error.code}): {error.message}"
     except Exception as error:  # any failure means not ready; the reason is what matters
         checks["store"] = f"unavailable: {type(error).__name__}: {error}"
+    if service.bus is not None:  # without Redis streams still work (polled): degraded, still ready
+        trouble = await service.bus.problem()
+        checks["redis"] = (
+            "ok" if trouble is None else f"{DEGRADED}: {trouble}; live events are polled from the store"
+        )
     entry = settings.profile(None).chain[0]
     provider = settings.providers[entry.provider]
     problem = check_provider(provider.type, provider.options(), entry.provider)

@@ -166,8 +166,26 @@ class SqlRunStore(KeyMaintenance, SecurityTables, LeaseTables, SpanTables):
             busy = max(min(self.write_timeout / 4, 1.0), 0.05)
             self._sqlite = SqliteWrites(self._sqlite_path(), busy_timeout=busy, keys=self.keys)
             self._write_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agentstage-store")
-        await self._migrate()
-        await self.check_encryption(register=True)
+        try:
+            await self._migrate()
+            await self.check_encryption(register=True)
+        except (SQLAlchemyError, OSError) as error:
+            if self.is_sqlite:
+                raise
+            await self.close()
+            raise self._unreachable(error) from None
+
+    def _unreachable(self, error: Exception) -> StoreError:
+        """A database server that cannot be reached or refuses us, named in one line (password masked):
+        what an operator needs to fix a wrong URL, a stopped server or a missing role/database."""
+        reason = " ".join(str(getattr(error, "orig", None) or error).split())
+        reason = reason.split(" (Background on this error", 1)[0]
+        return StoreError(
+            f"cannot open the store at {self.location}: {reason}",
+            code="store_unavailable",
+            retry_after=1.0,
+            details={"store": self.location},
+        )
 
     def _engine_options(self) -> dict[str, Any]:
         """PostgreSQL (psycopg 3): a pool that checks each connection before use, so a server
