@@ -23,8 +23,10 @@ from agentstage.settings import Settings, load_settings
 AGENT = str(Path(sys.executable).parent / "agent")
 
 # ``--store postgresql``: the store-facing tests run against a private PostgreSQL, each test on a
-# fresh database cloned from a migrated template (scripts/devcluster.py starts the server).
+# fresh database cloned from a migrated template (scripts/devcluster.py starts the server); servers
+# and services a module shares (module-scoped fixtures) get a fresh database of their own per module.
 STORE_URL: str | None = None
+MODULE_STORE_URL: str | None = None
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -47,7 +49,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = keep
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def postgres_template(request: pytest.FixtureRequest) -> Iterator[Any]:
     if request.config.getoption("--store") != "postgresql":
         yield None
@@ -74,6 +76,25 @@ def postgres_template(request: pytest.FixtureRequest) -> Iterator[Any]:
         server.stop()
 
 
+def _fresh_database(server: Any) -> str:
+    name = f"t_{os.getpid()}_{time.monotonic_ns()}"
+    return str(server.create_database(name, template="template_agentstage"))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def module_store_database(postgres_template: Any) -> Iterator[None]:
+    """The database of a module's shared fixtures (autouse: set before any of them is built)."""
+    global MODULE_STORE_URL
+    if postgres_template is None:
+        yield
+        return
+    MODULE_STORE_URL = _fresh_database(postgres_template)
+    try:
+        yield
+    finally:
+        MODULE_STORE_URL = None
+
+
 @pytest.fixture(autouse=True)
 def store_database(postgres_template: Any) -> Iterator[None]:
     """Each test's store: SQLite under its home (default), or a fresh PostgreSQL database."""
@@ -81,8 +102,7 @@ def store_database(postgres_template: Any) -> Iterator[None]:
     if postgres_template is None:
         yield
         return
-    name = f"t_{os.getpid()}_{time.monotonic_ns()}"
-    STORE_URL = postgres_template.create_database(name, template="template_agentstage")
+    STORE_URL = _fresh_database(postgres_template)
     try:
         yield
     finally:
@@ -90,10 +110,13 @@ def store_database(postgres_template: Any) -> Iterator[None]:
 
 
 def with_store(config: dict[str, Any]) -> dict[str, Any]:
-    """``config`` with the matrix's store URL, if the tests run against PostgreSQL."""
-    if STORE_URL is None:
+    """``config`` with the matrix's store URL, if the tests run against PostgreSQL: the test's own
+    database, or while a module's shared fixtures are being built (before any test runs), the
+    module's."""
+    url = STORE_URL or MODULE_STORE_URL
+    if url is None:
         return config
-    return {**config, "store": {**config.get("store", {}), "url": STORE_URL}}
+    return {**config, "store": {**config.get("store", {}), "url": url}}
 
 
 @pytest.fixture

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from agentstage.access.config import McpPolicy
 from agentstage.access.guard import Guard
 from agentstage.access.secrets import resolve_reference
@@ -41,7 +43,7 @@ from agentstage.runtime.store_keys import StoreKeyService
 from agentstage.runtime.traces import TraceService
 from agentstage.settings import Settings
 from agentstage.store.crypto import Keyring, parse_key
-from agentstage.store.sql import SqlRunStore
+from agentstage.store.sql import SqlRunStore, classify
 from agentstage.tools.plugins import plugin_tools
 from agentstage.tools.registry import builtin_tools
 from agentstage.tools.replay import replay_tools
@@ -322,6 +324,9 @@ async def readiness(settings: Settings, service: RunService) -> dict[str, str]:
         checks["store"] = "ok"
     except (StoreError, ConfigError) as error:
         checks["store"] = f"unavailable ({error.code}): {error.message}"
+    except SQLAlchemyError as error:
+        named = classify(error)
+        checks["store"] = f"unavailable ({named.code}): {named.message}"
     except Exception as error:  # any failure means not ready; the reason is what matters
         checks["store"] = f"unavailable: {type(error).__name__}: {error}"
     if service.bus is not None:  # without Redis streams still work (polled): degraded, still ready

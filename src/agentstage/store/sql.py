@@ -178,8 +178,7 @@ class SqlRunStore(KeyMaintenance, SecurityTables, LeaseTables, SpanTables):
     def _unreachable(self, error: Exception) -> StoreError:
         """A database server that cannot be reached or refuses us, named in one line (password masked):
         what an operator needs to fix a wrong URL, a stopped server or a missing role/database."""
-        reason = " ".join(str(getattr(error, "orig", None) or error).split())
-        reason = reason.split(" (Background on this error", 1)[0]
+        reason = _one_line(getattr(error, "orig", None) or error)
         return StoreError(
             f"cannot open the store at {self.location}: {reason}",
             code="store_unavailable",
@@ -601,11 +600,21 @@ def _masked_url(url: str) -> str:
     return f"{scheme}{sep}{user}:***@{host}"
 
 
+def _one_line(error: BaseException) -> str:
+    """A driver's message on one line, without SQLAlchemy's pointer to its docs."""
+    return " ".join(str(error).split()).split(" (Background on this error", 1)[0]
+
+
+def classify(error: SQLAlchemyError) -> StoreError:
+    """The store error a database error means (for callers outside the store, e.g. readiness)."""
+    return _classify(error)
+
+
 def _classify(error: SQLAlchemyError) -> StoreError:
     """Name a database error the way operators and clients act on it."""
     original = getattr(error, "orig", None)
     sqlstate = getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
-    text_ = str(original or error)
+    text_ = _one_line(original or error)
     if sqlstate in {"53100"} or "No space left" in text_ or "disk is full" in text_:
         return StoreError(f"the store is out of space: {text_}", code="storage_full", retry_after=5.0)
     if isinstance(error, DisconnectionError | InterfaceError) or (
