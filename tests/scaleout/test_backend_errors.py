@@ -34,7 +34,9 @@ def test_an_unreachable_postgresql_is_one_line_for_serve_worker_and_commands(tmp
         done = agent(tmp_path, {"AGENT_STORE__URL": dead, "AGENT_REDIS__URL": redis}, *args)
         assert done.returncode == 1, (args, done.stderr)
         line = one_line(done.stderr)
-        assert line.startswith("error: cannot open the store at postgresql+psycopg://agentstage:***@127.0.0.1:")
+        assert line.startswith(
+            "error: cannot open the store at postgresql+psycopg://agentstage:***@127.0.0.1:"
+        )
         assert "Connection refused" in line and "s3cret" not in done.stderr, line
 
 
