@@ -77,3 +77,26 @@ def test_a_worker_without_redis_still_executes_runs_and_says_why_streams_are_pol
     finally:
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(timeout=60) == 0, log.read_text()
+
+
+def test_agent_run_says_when_no_worker_claims_its_run(cluster: Running, tmp_path: Path) -> None:
+    lonely = cluster.cluster.postgres.create_database("no_workers")  # a store no worker serves
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_")}
+    environ.update(
+        AGENT_HOME=str(tmp_path),
+        NO_COLOR="1",
+        AGENT_STORE__URL=lonely,
+        AGENT_REDIS__URL=cluster.cluster.redis.url,
+    )
+    run = subprocess.Popen(
+        [agent_executable(), "run", "hello"], env=environ, stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert run.stderr is not None
+        line = run.stderr.readline()
+        assert "is queued, and no `agent worker` has claimed it after 5s" in line, line
+    finally:
+        run.send_signal(signal.SIGINT)
+        _, rest = run.communicate(timeout=60)
+    assert run.returncode != 0 and "Traceback" not in rest, rest
