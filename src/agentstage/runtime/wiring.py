@@ -310,6 +310,12 @@ def rebuild_models(service: RunService, settings: Settings) -> None:
     )
 
 
+def store_error_for(error: Exception) -> StoreError | None:
+    """The store error a database driver's exception means (a server restarting, unreachable), for
+    doors that met it outside the store's own handling; None for anything else."""
+    return classify(error) if isinstance(error, SQLAlchemyError) else None
+
+
 DEGRADED = "degraded"  # a readiness check that names a problem the node still serves through
 
 
