@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import statistics
+import threading
 import time
 from typing import Any
 
@@ -142,8 +143,10 @@ def test_redis_restart_and_a_database_crash_mid_stream_lose_nothing(cluster: Run
     for disrupt in (cluster.cluster.redis.restart, cluster.cluster.postgres.restart_immediate):
         run_id = cluster.api(0).start("long" if disrupt is not cluster.cluster.redis.restart else "slow")
         head = b.events(run_id, until=4)
-        stream, got = in_thread(lambda rid=run_id: b.events(rid, after=4))
-        time.sleep(0.3)
+        opened = threading.Event()
+        stream, got = in_thread(lambda rid=run_id, o=opened: b.events(rid, after=4, opened=o))
+        assert opened.wait(30)  # the stream is open before the disruption: it must ride it out
+        time.sleep(0.2)
         disrupt()
         stream.join(timeout=90)
         events = head + got[0]
