@@ -197,7 +197,13 @@ class SqlRunStore(KeyMaintenance, SecurityTables, LeaseTables, SpanTables):
             "pool_pre_ping": True,
             "pool_recycle": 1800,
             "pool_timeout": max(self.write_timeout, 1.0),
-            "connect_args": {"connect_timeout": max(int(self.write_timeout), 2)},
+            "connect_args": {
+                "connect_timeout": max(int(self.write_timeout), 2),
+                # A process paused or hung inside a transaction (SIGSTOP, a frozen VM) would hold
+                # its run rows locked for ever, and nobody could requeue or fail its runs: the
+                # server ends such a session, releasing them, after this long.
+                "options": f"-c idle_in_transaction_session_timeout={int(max(self.write_timeout, 5.0) * 1000)}",
+            },
         }
 
     def _prepare_sqlite_path(self) -> None:
