@@ -28,7 +28,7 @@ def _imports(path: Path) -> list[Import]:
     module = module.removesuffix(".__init__")
     tree = ast.parse(path.read_text(encoding="utf-8"))
     top_level_nodes = {id(node) for node in tree.body}
-    found = []
+    found: list[Import] = []
     for node in ast.walk(tree):
         targets: list[str] = []
         if isinstance(node, ast.Import):
@@ -36,6 +36,8 @@ def _imports(path: Path) -> list[Import]:
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             targets = [node.module]
             targets += [f"{node.module}.{alias.name}" for alias in node.names if node.module == "agentstage"]
+        else:
+            continue
         for target in targets:
             found.append(Import(module, target, id(node) in top_level_nodes, node.lineno))
     return found

@@ -141,7 +141,8 @@ class Evaluated:
 
     @property
     def report(self) -> dict[str, Any]:
-        return json.loads((self.results / "report.json").read_text(encoding="utf-8"))
+        data: dict[str, Any] = json.loads((self.results / "report.json").read_text(encoding="utf-8"))
+        return data
 
     def copy_dataset(self, target: Path) -> Path:
         shutil.copytree(self.dataset, target)

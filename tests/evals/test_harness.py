@@ -100,7 +100,7 @@ async def test_trajectory_scorers_read_the_runs_own_events(
 async def test_each_score_is_an_opentelemetry_evaluation_event(
     make_service: Callable[..., RunService], tmp_path: Path
 ) -> None:
-    exporter = InMemoryLogRecordExporter()
+    exporter = InMemoryLogRecordExporter()  # type: ignore[no-untyped-call]  # the SDK leaves __init__ unannotated
     provider = LoggerProvider()
     provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
     cases = [
@@ -133,6 +133,7 @@ async def test_each_score_is_an_opentelemetry_evaluation_event(
     assert (nope.attributes or {})["gen_ai.evaluation.score.label"] == "fail"
     for result in results:
         run_id = result.attempts[0].run_id
+        assert run_id is not None
         trace_id = records[run_id].trace_id
         assert trace_id is not None
         linked = [log for log in logs if (log.attributes or {})["agentstage.run_id"] == run_id]

@@ -10,7 +10,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
@@ -61,13 +61,38 @@ class GrpcServer(Server):
             yield channel
 
 
+class HealthCalls(Protocol):
+    """The Health service's calls on an aio channel, which the published grpc_health stubs leave out."""
+
+    def Check(
+        self, request: health_pb2.HealthCheckRequest, *, timeout: float | None = None
+    ) -> grpc.aio.UnaryUnaryCall[health_pb2.HealthCheckRequest, health_pb2.HealthCheckResponse]: ...
+
+    def Watch(
+        self, request: health_pb2.HealthCheckRequest, *, timeout: float | None = None
+    ) -> grpc.aio.UnaryStreamCall[health_pb2.HealthCheckRequest, health_pb2.HealthCheckResponse]: ...
+
+
+def health_stub(channel: grpc.aio.Channel) -> HealthCalls:
+    return cast(HealthCalls, health_pb2_grpc.HealthStub(channel))
+
+
 async def health_status(target: str, service: str = "") -> int | None:
     try:
         async with grpc.aio.insecure_channel(target) as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
-            return (await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1)).status
+            reply = await health_stub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=1
+            )
+            return reply.status
     except grpc.aio.AioRpcError:
         return None
+
+
+def message(error: grpc.aio.AioRpcError) -> str:
+    """The status message of a failed call: every status the server sends carries one."""
+    text = error.details()
+    assert text is not None, f"{error.code()} came without a message"
+    return text
 
 
 def details(error: grpc.aio.AioRpcError) -> dict[str, Any]:
@@ -75,19 +100,19 @@ def details(error: grpc.aio.AioRpcError) -> dict[str, Any]:
     found: dict[str, Any] = {"fields": {}}
     for key, value in error.trailing_metadata() or ():
         if key == "grpc-status-details-bin":
+            assert isinstance(value, bytes), value
             status = status_pb2.Status.FromString(value)
-            for item in status.details:
-                if item.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-                    info = error_details_pb2.ErrorInfo()
-                    item.Unpack(info)
+            for item in status.details:  # Unpack answers whether the item is of that type
+                info, bad, retry = (
+                    error_details_pb2.ErrorInfo(),
+                    error_details_pb2.BadRequest(),
+                    error_details_pb2.RetryInfo(),
+                )
+                if item.Unpack(info):
                     found["reason"], found["domain"] = info.reason, info.domain
-                elif item.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-                    bad = error_details_pb2.BadRequest()
-                    item.Unpack(bad)
+                elif item.Unpack(bad):
                     found["fields"] = {v.field: v.description for v in bad.field_violations}
-                elif item.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
-                    retry = error_details_pb2.RetryInfo()
-                    item.Unpack(retry)
+                elif item.Unpack(retry):
                     found["retry_seconds"] = retry.retry_delay.seconds
         elif isinstance(value, str):
             found[key] = value
@@ -102,7 +127,7 @@ async def wait_for_status(agent: Any, run_id: str, metadata: Any, within: float 
     """Poll GetStatus until the run has ended."""
     deadline = time.monotonic() + within
     while True:
-        run = await agent.GetStatus(pb.GetStatusRequest(run_id=run_id), metadata=metadata)
+        run: pb.Run = await agent.GetStatus(pb.GetStatusRequest(run_id=run_id), metadata=metadata)
         if run.status in (pb.RUN_STATE_COMPLETED, pb.RUN_STATE_FAILED, pb.RUN_STATE_CANCELLED):
             return run
         assert time.monotonic() < deadline, f"run {run_id} did not end: {run}"

@@ -12,7 +12,7 @@ from typing import Any
 import grpc
 import httpx
 import pytest
-from grpc_harness import GrpcServer, details, stubs, wait_for_status
+from grpc_harness import GrpcServer, details, message, stubs, wait_for_status
 
 from agentstage.interfaces.grpc.gen import agent_pb2 as pb
 
@@ -141,7 +141,7 @@ async def test_cancel_a_running_run_then_a_finished_one(server: GrpcServer) -> N
         assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         found = details(caught.value)
         assert found["reason"] == "run_finished" and found["x-error-code"] == "run_finished"
-        assert "cancelled" in caught.value.details()
+        assert "cancelled" in message(caught.value)
 
 
 async def test_an_http_cancel_reaches_a_grpc_run_at_once(server: GrpcServer) -> None:
@@ -172,7 +172,7 @@ async def expect(code: grpc.StatusCode, call: Any) -> dict[str, Any]:
             await result
     assert caught.value.code() == code, caught.value.details()
     found = details(caught.value)
-    found["message"] = caught.value.details()
+    found["message"] = message(caught.value)
     return found
 
 

@@ -20,8 +20,8 @@ from typing import Any
 import grpc
 import httpx
 import pytest
-from grpc_harness import GrpcServer, details, free_port, health_status, stubs
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_harness import GrpcServer, details, health_status, health_stub, message, stubs
+from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from agentstage.access.permissions import GRPC
@@ -29,6 +29,7 @@ from agentstage.interfaces.grpc.gen import agent_pb2 as pb
 from agentstage.interfaces.grpc.server import GrpcGateway, server_options
 from agentstage.runtime.wiring import build_services
 from conftest import AGENT, make_settings, scripted_config
+from http_api.conftest import free_port
 
 pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).resolve().parents[2]
@@ -108,7 +109,7 @@ async def test_every_method_is_in_the_one_permission_table() -> None:
 
 
 async def test_roles_and_tenants_decide_what_a_key_may_do(home: Path) -> None:
-    tenants = {"tenants": {"default": {}, "other": {}}}
+    tenants: dict[str, Any] = {"tenants": {"default": {}, "other": {}}}
     async with gateway(home, security=tenants) as server, channel(server) as opened:
         keys = server.services.keys
         operator, _ = await keys.create("op", role="operator")
@@ -126,14 +127,12 @@ async def test_roles_and_tenants_decide_what_a_key_may_do(home: Path) -> None:
         denied = await failure(
             agent.Execute(pb.ExecuteRequest(input="hi"), metadata=(("x-api-key", viewer),))
         )
-        assert denied.code() == grpc.StatusCode.PERMISSION_DENIED and "'runs.start'" in denied.details()
+        assert denied.code() == grpc.StatusCode.PERMISSION_DENIED and "'runs.start'" in message(denied)
         assert details(denied)["reason"] == "forbidden"
         register = pb.RegisterToolRequest(name="evil", command="/bin/sh")
         not_admin = await failure(tools.RegisterTool(register, metadata=(("x-api-key", operator),)))
-        assert (
-            not_admin.code() == grpc.StatusCode.PERMISSION_DENIED
-            and "'tools.register'" in not_admin.details()
-        )
+        assert not_admin.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "'tools.register'" in message(not_admin)
         hidden = await failure(
             agent.GetStatus(pb.GetStatusRequest(run_id=run.run_id), metadata=(("x-api-key", outsider),))
         )
@@ -155,10 +154,8 @@ async def test_rate_limit_is_resource_exhausted_with_retry_info(home: Path) -> N
         for _ in range(2):
             await config.ListProfiles(pb.ListProfilesRequest(), metadata=metadata)
         limited = await failure(config.ListProfiles(pb.ListProfilesRequest(), metadata=metadata))
-        assert (
-            limited.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-            and "2 requests per minute" in limited.details()
-        )
+        assert limited.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "2 requests per minute" in message(limited)
         found = details(limited)
         assert found["reason"] == "rate_limited" and 1 <= found["retry_seconds"] <= 30
         assert found["retry-after"] == str(found["retry_seconds"])
@@ -170,7 +167,7 @@ async def test_rate_limit_is_resource_exhausted_with_retry_info(home: Path) -> N
 
 async def test_health_follows_readiness_and_shutdown(home: Path) -> None:
     async with gateway(home, health_interval=0.2) as server, channel(server) as opened:
-        health = health_pb2_grpc.HealthStub(opened)
+        health = health_stub(opened)
         for name in (
             "",
             "agentstage.v1.AgentService",
@@ -180,9 +177,11 @@ async def test_health_follows_readiness_and_shutdown(home: Path) -> None:
             reply = await health.Check(health_pb2.HealthCheckRequest(service=name))  # open: no key
             assert reply.status == SERVING
         watch = health.Watch(health_pb2.HealthCheckRequest(service="agentstage.v1.AgentService"))
-        assert (await watch.read()).status == SERVING
+        first = await watch.read()
+        assert isinstance(first, health_pb2.HealthCheckResponse) and first.status == SERVING
         stopping = asyncio.get_running_loop().create_task(server.stop())
-        assert (await watch.read()).status == NOT_SERVING
+        second = await watch.read()
+        assert isinstance(second, health_pb2.HealthCheckResponse) and second.status == NOT_SERVING
         await stopping
 
 
@@ -198,12 +197,13 @@ async def test_health_is_not_serving_when_the_model_cannot_be_used(home: Path) -
 
 async def test_reflection_lists_and_describes_the_services(home: Path) -> None:
     async with gateway(home) as server, channel(server) as opened:
-        stub = reflection_pb2_grpc.ServerReflectionStub(opened)
+        # grpcio-reflection's published stubs type the stub for sync channels only, its call not at all.
+        stub = reflection_pb2_grpc.ServerReflectionStub(opened)  # type: ignore[arg-type]
         requests = [
             reflection_pb2.ServerReflectionRequest(list_services=""),
             reflection_pb2.ServerReflectionRequest(file_containing_symbol="agentstage.v1.AgentService"),
         ]
-        replies = [reply async for reply in stub.ServerReflectionInfo(iter(requests))]
+        replies = [reply async for reply in stub.ServerReflectionInfo(iter(requests))]  # type: ignore[operator]
         names = {s.name for s in replies[0].list_services_response.service}
         assert {
             "agentstage.v1.AgentService",
@@ -227,10 +227,10 @@ async def test_internal_errors_say_nothing_of_the_internals(home: Path) -> None:
             database.execute("ALTER TABLE runs_hidden RENAME TO runs")
             database.close()
         assert broken.code() == grpc.StatusCode.INTERNAL
-        assert broken.details().startswith(
+        assert message(broken).startswith(
             "an internal error occurred; the server log has the details (error "
         )
-        leaked = broken.details().lower() + str(broken.trailing_metadata()).lower()
+        leaked = message(broken).lower() + str(broken.trailing_metadata()).lower()
         assert not any(word in leaked for word in ("sqlite", "runs", "traceback", "table", ".py"))
         assert details(broken)["reason"] == "internal_error"
 
@@ -285,9 +285,10 @@ def test_grpc_alone_with_no_http(tmp_path: Path) -> None:
         async def run_one() -> pb.Run:
             async with server.channel() as opened:
                 agent, _, _ = stubs(opened)
-                return await agent.Execute(
+                run: pb.Run = await agent.Execute(
                     pb.ExecuteRequest(input="hi", mode="chat"), metadata=server.metadata
                 )
+                return run
 
         assert asyncio.run(run_one()).output == "Hello from the server."
         assert server.process is not None
@@ -333,4 +334,4 @@ async def test_a_locked_store_answers_a_status_without_internals(home: Path) -> 
         assert refused.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL), refused.details()
         found = details(refused)
         assert found["reason"] in ("store_unavailable", "internal_error")
-        assert "sqlite" not in refused.details().lower() and "locked" not in refused.details().lower()
+        assert "sqlite" not in message(refused).lower() and "locked" not in message(refused).lower()

@@ -10,7 +10,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import pytest
@@ -61,7 +61,7 @@ class Server:
         )
         return done.stdout
 
-    def start(self) -> Server:
+    def start(self) -> Self:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [AGENT, "serve", "--port", str(self.port)], env=self.env, stdout=log, stderr=log

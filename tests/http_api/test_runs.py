@@ -21,7 +21,7 @@ def stream_run(http: httpx.Client, body: dict[str, Any]) -> tuple[str, list[dict
 def wait_for(http: httpx.Client, run_id: str, statuses: set[str], timeout: float = 20) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        body = http.get(f"/api/v1/agent/status/{run_id}").json()
+        body: dict[str, Any] = http.get(f"/api/v1/agent/status/{run_id}").json()
         if body["status"] in statuses:
             return body
         time.sleep(0.05)

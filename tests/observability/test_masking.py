@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import queue
 import secrets
 
 import pytest
@@ -119,6 +120,7 @@ def test_a_full_log_queue_drops_lines_and_counts_them() -> None:
     handler = BoundedQueueHandler(capacity=2)
     for index in range(5):
         handler.handle(record(f"line {index}"))
+    assert isinstance(handler.queue, queue.Queue)
     assert handler.dropped == 3 and handler.queue.qsize() == 2
     text = exposition()[0].decode()
     assert 'agent_observability_dropped_total{what="log_lines"}' in text

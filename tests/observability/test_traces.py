@@ -156,7 +156,9 @@ def test_agent_trace_show_prints_the_tree_from_the_store(cli: Cli) -> None:
 def test_agent_debug_shows_the_tree_and_saves_logs_events_spans_and_snapshot(
     cli: Cli, tmp_path: Path
 ) -> None:
+    # one call the tool refuses, then one it answers: the run completes with an error in its tree
     failing = {"responses": [{"tool_calls": [{"name": "math.calculate", "arguments": {"expression": 5}}]},
+                             {"tool_calls": [{"name": "math.calculate", "arguments": {"expression": "5"}}]},
                              {"text": "I could not compute it."}]}  # fmt: skip
     cli.script(failing)
     saved = tmp_path / "debug"

@@ -104,7 +104,11 @@ def test_one_host_serves_the_server_and_its_crash_fails_only_the_call_in_flight(
         assert stored["status"] == "failed" and stored["error"]["code"] == "provider_crashed"
         after = http.post("/api/v1/agent/run", json={"input": "Say hello.", "mode": "chat"}).json()
         assert after["status"] == "completed" and after["output"], after
+        scraped = http.get("/metrics").text.splitlines()
     assert "the model host exited (SIGSEGV)" in server.log()
+    assert "agent_model_host_restarts_total 1.0" in scraped
+    speed = [line for line in scraped if line.startswith("agent_llm_output_tokens_per_second_count{")]
+    assert any('provider="local"' in line and float(line.split()[-1]) >= 1 for line in speed), speed
 
 
 def test_a_run_started_while_the_host_restarts_waits_for_it(local_server: Server) -> None:

@@ -11,7 +11,8 @@ import time
 from typing import Any
 
 import httpx
-from tests.scaleout.conftest import API, Client, Running, in_thread
+
+from .conftest import API, Client, Running, in_thread
 
 
 def seqs(events: list[dict[str, Any]]) -> list[int]:
@@ -226,7 +227,7 @@ def test_a_client_whose_api_node_dies_reconnects_through_nginx_without_a_gap(clu
         try:
             with httpx.Client(base_url=cluster.nginx.url, headers=headers, timeout=60) as client:
                 with client.stream("GET", f"{API}/runs/{run_id}/events") as answer:
-                    from tests.scaleout.conftest import sse
+                    from .conftest import sse
 
                     for event in sse(answer.iter_lines()):
                         collected[index].append(event)

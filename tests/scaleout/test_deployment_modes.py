@@ -114,10 +114,17 @@ def _certificates(root: Path) -> dict[str, Path]:
 
 def _llama_server(root: Path, name: str) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
-    log = (root / f"{name}.log").open("wb")
-    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(default_model_path()), "--host",
+    # llama.cpp's own server, loaded without weight repacking: its AMX path crashes on some CPUs.
+    launcher = (
+        "import runpy\n"
+        "from agentstage.providers.llama_engine import extra_buffers\n"
+        "with extra_buffers(False):\n"
+        "    runpy.run_module('llama_cpp.server', run_name='__main__')\n"
+    )
+    command = [sys.executable, "-c", launcher, "--model", str(default_model_path()), "--host",
                "127.0.0.1", "--port", str(port), "--n_ctx", "1024", "--model_alias", "smollm2"]  # fmt: skip
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    with (root / f"{name}.log").open("wb") as log:  # the server writes to its own copy of the descriptor
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 90
     while True:
         assert process.poll() is None, (root / f"{name}.log").read_text()

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from agentstage.core.events import RunEvent, utc_now
-from agentstage.core.records import ConversationRecord, RunRecord
+from agentstage.core.records import ConversationRecord, RunRecord, SpanRecord
 from agentstage.errors import ConfigError, StoreError
 from agentstage.runtime.requests import RunRequest
 from agentstage.runtime.wiring import build_service, build_store
@@ -303,6 +303,7 @@ def test_rotate_key_encrypts_rotates_and_decrypts_the_whole_store(tmp_path: Path
     assert before["encryption"] == "on" and before["current_key"] == kid_of(key_a)
     assert before["rows_to_reencrypt"]["runs"] == 4 and before["rows_to_reencrypt"]["run_events"] > 20
     assert before["rows_to_reencrypt"]["conversation_messages"] == 2
+    assert before["rows_to_reencrypt"]["spans"] > 0  # every run's spans, kept by default
     assert f"with key {kid_of(key_a)}" in rotate(home, {"encryption_key": f"file:{key_a}"})
     assert plaintext_found(home, expected) == []  # and the replaced values linger nowhere in the files
 
@@ -322,6 +323,50 @@ def test_rotate_key_encrypts_rotates_and_decrypts_the_whole_store(tmp_path: Path
     assert body["input"] == f"sum {INPUT_REACT}" and ANSWER in body["output"]
     calls = [e["data"]["arguments"] for e in body["events"] if e["type"] == "tool.call"]
     assert calls == [{"expression": TOOL_EXPRESSION}]
+
+
+SPAN_CANARY = "SPAN-CANARY-NARWHAL-6604"
+
+
+def run_json(home: Path, text: str, mode: str) -> dict[str, Any]:
+    done = agent(home, "run", text, "--mode", mode, "--json")
+    assert done.returncode == 0, done.stderr
+    body: dict[str, Any] = json.loads(done.stdout)
+    return body
+
+
+def span_columns(home: Path, run_id: str) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(home / "agentstage.db") as database:
+        query = "SELECT attributes, events, status_message FROM spans WHERE run_id = ?"
+        return database.execute(query, (run_id,)).fetchall()
+
+
+def test_span_content_is_sealed_and_trace_show_still_shows_it(tmp_path: Path) -> None:
+    """With content capture on, spans carry the prompt, tool arguments and answers: they are
+    sealed on write, sealed by rotate-key when written before, and `agent trace show` opens them."""
+    home, key = tmp_path, write_key(tmp_path / "a.key")
+    tracing = {"capture_content": True}
+    configure(home, {}, tracing=tracing)
+    before = run_json(home, f"sum {SPAN_CANARY}-before", "react")  # written in the clear
+    assert plaintext_found(home, [f"{SPAN_CANARY}-before"]) == [f"{SPAN_CANARY}-before"]
+
+    configure(home, {"encryption_key": f"file:{key}"}, tracing=tracing)
+    assert status_json(home)["rows_to_reencrypt"]["spans"] > 0
+    after = run_json(home, f"sum {SPAN_CANARY}-after", "react")  # sealed as it is written
+    assert ANSWER in after["output"]
+    assert agent(home, "store", "rotate-key").returncode == 0
+    assert not any(status_json(home)["rows_to_reencrypt"].values())
+
+    assert plaintext_found(home, [SPAN_CANARY, TOOL_EXPRESSION, ANSWER]) == []
+    for run in (before, after):
+        rows = span_columns(home, run["run_id"])
+        assert rows and all(str(a).startswith('"\\u0001v1:') and str(e).startswith('"\\u0001v1:')
+                            for a, e, _ in rows)  # fmt: skip
+        shown = agent(home, "trace", "show", run["run_id"], "--attributes")
+        assert shown.returncode == 0, shown.stderr
+        assert SPAN_CANARY in shown.stdout and TOOL_EXPRESSION in shown.stdout
+        spans = json.loads(agent(home, "trace", "show", run["run_id"], "--json").stdout)
+        assert any(SPAN_CANARY in json.dumps(span["attributes"]) for span in spans)
 
 
 class Interrupted(Exception):
@@ -445,16 +490,19 @@ async def test_the_sqlalchemy_write_path_seals_the_same_way(tmp_path: Path) -> N
         writes.snapshots["h" * 64] = {"schema_version": 1, "input": INPUT_STREAM}
         async with store.engine.begin() as connection:
             await _write_run(connection, writes, store.keys)
+        span = SpanRecord("a" * 32, "b" * 16, "chat t", 1, 2, run_id="r", status="error",
+                          status_message=f"failed on {FAILURE}", attributes={"gen_ai.input.messages": INPUT_BATCH},
+                          events=[{"name": "gen_ai.choice", "time_ns": 2, "attributes": {"text": ANSWER}}])  # fmt: skip
+        await store._insert_spans([span])
         record = await store.get_run("r")
         assert record is not None and (record.input, record.output) == (INPUT_CHAT, OUTPUT)
         assert record.error_message == FAILURE and record.options == {"params": {"stop": [METADATA]}}
         assert (await store.events("r"))[0].data["input"] == INPUT_CHAT
         assert [m.content for m in await store.messages("c")] == [INPUT_MESSAGE]
         assert await store.snapshot("h" * 64) == {"schema_version": 1, "input": INPUT_STREAM}
+        assert await store.spans(run_id="r") == [span]
         assert not any((await store.key_report()).pending.values())
     finally:
         await store.close()
-    assert (
-        plaintext_found(tmp_path, [INPUT_CHAT, OUTPUT, FAILURE, METADATA, INPUT_MESSAGE, INPUT_STREAM, TITLE])
-        == []
-    )
+    needles = [INPUT_CHAT, OUTPUT, FAILURE, METADATA, INPUT_MESSAGE, INPUT_STREAM, TITLE, INPUT_BATCH, ANSWER]
+    assert plaintext_found(tmp_path, needles) == []

@@ -32,7 +32,11 @@ def rsa_key() -> rsa.RSAPrivateKey:
 
 
 def jwk(private: Any, kid: str, alg: str) -> dict[str, Any]:
-    algorithm = {"RS256": jwt.algorithms.RSAAlgorithm, "ES256": jwt.algorithms.ECAlgorithm}[alg]
+    kinds: dict[str, type[jwt.algorithms.Algorithm]] = {
+        "RS256": jwt.algorithms.RSAAlgorithm,
+        "ES256": jwt.algorithms.ECAlgorithm,
+    }
+    algorithm = kinds[alg]
     data: dict[str, Any] = json.loads(algorithm.to_jwk(private.public_key()))
     return {**data, "kid": kid, "alg": alg, "use": "sig"}
 
@@ -89,7 +93,7 @@ def jwks_server(tmp_path_factory: pytest.TempPathFactory, keys: Keys) -> Iterato
 def call(server: SecureServer, bearer: str, method: str = "GET", path: str = "/api/v1/tools") -> Any:
     import httpx
 
-    body = {"json": {"input": "hi", "mode": "chat"}} if method == "POST" else {}
+    body: dict[str, Any] = {"json": {"input": "hi", "mode": "chat"}} if method == "POST" else {}
     return httpx.request(
         method, server.url + path, headers={"Authorization": f"Bearer {bearer}"}, timeout=30, **body
     )
@@ -122,7 +126,7 @@ def test_keys_rotate_without_a_restart(jwks_server: SecureServer, keys: Keys) ->
 
 def test_every_bad_token_is_a_precise_problem_and_audited(jwks_server: SecureServer, keys: Keys) -> None:
     now = int(time.time())
-    unsigned = jwt.encode(claims(), None, algorithm="none")
+    unsigned = jwt.encode(claims(), "", algorithm="none")  # PyJWT takes "" as no key for "none"
     tampered = token(keys.rsa1, "RS256", "k1")
     tampered = tampered[:-6] + ("AAAAAA" if not tampered.endswith("AAAAAA") else "BBBBBB")
     cases = {

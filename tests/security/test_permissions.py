@@ -29,12 +29,14 @@ def app_routes(home: Path) -> tuple[set[tuple[str, str]], set[str]]:
     pending = list(app.router.routes)
     while pending:
         route = pending.pop()
+        methods: set[str] | None = getattr(route, "methods", None)
+        path: str | None = getattr(route, "path", None)
         if hasattr(route, "original_router"):  # an included router: walk into it
             pending.extend(route.original_router.routes)
-        elif getattr(route, "methods", None):
-            http.update((m, route.path) for m in route.methods if m != "HEAD")
-        elif hasattr(route, "path"):
-            sockets.add(route.path)
+        elif methods and path is not None:
+            http.update((m, path) for m in methods if m != "HEAD")
+        elif path is not None:
+            sockets.add(path)
     return http, sockets
 
 

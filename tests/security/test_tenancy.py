@@ -16,7 +16,7 @@ from .conftest import SecureServer
 
 @pytest.fixture(scope="module")
 def tenants(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SecureServer, dict[str, str]]]:
-    config = {"security": {"tenants": {"default": {}, "acme": {}, "globex": {}}}}
+    config: dict[str, Any] = {"security": {"tenants": {"default": {}, "acme": {}, "globex": {}}}}
     server = SecureServer(tmp_path_factory.mktemp("tenants"), config)
     keys = {
         tenant: server.agent("keys", "create", "--name", f"op-{tenant}", "--tenant", tenant).strip()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 from conftest import Cli
@@ -95,3 +97,40 @@ def test_a_replay_that_diverges_exits_1_and_names_the_step(cli: Cli, tmp_path: P
     assert result["error"]["message"].startswith(
         "replay diverged at step 1 (llm answer): the model request differs"
     )
+
+
+PLUGIN = Path(__file__).parents[1] / "plugins" / "agentstage-echo"
+
+
+def test_a_run_replays_after_its_plugin_tool_is_uninstalled(cli: Cli, tmp_path: Path) -> None:
+    """A JSON-action react run calls a plugin's tool; the plugin is then removed. The replay takes
+    the tool's schema and routing from the snapshot and its result from the log."""
+    site = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--no-index", "--target", str(site), str(PLUGIN)],
+        check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    script = {
+        "native_tools": False,
+        "responses": [
+            {"json": {"tool": "word_count", "arguments": {"text": "one two three"}}},
+            {"json": {"tool": "math.calculate", "arguments": {"expression": "3 * 2"}}},
+            {"json": {"answer": "Three words; doubled, six."}},
+        ],
+    }
+    cli.script(script)
+    cli.env["PYTHONPATH"] = str(site)
+    run_id = run(cli, "--mode", "react", "count the words in 'one two three' and double it")
+    del cli.env["PYTHONPATH"]
+    assert "word_count" not in cli("tool", "list").stdout  # gone
+
+    replayed = cli("replay", "last")  # 'last' and id prefixes work like `agent runs show`
+    assert replayed.returncode == 0, replayed.stderr
+    assert "Three words; doubled, six." in replayed.stdout
+    assert f"replay of {run_id} reproduced it exactly" in replayed.stderr
+    assert "word_count:v1" in replayed.stdout + replayed.stderr
+    traced = cli("trace", "show", run_id[:13])
+    assert traced.returncode == 0 and "execute_tool word_count" in traced.stdout, traced.stderr
+    shown = cli("snapshot", "show", run_id[:13], "--json")
+    assert json.loads(shown.stdout)["run_id"] == run_id

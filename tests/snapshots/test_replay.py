@@ -12,13 +12,17 @@ from typing import Any
 
 import pytest
 
+from agentstage.core.orchestrators.routing import routed_tools
+from agentstage.core.tools import Toolset
 from agentstage.errors import ConfigError, ConflictError, NotFoundError
 from agentstage.runtime.conversations import ConversationService
 from agentstage.runtime.requests import RunRequest
 from agentstage.runtime.service import RunService
 from agentstage.runtime.snapshot_file import content_hash
 from agentstage.runtime.wiring import build_service
+from agentstage.tools.replay import replay_tools
 from agentstage.types import RunStatus
+from conftest import make_settings, scripted_config
 
 from .conftest import (
     ANSWER,
@@ -292,3 +296,55 @@ async def test_replay_is_refused_for_unknown_running_and_other_tenants_runs(
     assert queued.value.code == "run_not_finished" and "still queued" in queued.value.message
     assert unstarted.value.code == "run_not_started" and "has not started" in unstarted.value.message
     assert unknown.value.code == foreign.value.code == "run_not_found"
+
+
+SAMPLE_QUERY = "SELECT c.region, count(*) AS n FROM customers c GROUP BY c.region ORDER BY n DESC LIMIT 1"
+SAMPLE_RUNS = {
+    "react": [
+        {"json": {"tool": "sql.query", "arguments": {"query": SAMPLE_QUERY}}},
+        {"json": {"answer": "That region has the most customers."}},
+    ],
+    "planner": [
+        {"json": {"steps": [{"description": "count customers per region", "tool": "sql.query",
+                             "arguments": {"query": SAMPLE_QUERY}},
+                            {"description": "name the region"}]}},
+        {"text": "That region leads."},
+        {"text": "That region has the most customers."},
+    ],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("mode", ["react", "planner"])
+async def test_a_json_action_run_over_the_sample_sales_data_replays_exactly(
+    home: Path, tmp_path: Path, mode: str
+) -> None:
+    """A small model's run over the bundled sales data: the question's words route it to
+    sql.query (react then lists that tool alone); the replay must route and prompt the same way."""
+    script = {"native_tools": False, "responses": SAMPLE_RUNS[mode]}
+    settings = make_settings(home, scripted_config(script, tools={"sql_timeout": 60, "call_timeout": 120}))
+    question = "Which region has the most customers? Then name it."
+    async with build_service(settings) as service:
+        original = await service.run(RunRequest(input=question, mode=mode))
+        snapshot = await service.snapshots.show(original.id)
+        replayed = await replay(service, original.id)
+        a, b = await service.events(original.id), await service.events(replayed.id)
+    assert original.status == RunStatus.COMPLETED, original.error_message
+    assert tool_calls(a) == [("sql.query:v1", {"query": SAMPLE_QUERY})]
+    if mode == "react":
+        system = next(e for e in a if e.type == "model.request").data["messages"][0]["content"]
+        assert "sql.query" in system and "math.calculate" not in system  # routed: one tool shown
+    tools = {t["id"]: t for t in snapshot["tools"]}
+    assert {"region", "customer"} <= set(tools["sql.query:v1"]["keywords"])
+    assert replayed.status == RunStatus.COMPLETED, replayed.error_message
+    assert replayed.output == original.output and types(a) == types(b) and tool_calls(a) == tool_calls(b)
+    assert tool_results(a) == tool_results(b)
+
+
+def test_a_replaying_tool_is_routed_to_by_its_recorded_keywords() -> None:
+    """A tool that is no longer installed has no guide to ask: the snapshot's keywords route."""
+    spec = {"name": "crm.lookup", "version": "v2", "category": "data", "parameters": {"type": "object"},
+            "keywords": ["invoice", "customer"]}  # fmt: skip
+    [recorded] = replay_tools([], [spec])
+    [unrecorded] = replay_tools([], [{k: v for k, v in spec.items() if k != "keywords"}])
+    assert routed_tools("Find the invoice of Ada", Toolset([recorded])) == ["crm.lookup"]
+    assert routed_tools("Find the invoice of Ada", Toolset([unrecorded])) == []

@@ -25,6 +25,7 @@ from agentstage.evals.metrics import case_values
 from agentstage.evals.results import AttemptResult, AttemptStatus, CaseResult
 from agentstage.evals.scorers import JudgeVerdict, Sample, Score, Scorer
 from agentstage.evals.telemetry import EvaluationEvents
+from agentstage.runtime.observe import through
 from agentstage.runtime.requests import RunOptions, RunRequest
 
 if TYPE_CHECKING:
@@ -128,7 +129,8 @@ class EvalHarness:
                 correlation_id=f"eval-{self.eval_id}",
             )
             try:
-                record = await self.service.start(request)
+                with through("eval"):  # counted and traced as the eval's, whichever program runs it
+                    record = await self.service.start(request)
             except AgentstageError as error:
                 return self._report(loaded, _not_run(number, "rejected", error.message, error.code))
             self._running.add(record.id)
@@ -266,7 +268,8 @@ class _LiveJudge(_Judge):
             correlation_id=f"eval-{self.eval_id}-judge",
         )
         try:
-            record = await self.service.run(request)
+            with through("eval"):
+                record = await self.service.run(request)
         except AgentstageError as error:
             return JudgeVerdict(None, "", "rejected", error.message)
         return JudgeVerdict(record.id, record.output or "", record.status.value, record.error_message)

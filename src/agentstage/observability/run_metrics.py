@@ -42,6 +42,19 @@ class Standard:
     operation_duration: m.Histogram
     door_requests: m.Counter
     door_duration: m.Histogram
+    output_rate: m.Histogram
+
+
+# Output tokens per second of one model call: a CPU-bound embedded model makes tens, a remote one hundreds.
+TOKENS_PER_SECOND = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
+
+
+def model_host_restarted() -> None:
+    """Count a restart of ``agent serve``'s embedded model host (called by its supervisor)."""
+    m.counter(
+        "agent_model_host_restarts_total", "Restarts of the embedded model host after it exited.",
+        otel_name="agent.model_host.restarts",
+    ).inc()  # fmt: skip
 
 
 def standard() -> Standard:
@@ -93,6 +106,11 @@ def standard() -> Standard:
         door_duration=m.histogram(
             "agent_door_request_duration_seconds", "How long the doors took to serve a request (streams: until closed).",
             ("door", "method"), otel_name="agent.door.request.duration", unit="s",
+        ),
+        output_rate=m.histogram(
+            "agent_llm_output_tokens_per_second", "Output tokens per second of each model call, by provider "
+            "and model (the embedded model's speed under provider 'local').", ("provider", "model"),
+            buckets=TOKENS_PER_SECOND, otel_name="agent.llm.output_tokens_per_second", unit="{token}/s",
         ),
     )  # fmt: skip
 
@@ -166,6 +184,8 @@ class RunMetrics:
             )  # fmt: skip
         seconds = payload.latency_ms / 1000
         self.m.llm_latency.observe(seconds, provider=provider, model=model)
+        if usage.output_tokens and seconds > 0:
+            self.m.output_rate.observe(usage.output_tokens / seconds, provider=provider, model=model)
         self.m.operation_duration.observe(
             seconds, gen_ai_operation_name="chat", gen_ai_provider_name=kind, gen_ai_request_model=request_model,
             error_type="",

@@ -15,6 +15,7 @@ from typing import Any
 from agentstage.core.messages import Message, ToolCall, Usage
 from agentstage.core.model import ModelChunk, ModelRequest, ModelResponse, TextDelta, ToolCallChunk
 from agentstage.errors import ModelError
+from agentstage.providers.sdk_clients import ClientCache
 from agentstage.providers.wire import (
     from_wire_name,
     parse_arguments,
@@ -80,6 +81,28 @@ class AnthropicModel:
         self.params = params or {}
         self.timeout = timeout
         self.http_client = http_client  # an ``httpx2.AsyncClient`` the caller owns (and closes)
+        self._clients = ClientCache(self, owned=http_client is None)
+
+    def _client(self) -> Any:
+        """This model's SDK client, kept between calls (see providers/sdk_clients.py)."""
+        key = resolve_secret(self.api_key_ref, provider=self.provider)
+        base_url = resolve_secret(self.base_url, provider=self.provider)
+        return self._clients.get((base_url or "", key or ""), lambda: self._new_client(base_url, key))
+
+    def _new_client(self, base_url: str | None, key: str | None) -> Any:
+        import anthropic
+
+        return anthropic.AsyncAnthropic(
+            api_key=key or "not-needed",
+            base_url=base_url,
+            timeout=self.timeout,
+            max_retries=0,
+            http_client=self.http_client,
+        )
+
+    async def aclose(self) -> None:
+        """Close this model's connections now (they are also closed when the model is dropped)."""
+        await self._clients.aclose()
 
     def _kwargs(self, request: ModelRequest) -> dict[str, Any]:
         params = {**self.params, **request.params}
@@ -118,18 +141,12 @@ class AnthropicModel:
     async def stream(self, request: ModelRequest) -> AsyncIterator[ModelChunk]:
         import anthropic
 
-        key = resolve_secret(self.api_key_ref, provider=self.provider)
-        client = anthropic.AsyncAnthropic(
-            api_key=key or "not-needed",
-            base_url=resolve_secret(self.base_url, provider=self.provider),
-            timeout=self.timeout,
-            max_retries=0,
-            http_client=self.http_client,
-        )
+        client = self._client()
         text: list[str] = []
         blocks: dict[int, dict[str, str]] = {}
         usage = Usage()
         finish_reason = "stop"
+        stream: Any = None
         try:
             stream = await client.messages.create(**self._kwargs(request))
             async for event in stream:
@@ -158,9 +175,9 @@ class AnthropicModel:
                     finish_reason = event.delta.stop_reason or finish_reason
         except anthropic.APIError as error:
             raise self._translate(error) from None
-        finally:
-            if self.http_client is None:
-                await client.close()
+        finally:  # an answer left unread (cancelled, or the caller stopped) frees its connection
+            if stream is not None:
+                await stream.close()
         calls: list[ToolCall] = []
         for block in (blocks[i] for i in sorted(blocks)):
             arguments = parse_arguments(block["json"])

@@ -18,6 +18,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +39,10 @@ class ModelHostSupervisor:
         first_delay: float = 0.5,
         max_delay: float = 30.0,
         stable_after: float = 60.0,
+        on_restart: Callable[[], None] | None = None,
     ):
         self.preload = preload
+        self.on_restart = on_restart  # e.g. to count restarts in the metrics
         self.first_delay = first_delay
         self.max_delay = max_delay
         self.stable_after = stable_after
@@ -103,6 +106,9 @@ class ModelHostSupervisor:
             failures = 0 if time.monotonic() - started >= self.stable_after else failures + 1
             delay = min(self.max_delay, self.first_delay * 2 ** max(failures - 1, 0))
             self.restarts += 1
+            if self.on_restart is not None:
+                with contextlib.suppress(Exception):
+                    self.on_restart()
             previous = read_state(self.directory)
             state = "failed" if previous.get("state") == "failed" else "restarting"
             write_state(

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import time
 from collections.abc import AsyncIterator, Iterator
 from functools import lru_cache
 from pathlib import Path
@@ -276,12 +275,3 @@ class LocalModel:
 
         async for item in ThreadedIterator(run):
             yield item
-
-
-def warm_up(model: LocalModel) -> float:
-    """Load the model now (for benchmarks and health checks); returns the seconds it took."""
-    from agentstage.providers.llama_engine import load_llama
-
-    started = time.perf_counter()
-    load_llama(model.spec())
-    return time.perf_counter() - started

@@ -15,6 +15,7 @@ from agentstage.core.messages import Message, ToolCall, Usage
 from agentstage.core.model import ModelChunk, ModelRequest, ModelResponse, TextDelta, ToolCallChunk
 from agentstage.errors import ModelError
 from agentstage.providers.pool import EndpointPool
+from agentstage.providers.sdk_clients import ClientCache
 from agentstage.providers.wire import (
     from_wire_name,
     parse_arguments,
@@ -65,12 +66,17 @@ class OpenAIModel:
         self.params = params or {}
         self.timeout = timeout
         self.http_client = http_client  # an ``httpx2.AsyncClient`` the caller owns (and closes)
+        self._clients = ClientCache(self, owned=http_client is None)
 
     def _client(self, base_url: str | None = None) -> Any:
-        from openai import AsyncOpenAI, DefaultAsyncHttpxClient
-
+        """This model's SDK client for ``base_url`` (a pool's node, else the configured one)."""
         base_url = base_url or resolve_secret(self.base_url, provider=self.provider)
         key = resolve_secret(self.api_key_ref, provider=self.provider)
+        return self._clients.get((base_url or "", key or ""), lambda: self._new_client(base_url, key))
+
+    def _new_client(self, base_url: str | None, key: str | None) -> Any:
+        from openai import AsyncOpenAI, DefaultAsyncHttpxClient
+
         http_client = self.http_client
         if http_client is None and self.pool is not None and self.pool.ssl_context is not None:
             http_client = DefaultAsyncHttpxClient(verify=self.pool.ssl_context, timeout=self.timeout)
@@ -81,6 +87,10 @@ class OpenAIModel:
             max_retries=0,
             http_client=http_client,
         )
+
+    async def aclose(self) -> None:
+        """Close this model's connections now (they are also closed when the model is dropped)."""
+        await self._clients.aclose()
 
     def _kwargs(self, request: ModelRequest) -> dict[str, Any]:
         params = {**self.params, **request.params}
@@ -143,6 +153,7 @@ class OpenAIModel:
         calls: dict[int, dict[str, str]] = {}
         usage = Usage()
         finish_reason = "stop"
+        stream: Any = None
         try:
             stream = await client.chat.completions.create(**self._kwargs(request))
             async for chunk in stream:
@@ -167,9 +178,9 @@ class OpenAIModel:
                         finish_reason = choice.finish_reason
         except openai.APIError as error:
             raise self._translate(error, base_url) from None
-        finally:
-            if self.http_client is None:
-                await client.close()
+        finally:  # an answer left unread (cancelled, or the caller stopped) frees its connection
+            if stream is not None:
+                await stream.close()
         tool_calls = [
             ToolCall(
                 id=slot["id"] or f"call_{index}",

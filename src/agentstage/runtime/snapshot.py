@@ -6,6 +6,8 @@
   2 — chain entries resolved (model, effective parameters, native tool calls), retry policy, tools
       with description and argument schema, every prompt template of the mode, whether the code's
       tree was dirty, the git commit of the working directory, and ``replay_of``.
+  3 — tools with the router's ``keywords`` (which questions call for them), so a replay routes a
+      question to the same tools even where a tool is no longer installed.
 
 A snapshot has two halves. The configuration (profile chain, parameters, limits, tools, prompt,
 environment, code version) is the same for every run of a profile, so it is stored once, under the
@@ -35,11 +37,12 @@ from agentstage.observability.masking import mask, masked_environment
 from agentstage.runtime.catalog import schema_hash
 from agentstage.settings import Settings
 
-SNAPSHOT_SCHEMA_VERSION = 2
+SNAPSHOT_SCHEMA_VERSION = 3
 SNAPSHOT_VERSIONS: dict[int, str] = {
     1: "run, mode, profile chain, tools, prompt, options, environment, input, output, metrics, code version",
     2: "resolved chain entries, retry policy, tool schemas, all prompt templates of the mode, "
     "dirty flag, working-directory commit, replay_of",
+    3: "tools with the router's keywords",
 }
 
 
@@ -192,6 +195,7 @@ def configuration(
                 "category": t.category,
                 "description": t.description,
                 "parameters": t.parameters,
+                "keywords": sorted({str(k).lower() for k in getattr(t, "keywords", ())}),
             }
             for t in context.tools
         ],

@@ -370,7 +370,9 @@ def start_model_host(settings: Settings) -> ModelHost | None:
             except AgentstageError:
                 preload = None  # readiness names the problem; the host loads models on demand
             break
-    host = ModelHostSupervisor(preload)
+    from agentstage.observability.run_metrics import model_host_restarted
+
+    host = ModelHostSupervisor(preload, on_restart=model_host_restarted)
     os.environ[HOST_ENV] = str(host.start())
     return host
 

@@ -38,6 +38,7 @@ from agentstage.store.tables import (
     run_events,
     runs,
     snapshots,
+    spans,
 )
 
 PAGE_ROWS = 500
@@ -66,6 +67,13 @@ SEALED: tuple[Sealed, ...] = (
     Sealed(conversation_messages, ("id",), ("conversation_id", "position"), text=("content",)),
     Sealed(snapshots, ("hash",), ("hash",), json=("body",)),
     Sealed(batches, ("id",), ("id",), json=("items",)),
+    Sealed(
+        spans,
+        ("trace_id", "span_id"),
+        ("trace_id", "span_id"),
+        text=("status_message",),
+        json=("attributes", "events"),
+    ),
 )
 
 

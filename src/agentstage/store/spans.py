@@ -3,11 +3,16 @@
 Kept apart from the run tables like :mod:`agentstage.store.security`; ``SqlRunStore`` inherits
 these methods. On SQLite, spans are written by the store's one write thread and connection (the
 same that writes runs), so they never contend with run writes for the database lock.
+
+With content capture on, a span's attributes and events hold prompts, answers and tool data, and
+its status message can quote them: with encryption at rest on, those three columns are sealed like
+the runs' own content (store/crypto.py), bound to the span's row (``<trace id>:<span id>``), on both
+write paths, and re-sealed by ``agent store rotate-key`` (store/rekey.py). Names, ids, kinds and
+timings stay in the clear, so traces are still found by run and trace id.
 """
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Sequence
 from typing import Any
@@ -17,13 +22,21 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agentstage.core.records import SpanRecord
+from agentstage.store.crypto import Keyring, dump
 from agentstage.store.tables import spans
 
 _COLUMNS = [c.name for c in spans.columns]
 _INSERT = f"INSERT OR IGNORE INTO spans ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
 
 
-def _row(span: SpanRecord) -> dict[str, Any]:
+def row_name(trace_id: str, span_id: str) -> str:
+    """How a span's row is named in the associated data of its sealed values."""
+    return f"{trace_id}:{span_id}"
+
+
+def _row(span: SpanRecord, keys: Keyring) -> dict[str, Any]:
+    """The row SQLAlchemy writes: sealed values in place of the content columns when sealing."""
+    row = row_name(span.trace_id, span.span_id)
     return {
         "trace_id": span.trace_id,
         "span_id": span.span_id,
@@ -34,30 +47,42 @@ def _row(span: SpanRecord) -> dict[str, Any]:
         "start_ns": span.start_ns,
         "end_ns": span.end_ns,
         "status": span.status,
-        "status_message": span.status_message,
-        "attributes": span.attributes,
-        "events": span.events,
+        "status_message": keys.put_optional_text(span.status_message, "spans.status_message", row),
+        "attributes": keys.put_json_value(span.attributes, "spans.attributes", row),
+        "events": keys.put_json_value(span.events, "spans.events", row),
     }
 
 
-def sqlite_insert_spans(connection: sqlite3.Connection, records: Sequence[SpanRecord]) -> None:
-    """Insert on the SQLite write connection (a span seen twice is kept once)."""
+def sqlite_insert_spans(
+    connection: sqlite3.Connection, records: Sequence[SpanRecord], keys: Keyring | None = None
+) -> None:
+    """Insert on the SQLite write connection (a span seen twice is kept once). The JSON columns
+    are written as the text SQLAlchemy's path would store, sealed or not."""
+    keys = keys or Keyring()
     rows = []
     for span in records:
-        row = _row(span)
-        row["attributes"] = json.dumps(span.attributes, separators=(",", ":"), ensure_ascii=False)
-        row["events"] = json.dumps(span.events, separators=(",", ":"), ensure_ascii=False)
+        name = row_name(span.trace_id, span.span_id)
+        row = {c.name: getattr(span, c.name) for c in spans.columns}
+        row["status_message"] = keys.put_optional_text(span.status_message, "spans.status_message", name)
+        row["attributes"] = keys.put_json(dump(span.attributes), "spans.attributes", name)
+        row["events"] = keys.put_json(dump(span.events), "spans.events", name)
         rows.append(tuple(row[c] for c in _COLUMNS))
     connection.executemany(_INSERT, rows)
 
 
-def _span(row: Row[Any]) -> SpanRecord:
+def _span(row: Row[Any], keys: Keyring) -> SpanRecord:
     data = dict(row._mapping)
+    name = row_name(data["trace_id"], data["span_id"])
+    data["status_message"] = keys.get_text(data["status_message"], "spans.status_message", name)
+    data["attributes"] = keys.get_json(data["attributes"], "spans.attributes", name)
+    data["events"] = keys.get_json(data["events"], "spans.events", name)
     return SpanRecord(**data)
 
 
 class SpanTables:
-    """Mixed into the SQL store; ``engine`` is the store's async engine."""
+    """Mixed into the SQL store; ``engine`` and ``keys`` are the store's."""
+
+    keys: Keyring
 
     @property
     def engine(self) -> AsyncEngine:
@@ -66,7 +91,7 @@ class SpanTables:
     async def _insert_spans(self, records: Sequence[SpanRecord]) -> None:
         """Every database but SQLite (which writes on its write thread, see ``SqlRunStore``)."""
         async with self.engine.begin() as connection:
-            await connection.execute(insert(spans), [_row(span) for span in records])
+            await connection.execute(insert(spans), [_row(span, self.keys) for span in records])
 
     async def spans(self, *, run_id: str | None = None, trace_id: str | None = None) -> list[SpanRecord]:
         """The spans of a run, or of a whole trace, oldest first. With both: the run's spans and
@@ -83,4 +108,4 @@ class SpanTables:
         else:
             raise ValueError("spans() needs a run_id or a trace_id")
         async with self.engine.connect() as connection:
-            return [_span(row) for row in await connection.execute(query)]
+            return [_span(row, self.keys) for row in await connection.execute(query)]

@@ -157,7 +157,7 @@ class SqliteWrites:
     def add_spans(self, records: list[SpanRecord]) -> None:
         """Spans (observability) on the same connection as every run write: no lock contention."""
         try:
-            self._transaction(lambda c: sqlite_insert_spans(c, records))
+            self._transaction(lambda c: sqlite_insert_spans(c, records, self.keys))
         except (sqlite3.Error, ValueError, TypeError, OverflowError) as error:
             raise self.classify(error) from None
 

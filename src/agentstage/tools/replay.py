@@ -91,8 +91,9 @@ def _recorded_error(error: ErrorInfo) -> ToolError:
 
 
 # What a tool may tell the orchestrator about itself (worked examples, hints for the question,
-# how its output is quoted back): part of what the model is shown, so a replay must show the same.
-GUIDANCE = frozenset({"action_examples", "string_grammars", "hints", "example_output", "quote"})
+# how its output is quoted back, the words that route a question to it): part of what the model is
+# shown, so a replay must show the same.
+GUIDANCE = frozenset({"action_examples", "string_grammars", "hints", "example_output", "quote", "keywords"})
 
 
 class ReplayTool:
@@ -100,7 +101,10 @@ class ReplayTool:
 
     Its guidance for the prompt comes from the installed tool of the same name and version
     (``guide``), when there is one: the model must be shown what it was shown then. A guide that
-    changed since (new worked examples, another database) makes the replay diverge, as it should."""
+    changed since (new worked examples, another database) makes the replay diverge, as it should.
+    The router's ``keywords`` (which tools a question calls for, hence which the prompt lists) come
+    from the snapshot when it recorded them (version 3), so a tool that is no longer installed, or
+    reads other data now, is still routed to as it was then."""
 
     def __init__(self, spec: Mapping[str, Any], tape: ToolTape, guide: Tool | None = None):
         self._name = str(spec["name"])
@@ -110,8 +114,12 @@ class ReplayTool:
         self._parameters: dict[str, Any] = dict(spec.get("parameters") or {})
         self.tape = tape
         self._guide = guide
+        recorded = spec.get("keywords")
+        self._keywords = tuple(str(k) for k in recorded) if isinstance(recorded, list) else None
 
     def __getattr__(self, name: str) -> Any:
+        if name == "keywords" and self.__dict__.get("_keywords") is not None:
+            return self.__dict__["_keywords"]
         guide = self.__dict__.get("_guide")
         if name in GUIDANCE and guide is not None:
             return getattr(guide, name)

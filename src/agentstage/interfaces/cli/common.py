@@ -152,10 +152,6 @@ def stdin_is_piped() -> bool:
         return False
 
 
-def stdout_is_terminal() -> bool:
-    return sys.stdout.isatty()
-
-
 HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}
 
 

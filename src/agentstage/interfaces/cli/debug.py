@@ -106,14 +106,13 @@ def _save(outcome: Outcome, into: Path) -> None:
 
 
 def _report(outcome: Outcome, trace: bool, save_logs: Path | None) -> None:
-    from rich.console import Console
     from rich.text import Text
 
     from agentstage.interfaces.cli.render import summary_line
-    from agentstage.interfaces.cli.trace import render_tree
+    from agentstage.interfaces.cli.trace import render_tree, wide_console
 
     record = outcome.record
-    err = Console(stderr=True, highlight=False)
+    err = wide_console(stderr=True)
     err.print()
     if outcome.roots:
         err.print(Text(f"trace {record.trace_id}", style="bold"))

@@ -17,7 +17,19 @@ from rich.markdown import Markdown
 from rich.spinner import Spinner
 from rich.text import Text
 
-from agentstage.core.events import RunEvent
+from agentstage.core.events import (
+    ErrorInfo,
+    MessageDelta,
+    ModelFellBack,
+    ModelResponded,
+    ModelRetried,
+    PlanCreated,
+    RunEvent,
+    RunStarted,
+    StepFinished,
+    ToolCalled,
+    ToolResulted,
+)
 from agentstage.core.records import RunRecord
 from agentstage.interfaces.cli.output import console
 
@@ -29,31 +41,26 @@ def short_json(value: Any, limit: int = 160) -> str:
 
 def describe_event(event: RunEvent) -> str | None:
     """The dim one-line description of an event, or None for events shown otherwise (or not at all)."""
-    data = event.data
-    match event.type:
-        case "run.started":
-            return f"mode {data['mode']} ({data['mode_reason']}) · profile {data['profile']}"
-        case "plan.created":
-            steps = [
-                f"  {s['id']}. {s['description']}" + (f" [{s['tool']}]" if s.get("tool") else "")
-                for s in data["steps"]
-            ]
-            return "plan:\n" + "\n".join(steps)
-        case "tool.call":
-            return f"→ {data['tool']} {short_json(data['arguments'])}"
-        case "tool.result":
-            if data.get("error"):
-                return f"✗ {data['tool']} {data['error']['code']}: {data['error']['message']}"
-            return f"← {data['tool']} {short_json(data['output'])} ({data['latency_ms']:.0f} ms)"
-        case "model.retry":
-            error = data["error"]
-            return f"↻ {data['provider']} {error['code']}; retry {data['attempt']} in {data['delay']:.2f}s"
-        case "model.fallback" if data["reason"]["code"] == "missing_secret":
-            return f"⇢ skipping {data['from_provider']}: {data['reason']['message']}; using {data['to_provider']}"
-        case "model.fallback":
-            return f"⇢ {data['from_provider']} failed ({data['reason']['code']}); falling back to {data['to_provider']}"
-        case "step.finished" if data["status"] == "failed" and data.get("error"):
-            return f"✗ step {data['step_id']} ({data['name']}): {data['error']['message']}"
+    match event.payload:
+        case RunStarted(mode=mode, mode_reason=reason, profile=profile):
+            return f"mode {mode} ({reason}) · profile {profile}"
+        case PlanCreated(steps=steps):
+            lines = [f"  {s.id}. {s.description}" + (f" [{s.tool}]" if s.tool else "") for s in steps]
+            return "plan:\n" + "\n".join(lines)
+        case ToolCalled(tool=tool, arguments=arguments):
+            return f"→ {tool} {short_json(arguments)}"
+        case ToolResulted(tool=tool, error=ErrorInfo(code=code, message=message)):
+            return f"✗ {tool} {code}: {message}"
+        case ToolResulted(tool=tool, output=output, latency_ms=latency_ms):
+            return f"← {tool} {short_json(output)} ({latency_ms:.0f} ms)"
+        case ModelRetried(provider=provider, error=error, attempt=attempt, delay=delay):
+            return f"↻ {provider} {error.code}; retry {attempt} in {delay:.2f}s"
+        case ModelFellBack(from_provider=source, to_provider=target, reason=reason):
+            if reason.code == "missing_secret":
+                return f"⇢ skipping {source}: {reason.message}; using {target}"
+            return f"⇢ {source} failed ({reason.code}); falling back to {target}"
+        case StepFinished(status="failed", error=ErrorInfo(message=message), step_id=step_id, name=name):
+            return f"✗ step {step_id} ({name}): {message}"
     return None
 
 
@@ -123,14 +130,14 @@ class RunView:
             self.err.print(Text(line, style="dim"))
 
     def handle(self, event: RunEvent) -> None:
-        if event.type == "model.response":
-            self.model = f"{event.data['provider']}/{event.data['model']}"
-        if event.type == "message.delta":
-            data = event.data
-            self._delta(data["call_id"], data["text"])
-            return
-        if event.type == "tool.call":
-            self._close_text()
+        match event.payload:
+            case ModelResponded(provider=provider, model=model):
+                self.model = f"{provider}/{model}"
+            case MessageDelta(call_id=call_id, text=text):
+                self._delta(call_id, text)
+                return
+            case ToolCalled():
+                self._close_text()
         line = describe_event(event)
         if line is not None and not (event.type == "model.fallback" and line in self._noted):
             self._noted.add(line)  # a provider skipped on every call of a run is said once

@@ -14,7 +14,14 @@ if TYPE_CHECKING:
 
 
 def replay(
-    run_id: Annotated[str, typer.Argument(help="The finished run to replay.", show_default=False)],
+    run_id: Annotated[
+        str,
+        typer.Argument(
+            metavar="RUN",
+            help="The finished run to replay: its id, a unique start of it, or 'last'.",
+            show_default=False,
+        ),
+    ],
     live: Annotated[
         bool, typer.Option("--live", help="Re-run the snapshot's configuration with a real model.")
     ] = False,
@@ -43,6 +50,7 @@ def replay(
         fail("--profile and --model change a live re-run; add --live (an exact replay uses the recording)")
     outcome = run_command(lambda: _replay(run_id, live, profile, model, stream=not (as_json or no_stream)))
     record, diverged = outcome
+    run_id = record.replay_of or run_id  # 'last' or a prefix, resolved
     if as_json:
         print(
             json.dumps({**record.result(), "replay_of": run_id, "live": live, "diverged": diverged}, indent=2)
@@ -63,8 +71,10 @@ async def _replay(
 ) -> tuple[RunRecord, dict[str, Any] | None]:
     from agentstage.interfaces.cli.render import RunView
     from agentstage.interfaces.cli.run import stop_on_interrupt
+    from agentstage.interfaces.cli.runs import resolve_run
 
     async with open_service() as service:
+        run_id = (await resolve_run(service, run_id)).id
         started = await service.replay(run_id, live=live, profile=profile, model=model)
         stop_on_interrupt(service, started.id)
         if stream:

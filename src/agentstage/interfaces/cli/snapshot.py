@@ -20,7 +20,12 @@ app = typer.Typer(
 )
 
 RunArgument = Annotated[
-    str, typer.Argument(help="The run's id (from `agent runs list`).", show_default=False)
+    str,
+    typer.Argument(
+        metavar="RUN",
+        help="The run's id (from `agent runs list`), a unique start of it, or 'last'.",
+        show_default=False,
+    ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
 
@@ -31,8 +36,10 @@ def show(run_id: RunArgument, as_json: JsonOption = False) -> None:
     masked), code version, input, output and metrics."""
 
     async def fetch() -> dict[str, Any]:
+        from agentstage.interfaces.cli.runs import resolve_run
+
         async with open_service() as service:
-            return await service.snapshots.show(run_id)
+            return await service.snapshots.show((await resolve_run(service, run_id)).id)
 
     document = run_command(fetch)
     if as_json:
@@ -58,8 +65,10 @@ def export(
     can be shown, compared and replayed (no model needed)."""
 
     async def fetch() -> dict[str, Any]:
+        from agentstage.interfaces.cli.runs import resolve_run
+
         async with open_service() as service:
-            return await service.snapshots.export(run_id)
+            return await service.snapshots.export((await resolve_run(service, run_id)).id)
 
     document = run_command(fetch)
     text = json.dumps(document, ensure_ascii=False, indent=2) + "\n"
@@ -68,7 +77,7 @@ def export(
         return
     _write_atomically(output, text)
     typer.secho(
-        f"exported run {run_id} to {output} ({len(document['events'])} events, "
+        f"exported run {document['snapshot']['run_id']} to {output} ({len(document['events'])} events, "
         f"snapshot {document['snapshot_hash'][:16]}…)",
         err=True,
     )
@@ -127,16 +136,25 @@ def _read(file: Path) -> bytes:
 
 @app.command("diff")
 def diff(
-    a: Annotated[str, typer.Argument(help="The first run's id.", show_default=False)],
-    b: Annotated[str, typer.Argument(help="The second run's id.", show_default=False)],
+    a: Annotated[
+        str,
+        typer.Argument(metavar="A", help="The first run (id, unique start, or 'last').", show_default=False),
+    ],
+    b: Annotated[
+        str,
+        typer.Argument(metavar="B", help="The second run (id, unique start, or 'last').", show_default=False),
+    ],
     as_json: JsonOption = False,
 ) -> None:
     """Compare two runs: configuration differences field by field, then the first event where
     they diverge (the step, and what each did), then output and metrics side by side."""
 
     async def fetch() -> dict[str, Any]:
+        from agentstage.interfaces.cli.runs import resolve_run
+
         async with open_service() as service:
-            return await service.snapshots.diff(a, b)
+            first, second = await resolve_run(service, a), await resolve_run(service, b)
+            return await service.snapshots.diff(first.id, second.id)
 
     result = run_command(fetch)
     if as_json:

@@ -9,9 +9,11 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from agentstage.interfaces.cli.trace import wide_console
 from agentstage.runtime.snapshot import snapshot_hash
 
 WIDTH = 72
+LABEL = 13  # the longest label ("conversation") and a space
 
 
 def short(value: Any, limit: int = WIDTH) -> str:
@@ -21,13 +23,13 @@ def short(value: Any, limit: int = WIDTH) -> str:
 
 
 def _line(console: Console, label: str, value: Any, style: str = "") -> None:
-    line = Text(f"{label:<12}", style="bold")
+    line = Text(f"{label:<{LABEL}}", style="bold")
     line.append(str(value), style=style)
     console.print(line)
 
 
 def render_snapshot(document: dict[str, Any]) -> None:
-    console = Console(highlight=False)
+    console = wide_console()
     mode = document.get("mode") or {}
     profile = document.get("profile") or {}
     status = document.get("status") or "running"
@@ -54,7 +56,7 @@ def render_snapshot(document: dict[str, Any]) -> None:
     _line(console, "prompt", f"{prompt.get('template')} (hash {prompt.get('hash')})")
     for name, digest in (prompt.get("files") or {}).items():
         if name != prompt.get("template"):
-            console.print(f"{'':<12}{name} (hash {digest})")
+            console.print(f"{'':<{LABEL}}{name} (hash {digest})")
     _line(console, "options", short(document.get("options") or {}))
     environment = document.get("environment") or {}
     _line(console, "environment", " ".join(f"{k}={v}" for k, v in environment.items()) or "—")
@@ -120,7 +122,7 @@ def _render_metrics(console: Console, metrics: dict[str, Any] | None) -> None:
 
 
 def render_diff(result: dict[str, Any]) -> None:
-    console = Console(highlight=False)
+    console = wide_console()
     console.print(Text(f"A = run {result['a']}\nB = run {result['b']}", style="bold"))
     changes = result.get("config") or []
     console.print()

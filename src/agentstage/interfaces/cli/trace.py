@@ -31,6 +31,19 @@ SHORT = {"gen_ai.request.model": "model", "gen_ai.usage.input_tokens": "in", "ge
          "http.response.status_code": "http", "error.type": "error"}  # fmt: skip
 
 
+def wide_console(*, stderr: bool = False) -> Any:
+    """A Rich console for trees and tables: on a terminal, its width; piped, lines are never cut
+    or wrapped (``grep`` and ``less -S`` see whole lines)."""
+    import sys
+
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    if stream.isatty():
+        return Console(file=stream, highlight=False)
+    return Console(file=stream, highlight=False, soft_wrap=True, width=10_000)
+
+
 def duration(span: SpanRecord) -> str:
     ms = span.duration_ms
     return f"{ms / 1000:.2f} s" if ms >= 1000 else f"{ms:.1f} ms"
@@ -86,7 +99,14 @@ def render_tree(roots: list[SpanNode], *, all_attributes: bool = False) -> Any:
 
 @app.command("show")
 def show(
-    run_id: Annotated[str, typer.Argument(help="The run whose trace to show.", show_default=False)],
+    run_id: Annotated[
+        str,
+        typer.Argument(
+            metavar="RUN",
+            help="The run whose trace to show: its id, a unique start of it, or 'last'.",
+            show_default=False,
+        ),
+    ],
     attributes: Annotated[
         bool, typer.Option("--attributes", "-a", help="Show every attribute and span event.")
     ] = False,
@@ -97,18 +117,19 @@ def show(
     Spans are kept in the store as runs happen (tracing.store), so this works with nothing else
     running. The same spans go to an OTLP collector when one is configured (docs/observability.md).
     """
-    from rich.console import Console
 
     async def fetch() -> list[SpanNode]:
+        from agentstage.interfaces.cli.runs import resolve_run
+
         async with open_services() as services:
-            return await services.traces.tree(run_id)
+            return await services.traces.tree((await resolve_run(services.runs, run_id)).id)
 
     roots = run_command(fetch)
     if as_json:
         rows = [span.to_dict() for root in roots for _, span in root.walk()]
         print(json.dumps(rows, ensure_ascii=False, indent=2))
         return
-    console = Console(highlight=False)
+    console = wide_console()
     if not roots:
         console.print(
             f"run {run_id} has no spans (tracing was off, or it has not started yet)", style="yellow"
