@@ -50,5 +50,9 @@ async def test_queue_lets_the_others_wait_their_turn(make_service: Callable[...,
         runs = [await service.start(request("small")) for _ in range(3)]
         ended = [await service.wait(run.id) for run in runs]
         assert [record.status for record in ended] == ["completed"] * 3
-        spans = sorted((r.started_at, r.finished_at) for r in ended)
+        spans = []
+        for record in ended:
+            assert record.started_at is not None and record.finished_at is not None
+            spans.append((record.started_at, record.finished_at))
+        spans.sort()
         assert all(prev[1] <= nxt[0] for prev, nxt in itertools.pairwise(spans))

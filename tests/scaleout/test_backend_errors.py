@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 
 from devcluster import agent_executable, free_port
-from tests.scaleout.conftest import Running
+
+from .conftest import Running
 
 
 def agent(home: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
