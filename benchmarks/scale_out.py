@@ -148,7 +148,7 @@ def embedded(runs: int, cancels: int) -> dict[str, Any]:
         serve.port = port
         serve.start()
         cluster.apis.append(serve)
-        cluster.wait_ready()
+        cluster.wait_ready(timeout=300)  # a busy machine starts processes slowly
         target = Target([f"http://127.0.0.1:{port}"], key)
         return {
             "runs_per_s": target.throughput(runs),
@@ -171,7 +171,7 @@ def scale_out(workers: int, runs: int, cancels: int, latency: bool) -> dict[str,
             cluster.add_api()
         for _ in range(workers):
             cluster.add_worker("--concurrency", "16")
-        cluster.wait_ready()
+        cluster.wait_ready(timeout=300)  # a busy machine starts processes slowly
         target = Target([f"http://127.0.0.1:{api.port}" for api in cluster.apis], key)
         target.throughput(20)  # warm up
         figures: dict[str, Any] = {"runs_per_s": target.throughput(runs)}

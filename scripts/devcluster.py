@@ -124,6 +124,13 @@ class Postgres:
         """What a crash looks like to clients: every connection cut, no clean shutdown."""
         self._ctl("restart", "-m", "immediate", "-w", "-l", str(self.root / "postgres.log"))
 
+    def stop_server(self) -> None:
+        """Stop the server but keep its data (``start_server`` brings it back)."""
+        self._ctl("stop", "-m", "fast", "-w")
+
+    def start_server(self) -> None:
+        self._ctl("start", "-w", "-l", str(self.root / "postgres.log"))
+
     def stop(self) -> None:
         if (self.data / "postmaster.pid").exists():
             self._run(_binary("pg_ctl", PG_BIN), "-D", str(self.data), "stop", "-m", "immediate", check=False)

@@ -22,9 +22,12 @@ from agentstage.settings import Settings, load_settings
 
 AGENT = str(Path(sys.executable).parent / "agent")
 
-# ``--store postgresql``: the store-facing tests run against a private PostgreSQL, each test on a
-# fresh database cloned from a migrated template (scripts/devcluster.py starts the server).
-STORE_URL: str | None = None
+# ``--store postgresql``: the store-facing tests run against a private PostgreSQL
+# (scripts/devcluster.py starts it). Each AGENT_HOME a test (or a module's shared server) uses gets
+# its own fresh database, cloned from a migrated template: two homes are two stores, as two SQLite
+# files would be.
+POSTGRES: Any = None
+_DATABASES: dict[str, str] = {}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -47,8 +50,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = keep
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def postgres_template(request: pytest.FixtureRequest) -> Iterator[Any]:
+    global POSTGRES
     if request.config.getoption("--store") != "postgresql":
         yield None
         return
@@ -68,32 +72,40 @@ def postgres_template(request: pytest.FixtureRequest) -> Iterator[Any]:
         await store.close()
 
     asyncio.run(migrate())
+    POSTGRES = server
     try:
         yield server
     finally:
+        POSTGRES = None
         server.stop()
 
 
-@pytest.fixture(autouse=True)
-def store_database(postgres_template: Any) -> Iterator[None]:
-    """Each test's store: SQLite under its home (default), or a fresh PostgreSQL database."""
-    global STORE_URL
-    if postgres_template is None:
-        yield
-        return
-    name = f"t_{os.getpid()}_{time.monotonic_ns()}"
-    STORE_URL = postgres_template.create_database(name, template="template_agentstage")
-    try:
-        yield
-    finally:
-        STORE_URL = None
-
-
-def with_store(config: dict[str, Any]) -> dict[str, Any]:
-    """``config`` with the matrix's store URL, if the tests run against PostgreSQL."""
-    if STORE_URL is None:
+def with_store(config: dict[str, Any], home: Path) -> dict[str, Any]:
+    """``config`` with the store URL of ``home``'s own database, if the tests run against PostgreSQL."""
+    if POSTGRES is None:
         return config
-    return {**config, "store": {**config.get("store", {}), "url": STORE_URL}}
+    key = str(Path(home).resolve())
+    url = _DATABASES.get(key)
+    if url is None:
+        name = f"t_{os.getpid()}_{time.monotonic_ns()}"
+        url = _DATABASES[key] = str(POSTGRES.create_database(name, template="template_agentstage"))
+    return {**config, "store": {**config.get("store", {}), "url": url}}
+
+
+def stored_bytes(home: Path) -> bytes:
+    """Everything the store of ``home`` holds, as bytes to search: the SQLite file with its WAL, or
+    a dump of the home's PostgreSQL database."""
+    if POSTGRES is None:
+        return b"".join(path.read_bytes() for path in sorted(home.glob("agentstage.db*")))
+    url = _DATABASES.get(str(Path(home).resolve()))
+    if url is None:
+        return b""
+    from devcluster import PG_BIN
+
+    name = url.rsplit("/", 1)[1]
+    dump = POSTGRES._run(str(PG_BIN / "pg_dump"), "-h", "127.0.0.1", "-p", str(POSTGRES.port),
+                         "-U", POSTGRES.user, "-d", name)  # fmt: skip
+    return str(dump.stdout).encode()
 
 
 @pytest.fixture
@@ -122,7 +134,7 @@ def scripted_config(script: dict[str, Any] | str, **extra: Any) -> dict[str, Any
 
 
 def make_settings(home: Path, config: dict[str, Any]) -> Settings:
-    return load_settings(with_store(config), environ={"AGENT_HOME": str(home)})
+    return load_settings(with_store(config, home), environ={"AGENT_HOME": str(home)})
 
 
 @pytest.fixture
@@ -152,7 +164,7 @@ class Cli:
         self.env.update({"AGENT_HOME": str(home), "NO_COLOR": "1", "COLUMNS": "200"})
 
     def configure(self, config: dict[str, Any]) -> None:
-        (self.home / "config.json").write_text(json.dumps(with_store(config)), encoding="utf-8")
+        (self.home / "config.json").write_text(json.dumps(with_store(config, self.home)), encoding="utf-8")
 
     def script(self, script: dict[str, Any], **extra: Any) -> None:
         path = self.home / "script.json"

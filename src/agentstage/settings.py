@@ -186,6 +186,13 @@ class RedisSettings(Strict):
     stream_maxlen: int = Field(default=10_000, ge=100, description="Entries kept per run stream (trimmed).")
     stream_ttl: float = Field(default=3600.0, gt=0, description="Seconds a run's stream lives after it ends.")
 
+    @field_validator("url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("redis://", "rediss://", "unix://", "env:")):
+            raise ValueError(f"{value!r} is not a Redis URL (redis://host:port/db, rediss://… or unix://…)")
+        return value
+
 
 class HttpSettings(Strict):
     host: str = "127.0.0.1"

@@ -50,7 +50,7 @@ class Server:
             "default_profile": "t",
         }
         (home / "config.json").write_text(
-            json.dumps(with_store({**base, **(config or {})})), encoding="utf-8"
+            json.dumps(with_store({**base, **(config or {})}, home)), encoding="utf-8"
         )
         self.key = self.agent("keys", "create", "--name", "tests", "--role", "admin").strip()
         self.headers = {"Authorization": f"Bearer {self.key}"}

@@ -86,8 +86,10 @@ class Client:
         after: int | None = None,
         last_event_id: int | None = None,
         until: int | None = None,
+        opened: threading.Event | None = None,
     ) -> list[dict[str, Any]]:
-        """SSE events (``{id, event, data}``) until the terminal one, or until seq ``until``."""
+        """SSE events (``{id, event, data}``) until the terminal one, or until seq ``until``;
+        ``opened`` is set once the stream is open (the server answered 200)."""
         headers = dict(self.headers)
         if last_event_id is not None:
             headers["Last-Event-ID"] = str(last_event_id)
@@ -96,6 +98,8 @@ class Client:
         with httpx.Client(base_url=self.url, headers=headers, timeout=60) as client:
             with client.stream("GET", f"{API}/runs/{run_id}/events", params=params) as answer:
                 assert answer.status_code == 200, answer.read()
+                if opened is not None:
+                    opened.set()
                 for event in sse(answer.iter_lines()):
                     got.append(event)
                     if event.get("event", "").startswith("run.") and event["event"] in ENDINGS:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import statistics
+import threading
 import time
 from typing import Any
 
@@ -55,18 +56,17 @@ def test_cancel_on_one_node_stops_the_run_on_whichever_worker_runs_it(cluster: R
         latencies.append(time.perf_counter() - sent)
         events = got[0]
         assert events[-1]["event"] == "run.cancelled"
+        # The user's own reason: the cancel reached the worker by notification at once, not by
+        # the durable flag its heartbeat reads ("cancelled by request from another process").
+        assert events[-1]["data"]["data"]["reason"] == "cancelled by the user"
         assert seqs(events) == list(range(1, len(events) + 1))
         assert b.status(run_id)["status"] == "cancelled"
     latencies.sort()
     p99 = latencies[int(0.99 * (len(latencies) - 1))]
+    # The aim (p99 < 100 ms) is measured by benchmarks/scale_out.py on a quiet machine; a test
+    # cannot time it on shared cores. Here: every one of the 20 ended, and none waited for a sweep.
     print(f"cancel across nodes: p50 {statistics.median(latencies) * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms")
-    # The aim (p99 < 100 ms) is measured by benchmarks/scale_out.py; here: well under a heartbeat,
-    # i.e. the cancel travelled by notification, not by the durable flag's polling.
-    assert p99 < cluster_heartbeat_bound()
-
-
-def cluster_heartbeat_bound() -> float:
-    return 1.0
+    assert p99 < 10.0
 
 
 def test_a_cancelled_queued_run_never_starts(cluster: Running) -> None:
@@ -144,8 +144,10 @@ def test_redis_restart_and_a_database_crash_mid_stream_lose_nothing(cluster: Run
     for disrupt in (cluster.cluster.redis.restart, cluster.cluster.postgres.restart_immediate):
         run_id = cluster.api(0).start("long" if disrupt is not cluster.cluster.redis.restart else "slow")
         head = b.events(run_id, until=4)
-        stream, got = in_thread(lambda rid=run_id: b.events(rid, after=4))
-        time.sleep(0.3)
+        opened = threading.Event()
+        stream, got = in_thread(lambda rid=run_id, o=opened: b.events(rid, after=4, opened=o))
+        assert opened.wait(30)  # the stream is open before the disruption: it must ride it out
+        time.sleep(0.2)
         disrupt()
         stream.join(timeout=90)
         events = head + got[0]
@@ -267,3 +269,36 @@ def test_a_stopping_worker_drains_then_cancels_with_reason_shutdown(cluster: Run
     assert events[-1]["data"]["data"]["reason"] == "shutdown"
     assert worker.process is not None and worker.process.wait(timeout=30) == 0
     cluster.replace(worker)
+
+
+def ready(client: Client) -> httpx.Response:
+    return httpx.get(f"{client.url}/health/ready", timeout=30)
+
+
+def test_readiness_names_redis_and_postgresql_problems(cluster: Running) -> None:
+    node = cluster.api(0)
+    assert ready(node).json()["checks"]["redis"] == "ok"
+    redis = cluster.cluster.redis
+    redis.stop()
+    try:
+        answer = ready(node)  # streams still work without Redis (polled): degraded, still ready
+        assert answer.status_code == 200, answer.text
+        check = answer.json()["checks"]["redis"]
+        assert check.startswith("degraded: Redis at redis://127.0.0.1:") and "polled" in check, check
+    finally:
+        redis.start()
+    postgres = cluster.cluster.postgres
+    postgres.stop_server()
+    try:
+        answer = ready(node)
+        assert answer.status_code == 503, answer.text
+        check = answer.json()["checks"]["store"]
+        assert check.startswith("unavailable (store_unavailable)") and str(postgres.port) in check, check
+    finally:
+        postgres.start_server()
+    deadline = time.monotonic() + 30
+    while (answer := ready(node)).status_code != 200 or answer.json()["checks"]["redis"] != "ok":
+        assert time.monotonic() < deadline, answer.text
+        time.sleep(0.2)
+    run_id = node.start("brief")  # and the cluster works again
+    assert node.wait(run_id)["status"] == "completed"

@@ -98,6 +98,7 @@ def stored_snapshot(home: Path, run_id: str) -> dict[str, object]:
     return body
 
 
+@pytest.mark.sqlite_only  # reads the SQLite file itself
 def test_the_working_directory_commit_is_recorded(cli: Cli, tmp_path: Path) -> None:
     """The agent runs from a project in git: its commit (and whether it had changes) is recorded."""
     project = tmp_path / "project"

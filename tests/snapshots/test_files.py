@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from agentstage.errors import AgentstageError, ConflictError, InvalidInputError
 from agentstage.providers.registry import check_provider
@@ -135,12 +136,12 @@ async def test_a_bad_file_is_refused_with_nothing_written(
         with pytest.raises(InvalidInputError) as refused:
             await service.snapshots.import_run(make(exported))
         assert await service.count_runs() == 0
+        async with service.store.engine.connect() as connection:  # type: ignore[attr-defined]
+            for table in ("snapshots", "run_events"):
+                counted = await connection.execute(text(f"SELECT count(*) FROM {table}"))
+                assert counted.scalar_one() == 0, table
     assert refused.value.code == code, refused.value.message
     assert words in refused.value.message, refused.value.message
-    with sqlite3.connect(target / "agentstage.db") as connection:
-        assert connection.execute("SELECT count(*) FROM snapshots").fetchone() == (0,)
-        assert connection.execute("SELECT count(*) FROM run_events").fetchone() == (0,)
-    connection.close()
 
 
 async def test_importing_a_run_twice_is_refused(exported: dict[str, Any], home: Path) -> None:
@@ -150,6 +151,7 @@ async def test_importing_a_run_twice_is_refused(exported: dict[str, Any], home: 
     assert twice.value.code == "run_exists"
 
 
+@pytest.mark.sqlite_only  # edits the SQLite file itself
 async def test_a_stored_snapshot_of_an_unknown_version_is_refused(
     exported: dict[str, Any], home: Path
 ) -> None:

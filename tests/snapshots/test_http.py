@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from agentstage.runtime.snapshot_file import content_hash
+from conftest import stored_bytes
 from http_api.conftest import Server, sse_events
 
 from .conftest import ANSWER, QUESTION, REACT, sales_db
@@ -208,7 +209,7 @@ def test_no_secret_leaves_through_snapshots_exports_diffs_or_the_store(
     environment = json.loads(bodies[0])["environment"]
     assert environment["OPENAI_API_KEY"] == "***"  # recorded (allow-listed), and masked
     home: Path = tenants.server.home
-    stored = b"".join(path.read_bytes() for path in home.glob("agentstage.db*"))
+    stored = stored_bytes(home)
     assert b"models:***@models.example.com" in stored  # the URL is kept, its password is not
     for canary in CANARIES:
         assert all(canary not in body for body in bodies), canary

@@ -28,6 +28,15 @@ def stream_key(run_id: str) -> str:
     return f"{KEY_PREFIX}{run_id}"
 
 
+def _masked(url: str) -> str:
+    """The URL without its password (for logs and health answers)."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not at or ":" not in credentials:
+        return url
+    return f"{scheme}{sep}{credentials.split(':', 1)[0]}:***@{host}"
+
+
 def _fields(event: RunEvent) -> dict[str, str]:
     return {
         "t": event.type,
@@ -70,6 +79,22 @@ class RedisEventBus:
             health_check_interval=5,
             max_connections=2000,
         )
+        problem = await self.problem()
+        if problem is not None:
+            log.warning("%s; live events go through the store (polled) until it is back", problem)
+
+    async def problem(self) -> str | None:
+        """Why Redis cannot be used now (unreachable, refusing our credentials), or None."""
+        import redis.exceptions
+
+        if self._redis is None:
+            return "Redis is not connected"
+        try:
+            await self._redis.ping()
+        except (redis.exceptions.RedisError, OSError) as error:
+            reason = " ".join(str(error).split()) or type(error).__name__
+            return f"Redis at {_masked(self.url)} cannot be used: {reason}"
+        return None
 
     async def close(self) -> None:
         if self._sink is not None:

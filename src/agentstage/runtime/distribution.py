@@ -39,6 +39,10 @@ class EventBus(Protocol):
         """The sink that appends this process's committed events to the bus (after the store)."""
         ...
 
+    async def problem(self) -> str | None:
+        """Why the bus cannot be used now (for readiness), or None when it can."""
+        ...
+
     async def tail(self, run_id: str, after: int, wait: float) -> list[RunEvent] | None:
         """Events of the run after seq ``after`` as they arrive, waiting up to ``wait`` seconds for
         the first; [] if none came, None if the bus cannot be reached (read the store instead).

@@ -564,13 +564,13 @@ class RunService:
 
         Works for live runs of this process, finished runs, and runs of other processes (polled)."""
         if tenant is not None:
-            await self.status(run_id, tenant)
+            await self._read_through(lambda: self.status(run_id, tenant))
         live = self._live.get(run_id)
         if live is not None:
             async for event in live.follow(after):
                 yield event
             return
-        record = await self.status(run_id)
+        record = await self._read_through(lambda: self.status(run_id))  # a database restart: wait
         cursor = after
         while True:
             events = await self._read_through(functools.partial(self.store.events, run_id, after=cursor))

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from agentstage.access.config import McpPolicy
 from agentstage.access.guard import Guard
 from agentstage.access.secrets import resolve_reference
@@ -41,7 +43,7 @@ from agentstage.runtime.store_keys import StoreKeyService
 from agentstage.runtime.traces import TraceService
 from agentstage.settings import Settings
 from agentstage.store.crypto import Keyring, parse_key
-from agentstage.store.sql import SqlRunStore
+from agentstage.store.sql import SqlRunStore, classify
 from agentstage.tools.plugins import plugin_tools
 from agentstage.tools.registry import builtin_tools
 from agentstage.tools.replay import replay_tools
@@ -308,9 +310,19 @@ def rebuild_models(service: RunService, settings: Settings) -> None:
     )
 
 
+def store_error_for(error: Exception) -> StoreError | None:
+    """The store error a database driver's exception means (a server restarting, unreachable), for
+    doors that met it outside the store's own handling; None for anything else."""
+    return classify(error) if isinstance(error, SQLAlchemyError) else None
+
+
+DEGRADED = "degraded"  # a readiness check that names a problem the node still serves through
+
+
 async def readiness(settings: Settings, service: RunService) -> dict[str, str]:
     """What ``/health/ready`` reports: the store can be written (a probe write, at most one a
-    second), and the default profile's primary provider can be used."""
+    second), Redis answers (scale-out; without it the node is degraded, not unready), and the
+    default profile's primary provider can be used."""
     checks: dict[str, str] = {}
     try:
         await service.check_store()
@@ -318,8 +330,16 @@ async def readiness(settings: Settings, service: RunService) -> dict[str, str]:
         checks["store"] = "ok"
     except (StoreError, ConfigError) as error:
         checks["store"] = f"unavailable ({error.code}): {error.message}"
+    except SQLAlchemyError as error:
+        named = classify(error)
+        checks["store"] = f"unavailable ({named.code}): {named.message}"
     except Exception as error:  # any failure means not ready; the reason is what matters
         checks["store"] = f"unavailable: {type(error).__name__}: {error}"
+    if service.bus is not None:  # without Redis streams still work (polled): degraded, still ready
+        trouble = await service.bus.problem()
+        checks["redis"] = (
+            "ok" if trouble is None else f"{DEGRADED}: {trouble}; live events are polled from the store"
+        )
     entry = settings.profile(None).chain[0]
     provider = settings.providers[entry.provider]
     problem = check_provider(provider.type, provider.options(), entry.provider)

@@ -166,8 +166,25 @@ class SqlRunStore(KeyMaintenance, SecurityTables, LeaseTables, SpanTables):
             busy = max(min(self.write_timeout / 4, 1.0), 0.05)
             self._sqlite = SqliteWrites(self._sqlite_path(), busy_timeout=busy, keys=self.keys)
             self._write_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agentstage-store")
-        await self._migrate()
-        await self.check_encryption(register=True)
+        try:
+            await self._migrate()
+            await self.check_encryption(register=True)
+        except (SQLAlchemyError, OSError) as error:
+            if self.is_sqlite:
+                raise
+            await self.close()
+            raise self._unreachable(error) from None
+
+    def _unreachable(self, error: Exception) -> StoreError:
+        """A database server that cannot be reached or refuses us, named in one line (password masked):
+        what an operator needs to fix a wrong URL, a stopped server or a missing role/database."""
+        reason = _one_line(getattr(error, "orig", None) or error)
+        return StoreError(
+            f"cannot open the store at {self.location}: {reason}",
+            code="store_unavailable",
+            retry_after=1.0,
+            details={"store": self.location},
+        )
 
     def _engine_options(self) -> dict[str, Any]:
         """PostgreSQL (psycopg 3): a pool that checks each connection before use, so a server
@@ -180,7 +197,13 @@ class SqlRunStore(KeyMaintenance, SecurityTables, LeaseTables, SpanTables):
             "pool_pre_ping": True,
             "pool_recycle": 1800,
             "pool_timeout": max(self.write_timeout, 1.0),
-            "connect_args": {"connect_timeout": max(int(self.write_timeout), 2)},
+            "connect_args": {
+                "connect_timeout": max(int(self.write_timeout), 2),
+                # A process paused or hung inside a transaction (SIGSTOP, a frozen VM) would hold
+                # its run rows locked for ever, and nobody could requeue or fail its runs: the
+                # server ends such a session, releasing them, after this long.
+                "options": f"-c idle_in_transaction_session_timeout={int(max(self.write_timeout, 5.0) * 1000)}",
+            },
         }
 
     def _prepare_sqlite_path(self) -> None:
@@ -583,11 +606,21 @@ def _masked_url(url: str) -> str:
     return f"{scheme}{sep}{user}:***@{host}"
 
 
+def _one_line(error: BaseException) -> str:
+    """A driver's message on one line, without SQLAlchemy's pointer to its docs."""
+    return " ".join(str(error).split()).split(" (Background on this error", 1)[0]
+
+
+def classify(error: SQLAlchemyError) -> StoreError:
+    """The store error a database error means (for callers outside the store, e.g. readiness)."""
+    return _classify(error)
+
+
 def _classify(error: SQLAlchemyError) -> StoreError:
     """Name a database error the way operators and clients act on it."""
     original = getattr(error, "orig", None)
     sqlstate = getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
-    text_ = str(original or error)
+    text_ = _one_line(original or error)
     if sqlstate in {"53100"} or "No space left" in text_ or "disk is full" in text_:
         return StoreError(f"the store is out of space: {text_}", code="storage_full", retry_after=5.0)
     if isinstance(error, DisconnectionError | InterfaceError) or (

@@ -198,6 +198,7 @@ async def _run(
         )
         record = await service.start(request)
         stop_on_interrupt(service, record.id)
+        notice_unclaimed(service, record.id)
         with RunView(show_tokens=streamed, rich_answer=None if streamed else False) as view:
             async for event in service.stream(record.id):
                 view.handle(event)
@@ -218,6 +219,33 @@ async def pick_conversation(
         note("no earlier conversation: starting a new one")
     title = " ".join(text.split())[:80]
     return (await conversations.create(title=title)).id
+
+
+UNCLAIMED_NOTICE_SECONDS = 5.0
+
+
+def notice_unclaimed(service: RunService, run_id: str) -> None:
+    """Scale-out mode: the run waits for an ``agent worker``; say so if none takes it soon, rather
+    than sit silent."""
+    if service.queue is None:
+        return
+
+    async def watch() -> None:
+        await asyncio.sleep(UNCLAIMED_NOTICE_SECONDS)
+        record = await service.store.get_run(run_id)
+        if record is not None and record.status == "queued" and record.worker_id is None:
+            note(
+                f"run {run_id} is queued, and no `agent worker` has claimed it after "
+                f"{UNCLAIMED_NOTICE_SECONDS:g}s (store.url and redis.url select the scale-out mode, where "
+                "workers execute runs); Ctrl-C cancels it"
+            )
+
+    task = asyncio.get_running_loop().create_task(watch())
+    _NOTICES.add(task)
+    task.add_done_callback(_NOTICES.discard)
+
+
+_NOTICES: set[asyncio.Task[None]] = set()
 
 
 def stop_on_interrupt(service: RunService, run_id: str) -> None:

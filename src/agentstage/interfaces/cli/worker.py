@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from agentstage.interfaces.cli.common import fail, load_settings
+from agentstage.interfaces.cli.common import Exit, fail, load_settings
 
 
 def worker(
@@ -33,7 +33,7 @@ def worker(
     import asyncio
     import signal
 
-    from agentstage.errors import UserError
+    from agentstage.errors import AgentstageError, UserError
     from agentstage.runtime.wiring import configure_logging, run_worker
 
     try:
@@ -60,3 +60,5 @@ def worker(
         asyncio.run(main())
     except UserError as error:
         fail(error.message)
+    except AgentstageError as error:  # the store cannot be reached or opened: one line, exit 1
+        fail(error.message, Exit.RUN_FAILED)

@@ -13,6 +13,7 @@ from starlette.responses import Response
 from agentstage.errors import AgentstageError
 from agentstage.interfaces.http.deps import request_id
 from agentstage.interfaces.http.problems import problem, problem_for
+from agentstage.runtime.wiring import store_error_for
 
 log = logging.getLogger("agentstage.http")
 
@@ -83,6 +84,10 @@ async def on_http_error(request: Request, error: Exception) -> Response:
 
 async def on_unexpected_error(request: Request, error: Exception) -> Response:
     rid = request_id(request)
+    unavailable = store_error_for(error)
+    if unavailable is not None and unavailable.code == "store_unavailable":  # 503 + Retry-After, not 500
+        log.warning("%s %s: %s", request.method, request.url.path, unavailable.message)
+        return problem_for(unavailable, instance=request.url.path, request_id=rid)
     log.exception("unhandled error on %s %s (request %s)", request.method, request.url.path, rid)
     return problem(
         500, "internal_error", f"an internal error occurred; the server log has the details (request {rid})",

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 
 from agentstage.interfaces.http.deps import runtime
 from agentstage.interfaces.http.schemas import Health
-from agentstage.runtime.wiring import readiness
+from agentstage.runtime.wiring import DEGRADED, readiness
 
 router = APIRouter(prefix="/health", tags=["health"])
 
@@ -27,7 +27,7 @@ async def live() -> dict[str, Any]:
 async def ready(request: Request) -> JSONResponse:
     rt = runtime(request)
     checks = await readiness(rt.settings, rt.runs)
-    ok = all(value == "ok" for value in checks.values())
+    ok = all(value == "ok" or value.startswith(DEGRADED) for value in checks.values())
     return JSONResponse(
         {"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503
     )
