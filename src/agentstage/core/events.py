@@ -243,8 +243,24 @@ def parse_payload(event_type: str, data: dict[str, Any]) -> EventPayload:
     return _PAYLOADS.validate_python({**data, "type": event_type})
 
 
+def _not_json(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+# One encoder made once: ``json.dumps`` builds an encoder per call, which costs more than encoding
+# a small event's data. Same options, same text; no circular-reference check (payloads are trees).
+_C_ENCODER: Any = getattr(json.encoder, "c_make_encoder", None)
+_encode: Any = (
+    _C_ENCODER(None, _not_json, json.encoder.encode_basestring, None, ":", ",", False, False, False)
+    if _C_ENCODER is not None
+    else None
+)
+
+
 def dump_json(value: Any) -> str:
     """The one JSON text form of event data: compact, UTF-8 kept as is (what every door sends)."""
+    if _encode is not None:
+        return "".join(_encode(value, 0))
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 

@@ -191,8 +191,11 @@ class EventWriter:
             for run_id, error in lost.items():
                 self.discard(run_id)
                 self._on_lost(run_id, error)
-            self._publish(batch, lost)
+            events = [e for run_id, w in batch.runs.items() if run_id not in lost for e in w.events]
+            self._deliver(self._sinks[:1], events)  # live followers: at once
             self._answer(waiters, batch, lost, failure)
+            if events and len(self._sinks) > 1:  # the others once the runs waiting here have moved on
+                asyncio.get_running_loop().call_soon(self._deliver, self._sinks[1:], events)
 
     async def _commit(self, batch: Batch) -> tuple[dict[str, StoreError], StoreError | None]:
         """Write a batch, retrying a locked store until ``write_timeout``; say which runs lost what."""
@@ -221,11 +224,11 @@ class EventWriter:
                 log.error("run %s: the store refused its writes; it fails alone: %s", run_id, refusal.message)
             return refused, None
 
-    def _publish(self, batch: Batch, lost: dict[str, StoreError]) -> None:
-        events = [e for run_id, w in batch.runs.items() if run_id not in lost for e in w.events]
+    @staticmethod
+    def _deliver(sinks: Sequence[EventSink], events: list[RunEvent]) -> None:
         if not events:
             return
-        for sink in self._sinks:
+        for sink in sinks:
             try:
                 sink.deliver(events)
             except Exception:  # a sink must not raise; if one does, it loses these events only
