@@ -48,6 +48,7 @@ from agentstage.errors import (
 )
 from agentstage.runtime import observe
 from agentstage.runtime.catalog import ToolCatalog, ToolServerSpec
+from agentstage.runtime.collector import tune_for_runs
 from agentstage.runtime.distribution import EventBus, RunQueue, Sweeper, TenantBusy
 from agentstage.runtime.execution import ConfigSnapshots, ExecutionDeps, ModelFactory, RunExecution
 from agentstage.runtime.live import LiveRun
@@ -172,6 +173,7 @@ class RunService:
         self._heartbeat = asyncio.create_task(self._heartbeat_loop(), name="agentstage-heartbeat")
         self._repairer = asyncio.create_task(self._repair_loop(), name="agentstage-repairs")
         self._opened = True
+        tune_for_runs()
 
     async def _connect_tool_servers(self) -> None:
         """Connect the configured MCP servers; one that fails is logged and skipped, not fatal."""
