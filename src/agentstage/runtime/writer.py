@@ -3,7 +3,9 @@
 Orchestrators never wait on the database: their recorders hand writes to the writer and carry on.
 The writer commits whatever has accumulated in one transaction, then hands the committed events to
 the sinks (live followers first), so a client never sees an event that a crash could take back and
-a resumed stream (``after=seq``) never skips or repeats one.
+a resumed stream (``after=seq``) never skips or repeats one. Live followers get them at once; the
+runs waiting on the commit are answered next; the other sinks (telemetry, the event bus) are
+called after those runs have moved on, in commit order, so observation never sits on a run's path.
 
 A failure belongs to the run that caused it. When the database refuses some rows, the store keeps
 every other run of the batch and names the refused runs; each of those is told through ``on_lost``
