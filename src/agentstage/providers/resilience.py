@@ -162,7 +162,9 @@ class _Attempt:
             self._expired = True
             task.cancel()
             return
-        self._timer = loop.call_at((since if since is not None else now) + self.timeout, self._check, loop, task)
+        self._timer = loop.call_at(
+            (since if since is not None else now) + self.timeout, self._check, loop, task
+        )
 
 
 class UnavailableModel:
