@@ -6,7 +6,10 @@
 - time to first SSE event of ``POST /api/v1/agent/run/stream``, p50 and p99 (aim: p99 < 5 ms);
 - server memory per open idle SSE stream with many concurrent clients (aim: < 50 KiB).
 
-    python benchmarks/http_gateway.py [--requests 2000] [--concurrency 32] [--streams 1000]
+Both servers stay up and rounds alternate between them (a shared machine's noise hits both
+alike); throughput and latency figures are medians over the rounds.
+
+    python benchmarks/http_gateway.py [--requests 2000] [--concurrency 32] [--rounds 3] [--streams 1000]
 """
 
 from __future__ import annotations
@@ -195,7 +198,8 @@ async def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--samples", type=int, default=300)
-    parser.add_argument("--streams", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--streams", type=int, default=1000, help="0 leaves the memory figure out")
     args = parser.parse_args()
     print(f"machine: {machine()}")
     agent, url, headers = start_agent_server()
@@ -204,22 +208,35 @@ async def main() -> None:
             body = (await client.post("/api/v1/agent/run", json={"input": "hi", "mode": "chat"})).text
         bare, bare_url = start_bare_server(body)
         try:
-            bare_rate = await throughput(bare_url, {}, args.requests, args.concurrency)
+            await throughput(bare_url, {}, args.requests // 10, args.concurrency)  # warm both
+            await throughput(url, headers, args.requests // 10, args.concurrency)
+            ratios, bare_rates, agent_rates = [], [], []
+            for _ in range(args.rounds):
+                bare_rates.append(await throughput(bare_url, {}, args.requests, args.concurrency))
+                agent_rates.append(await throughput(url, headers, args.requests, args.concurrency))
+                ratios.append(agent_rates[-1] / bare_rates[-1])
         finally:
             bare.terminate()
             bare.wait()
-        agent_rate = await throughput(url, headers, args.requests, args.concurrency)
         print(
-            f"POST /api/v1/agent/run, {args.requests} requests, {args.concurrency} at a time: "
-            f"bare Starlette {bare_rate:,.0f} req/s · agentstage {agent_rate:,.0f} req/s · ratio {agent_rate / bare_rate:.2f}"
+            f"POST /api/v1/agent/run, {args.requests} requests, {args.concurrency} at a time, median of "
+            f"{args.rounds} rounds: bare Starlette {statistics.median(bare_rates):,.0f} req/s · agentstage "
+            f"{statistics.median(agent_rates):,.0f} req/s · ratio {statistics.median(ratios):.2f} "
+            f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)})"
         )
-        latencies = await first_event_latencies(url, headers, args.samples)
+        p50s, p99s = [], []
+        for _ in range(args.rounds):
+            latencies = await first_event_latencies(url, headers, args.samples)
+            p50s.append(statistics.median(latencies))
+            p99s.append(percentile(latencies, 0.99))
         print(
-            f"time to first SSE event over {len(latencies)} streams: p50 {statistics.median(latencies):.2f} ms · "
-            f"p99 {percentile(latencies, 0.99):.2f} ms"
+            f"time to first SSE event, {args.samples} streams a round, median of {args.rounds} rounds: "
+            f"p50 {statistics.median(p50s):.2f} ms · p99 {statistics.median(p99s):.2f} ms "
+            f"(p99 by round: {', '.join(f'{p:.2f}' for p in p99s)})"
         )
-        per_stream = await idle_stream_memory(url, headers, agent.pid, args.streams)
-        print(f"server memory per open idle SSE stream ({args.streams} clients): {per_stream:.1f} KiB")
+        if args.streams:
+            per_stream = await idle_stream_memory(url, headers, agent.pid, args.streams)
+            print(f"server memory per open idle SSE stream ({args.streams} clients): {per_stream:.1f} KiB")
     finally:
         agent.terminate()
         agent.wait()

@@ -1,17 +1,23 @@
 #!/usr/bin/env python3
 """What the run service costs: react runs through RunService (events stamped, persisted to SQLite,
-streamed) against the same orchestrator loop with no store and no events.
+streamed, observed) against the same orchestrator loop with no store and no events.
 
 Each run is one react loop with the scripted provider at zero latency: one tool call
-(math.calculate), then an answer. Prints runs/s for both and the ratio (aim: >= 0.5).
+(math.calculate), then an answer. Prints runs/s and CPU per run for the bare loop, the service,
+and the service with its telemetry (traces, metrics) off, and the ratio service/bare (aim: >= 0.5).
+Rounds alternate bare and service runs (a shared machine's noise hits both alike); the figures
+are medians over the rounds. Both sides run with the garbage-collector settings the service
+applies to its process (see agentstage.runtime.collector).
 
-    python benchmarks/runtime_overhead.py [--runs 1000] [--concurrency 50]
+    python benchmarks/runtime_overhead.py [--runs 1000] [--concurrency 50] [--rounds 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import resource
+import statistics
 import time
 from collections.abc import Awaitable, Callable
 
@@ -20,6 +26,7 @@ from _common import machine, temporary_home
 from agentstage.core.orchestrators import AgentContext, ReactOrchestrator
 from agentstage.core.prompts import PromptLibrary
 from agentstage.providers.scripted import Script, ScriptedModel
+from agentstage.runtime.collector import tune_for_runs
 from agentstage.runtime.requests import RunRequest
 from agentstage.runtime.wiring import build_service, tool_catalog
 from agentstage.settings import load_settings
@@ -69,14 +76,16 @@ async def bare_loop(runs: int, concurrency: int) -> float:
     return await with_concurrency(runs, concurrency, one)
 
 
-async def through_service(runs: int, concurrency: int) -> float:
-    config = {
+async def through_service(runs: int, concurrency: int, *, telemetry: bool = True) -> float:
+    config: dict[str, object] = {
         "home": str(temporary_home()),
         "providers": {"s": {"type": "scripted", "script": SCRIPT}},
         "profiles": {"t": {"chain": [{"provider": "s"}]}},
         "default_profile": "t",
         "runtime": {"max_concurrent_runs": max(concurrency, 1)},
     }
+    if not telemetry:
+        config |= {"tracing": {"enabled": False}, "metrics": {"enabled": False}}
     async with build_service(load_settings(config)) as service:
 
         async def one() -> None:
@@ -104,24 +113,57 @@ async def without_safety(runs: int, concurrency: int) -> float:
         tools.json_safe = safe
 
 
+async def measured(run: Callable[[], Awaitable[float]]) -> tuple[float, float]:
+    """Runs/s, and the process's CPU seconds (every thread) spent in the call."""
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    rate = await run()
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    return rate, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+
+
+async def compare(runs: int, concurrency: int, rounds: int) -> None:
+    sides: dict[str, Callable[[], Awaitable[float]]] = {
+        "bare": lambda: bare_loop(runs, concurrency),
+        "service": lambda: through_service(runs, concurrency),
+        "no telemetry": lambda: through_service(runs, concurrency, telemetry=False),
+    }
+    rates: dict[str, list[float]] = {name: [] for name in sides}
+    cpu: dict[str, list[float]] = {name: [] for name in sides}
+    for _ in range(rounds):
+        for name, side in sides.items():
+            rate, seconds = await measured(side)
+            rates[name].append(rate)
+            cpu[name].append(seconds / runs * 1000)
+    ratios = [full / bare for full, bare in zip(rates["service"], rates["bare"], strict=True)]
+    med = {name: statistics.median(values) for name, values in rates.items()}
+    ms = {name: statistics.median(values) for name, values in cpu.items()}
+    print(
+        f"{runs} react runs, {concurrency} at a time, median of {rounds} rounds: "
+        f"bare loop {med['bare']:,.0f} runs/s ({ms['bare']:.2f} ms CPU/run) · "
+        f"RunService + SQLite {med['service']:,.0f} runs/s ({ms['service']:.2f} ms) · "
+        f"ratio {statistics.median(ratios):.2f} (rounds: {', '.join(f'{r:.2f}' for r in ratios)}) · "
+        f"telemetry off {med['no telemetry']:,.0f} runs/s ({ms['no telemetry']:.2f} ms)"
+    )
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--skip-safety", action="store_true", help="leave out the JSON-safety figure")
     args = parser.parse_args()
     print(f"machine: {machine()}")
+    tune_for_runs()  # what the service does to its process: both sides run under it
     await bare_loop(50, 10)  # warm imports and caches
     for concurrency in (1, args.concurrency):
-        bare = await bare_loop(args.runs, concurrency)
-        full = await through_service(args.runs, concurrency)
-        print(
-            f"{args.runs} react runs, {concurrency} at a time: bare loop {bare:,.0f} runs/s · "
-            f"RunService + SQLite {full:,.0f} runs/s · ratio {full / bare:.2f}"
-        )
+        await compare(args.runs, concurrency, args.rounds)
+    if args.skip_safety:
+        return
     safe = unsafe = 0.0
-    for _ in range(3):  # interleaved rounds, best of each: the machine's noise hits both alike
+    for _ in range(args.rounds):  # interleaved rounds, best of each: the machine's noise hits both alike
         unsafe = max(unsafe, await without_safety(args.runs, args.concurrency))
         safe = max(safe, await through_service(args.runs, args.concurrency))
     print(

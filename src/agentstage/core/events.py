@@ -243,19 +243,42 @@ def parse_payload(event_type: str, data: dict[str, Any]) -> EventPayload:
     return _PAYLOADS.validate_python({**data, "type": event_type})
 
 
+def _not_json(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+# One encoder made once: ``json.dumps`` builds an encoder per call, which costs more than encoding
+# a small event's data. Same options, same text; no circular-reference check (payloads are trees).
+_C_ENCODER: Any = getattr(json.encoder, "c_make_encoder", None)
+_encode: Any = (
+    _C_ENCODER(None, _not_json, json.encoder.encode_basestring, None, ":", ",", False, False, False)
+    if _C_ENCODER is not None
+    else None
+)
+
+
 def dump_json(value: Any) -> str:
     """The one JSON text form of event data: compact, UTF-8 kept as is (what every door sends)."""
+    if _encode is not None:
+        return "".join(_encode(value, 0))
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def payload_json(payload: Payload) -> str:
-    """The wire ``data`` of a payload as compact JSON text.
+    """The wire ``data`` of a payload as compact JSON text."""
+    return "".join(payload_json_parts(payload))
+
+
+def payload_json_parts(payload: Payload) -> list[str]:
+    """The wire ``data`` as JSON text in pieces that join to :func:`payload_json`. Every piece
+    begins and ends outside any JSON string, so text inside a string never spans two pieces.
 
     A model request repeats the same system prompt and tool definitions in every call of every
-    run of a profile — most of the bytes a run records — so their JSON is made once and reused."""
+    run of a profile — most of the bytes a run records — so their JSON is made once and the same
+    piece (the same string object) comes back each time; a reader can cache work per piece."""
     if isinstance(payload, ModelRequested):
-        return _model_request_json(payload)
-    return dump_json(payload.model_dump(mode="json"))
+        return _model_request_parts(payload)
+    return [dump_json(payload.model_dump(mode="json"))]
 
 
 class _Memo:
@@ -291,16 +314,22 @@ def _message_json(message: Message) -> str:
     return _MESSAGES.get(key, key, lambda _: dump_json(message.model_dump(mode="json")))
 
 
-def _model_request_json(payload: ModelRequested) -> str:
-    messages = ",".join(_message_json(m) for m in payload.messages)
-    tools = ",".join(
-        _SPECS.get(id(spec), spec, lambda s: dump_json(s.model_dump(mode="json"))) for spec in payload.tools
-    )
-    return (
+def _model_request_parts(payload: ModelRequested) -> list[str]:
+    parts = [
         f'{{"call_id":{dump_json(payload.call_id)},"provider":{dump_json(payload.provider)},'
-        f'"model":{dump_json(payload.model)},"params":{dump_json(payload.params)},"messages":[{messages}],'
-        f'"tools":[{tools}],"response_format":{dump_json(payload.response_format)}}}'
-    )
+        f'"model":{dump_json(payload.model)},"params":{dump_json(payload.params)},"messages":['
+    ]
+    for index, message in enumerate(payload.messages):
+        if index:
+            parts.append(",")
+        parts.append(_message_json(message))
+    parts.append('],"tools":[')
+    for index, spec in enumerate(payload.tools):
+        if index:
+            parts.append(",")
+        parts.append(_SPECS.get(id(spec), spec, lambda s: dump_json(s.model_dump(mode="json"))))
+    parts.append(f'],"response_format":{dump_json(payload.response_format)}}}')
+    return parts
 
 
 @dataclass(slots=True)

@@ -73,6 +73,11 @@ _TRIGGERS = tuple(trigger for triggers, _, _ in _FAMILIES for trigger in trigger
 
 _lock = threading.Lock()
 _known: frozenset[str] = frozenset()  # remembered secret values and their JSON-escaped forms
+# Texts that recur (the system prompt and tool definitions of every model request) and what they
+# become masked; emptied whenever the remembered secrets change.
+_REPEATED_MIN_CHARS = 256
+_REPEATED_SIZE = 1024
+_repeated: dict[str, str] = {}
 
 
 def is_secret_name(name: str) -> bool:
@@ -87,6 +92,7 @@ def remember(values: Iterable[str]) -> None:
     escaped |= {json.dumps(v)[1:-1] for v in found}
     with _lock:
         _known = _known | found | escaped
+        _repeated.clear()
 
 
 def forget_all() -> None:
@@ -94,6 +100,7 @@ def forget_all() -> None:
     global _known
     with _lock:
         _known = frozenset()
+        _repeated.clear()
 
 
 def remember_secrets(environ: Mapping[str, str], config: Any = None) -> None:
@@ -135,6 +142,23 @@ def redact(text: str) -> str:
         if any(trigger in lowered for trigger in triggers):
             text = pattern.sub(replacement, text)
     return text
+
+
+def redact_repeated(text: str) -> str:
+    """:func:`redact`, remembered for long texts: for pieces of text that come back again and
+    again (the same prompt in every run), the scan is done once."""
+    if len(text) < _REPEATED_MIN_CHARS:
+        return redact(text)
+    found = _repeated.get(text)
+    if found is None:
+        known = _known
+        found = redact(text)
+        with _lock:
+            if _known is known:  # not made with secrets that changed meanwhile
+                if len(_repeated) >= _REPEATED_SIZE:
+                    _repeated.clear()
+                _repeated[text] = found
+    return found
 
 
 def redact_json(text: str) -> str | None:

@@ -20,6 +20,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -104,38 +105,66 @@ def endpoint_of(model: Model) -> str:
 
 
 class _Attempt:
-    """Streams one call to one model with an idle timeout, remembering whether output was sent."""
+    """Streams one call to one model with an idle timeout, remembering whether output was sent.
+
+    The timeout bounds each wait for the model's next chunk. One timer serves the whole call: it
+    fires ``timeout`` seconds after the current wait began, or is moved to then if a chunk came
+    meanwhile, so a chunk costs a clock read instead of a timer of its own."""
 
     def __init__(self, model: Model, timeout: float):
         self.model = model
         self.timeout = timeout
         self.streamed = False
+        self._waiting_since: float | None = None  # when the current wait for a chunk began
+        self._expired = False
+        self._timer: asyncio.TimerHandle | None = None
 
     async def chunks(self, request: ModelRequest) -> AsyncIterator[ModelChunk]:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
         iterator = aiter(self.model.stream(request))
+        self._timer = loop.call_at(loop.time() + self.timeout, self._check, loop, task)
         try:
             while True:
+                self._waiting_since = loop.time()
+                cancelling = task.cancelling()
                 try:
-                    # One timeout moved forward per chunk: cheaper than wait_for, which makes a task.
-                    async with asyncio.timeout(self.timeout) as idle:
-                        chunk = await anext(iterator)
-                        idle.reschedule(None)
+                    chunk = await anext(iterator)
                 except StopAsyncIteration:
                     return
-                except TimeoutError:
-                    raise ModelError(
-                        f"{self.model.provider} produced nothing for {self.timeout:g}s (timeout)",
-                        code="model_timeout",
-                        retryable=True,
-                        provider=self.model.provider,
-                    ) from None
+                except asyncio.CancelledError:
+                    if self._expired and task.uncancel() <= cancelling:
+                        raise ModelError(
+                            f"{self.model.provider} produced nothing for {self.timeout:g}s (timeout)",
+                            code="model_timeout",
+                            retryable=True,
+                            provider=self.model.provider,
+                        ) from None
+                    raise
+                finally:
+                    self._waiting_since = None
                 if isinstance(chunk, TextDelta | ToolCallChunk):
                     self.streamed = True
                 yield chunk
         finally:
+            self._timer.cancel()
             close = getattr(iterator, "aclose", None)
             if close is not None:
                 await close()
+
+    def _check(self, loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]) -> None:
+        """The timer: expire the wait in progress if it is ``timeout`` old, else look again when
+        it would be. Runs while the task is suspended, so a cancel lands in the wait itself."""
+        since = self._waiting_since
+        now = loop.time()
+        if since is not None and now - since >= self.timeout:
+            self._expired = True
+            task.cancel()
+            return
+        self._timer = loop.call_at(
+            (since if since is not None else now) + self.timeout, self._check, loop, task
+        )
 
 
 class UnavailableModel:

@@ -28,6 +28,7 @@ from agentstage.core.events import (
     ToolResulted,
     utc_now,
 )
+from agentstage.core.limits import RunLimits
 from agentstage.core.messages import Message
 from agentstage.core.model import Model
 from agentstage.core.orchestrators import AgentContext, Orchestrator, choose_mode, orchestrator_for
@@ -65,6 +66,29 @@ class ConfigSnapshots:
             self._made.clear()
         self._made[key] = (settings, toolset, digest, config)
         return digest, config
+
+
+class Limits:
+    """A run's limits by profile and overrides, validated once per configuration (every run of
+    a profile asks twice: when it is admitted and when it starts)."""
+
+    def __init__(self, size: int = 256) -> None:
+        self.size = size
+        self._made: dict[tuple[Any, ...], tuple[Settings, RunLimits]] = {}
+
+    def get(self, settings: Settings, profile: str, overrides: dict[str, Any]) -> RunLimits:
+        key = (id(settings), profile, *sorted(overrides.items()))
+        found = self._made.get(key)
+        if found is not None and found[0] is settings:
+            return found[1]
+        limits = settings.limits_for(profile, overrides)
+        if len(self._made) >= self.size:
+            self._made.clear()
+        self._made[key] = (settings, limits)
+        return limits
+
+
+LIMITS = Limits()
 
 
 class RunWatch(Protocol):
@@ -204,7 +228,7 @@ class RunExecution:
         else:
             reason = "requested"
         orchestrator = orchestrator_for(mode)
-        limits = deps.settings.limits_for(record.profile, options.limit_overrides())
+        limits = LIMITS.get(deps.settings, record.profile, options.limit_overrides())
         profile = deps.settings.profile(record.profile)
         model = deps.model_factory(record.profile)
         context = AgentContext(

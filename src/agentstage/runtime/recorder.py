@@ -20,12 +20,13 @@ from agentstage.core.events import (
     RunQueued,
     TerminalPayload,
     parse_payload,
+    payload_json_parts,
     utc_now,
 )
 from agentstage.core.jsonsafe import shrink_to_fit
 from agentstage.core.records import RunRecord
 from agentstage.errors import RunError, StoreError
-from agentstage.observability.masking import redact, redact_json
+from agentstage.observability.masking import redact, redact_repeated
 from agentstage.runtime.writer import EventWriter
 from agentstage.store.base import ConversationTurn
 from agentstage.types import RunStatus
@@ -136,28 +137,25 @@ class RunRecorder:
             raise self.lost
 
     def _append(self, draft: EventDraft) -> RunEvent:
-        event = RunEvent(
-            self.run_id,
-            self._next_seq,
-            utc_now(),
-            draft.payload,
-            trace_id=self.record.trace_id,
-            span_id=draft.span_id,
-        )
+        payload = draft.payload
         try:
-            text = event.data_json
-            masked = redact_json(text)
-            if masked is not None:
-                text = masked
-                event = RunEvent(
-                    event.run_id, event.seq, event.ts, type=event.type, data_json=masked,
-                    trace_id=event.trace_id, span_id=event.span_id,
-                )  # fmt: skip
+            parts = payload_json_parts(payload)
         except (ValueError, TypeError) as error:
             raise RunError(
-                f"a {event.type} event of this run cannot be recorded as JSON: {error}",
+                f"a {payload.type} event of this run cannot be recorded as JSON: {error}",
                 code="event_invalid",
             ) from None
+        masked = False
+        for index, part in enumerate(parts):  # piece by piece: repeated pieces are scanned once
+            clean = redact_repeated(part)
+            if clean != part:
+                parts[index], masked = clean, True
+        text = "".join(parts)
+        event = RunEvent(
+            self.run_id, self._next_seq, utc_now(),
+            None if masked else payload,  # masked: readers parse the masked text, never the secret
+            type=payload.type, data_json=text, trace_id=self.record.trace_id, span_id=draft.span_id,
+        )  # fmt: skip
         if len(text) * 4 > self._max_event_bytes and len(text.encode()) > self._max_event_bytes:
             event = self._capped(event)
         self._next_seq += 1

@@ -48,8 +48,9 @@ from agentstage.errors import (
 )
 from agentstage.runtime import observe
 from agentstage.runtime.catalog import ToolCatalog, ToolServerSpec
+from agentstage.runtime.collector import tune_for_runs
 from agentstage.runtime.distribution import EventBus, RunQueue, Sweeper, TenantBusy
-from agentstage.runtime.execution import ConfigSnapshots, ExecutionDeps, ModelFactory, RunExecution
+from agentstage.runtime.execution import LIMITS, ConfigSnapshots, ExecutionDeps, ModelFactory, RunExecution
 from agentstage.runtime.live import LiveRun
 from agentstage.runtime.recorder import RunRecorder
 from agentstage.runtime.recovery import LostRunSweeper
@@ -172,6 +173,7 @@ class RunService:
         self._heartbeat = asyncio.create_task(self._heartbeat_loop(), name="agentstage-heartbeat")
         self._repairer = asyncio.create_task(self._repair_loop(), name="agentstage-repairs")
         self._opened = True
+        tune_for_runs()
 
     async def _connect_tool_servers(self) -> None:
         """Connect the configured MCP servers; one that fails is logged and skipped, not fatal."""
@@ -238,7 +240,7 @@ class RunService:
         mode = parse_mode(request.mode or settings.default_mode.value)
         profile = request.profile or settings.default_profile
         settings.profile(profile)
-        settings.limits_for(profile, request.options.limit_overrides())
+        LIMITS.get(settings, profile, request.options.limit_overrides())
         if plan is None:
             check = getattr(self.model_factory, "check", None)  # a model that cannot load: refuse now
             if check is not None:

@@ -3,7 +3,9 @@
 Orchestrators never wait on the database: their recorders hand writes to the writer and carry on.
 The writer commits whatever has accumulated in one transaction, then hands the committed events to
 the sinks (live followers first), so a client never sees an event that a crash could take back and
-a resumed stream (``after=seq``) never skips or repeats one.
+a resumed stream (``after=seq``) never skips or repeats one. Live followers get them at once; the
+runs waiting on the commit are answered next; the other sinks (telemetry, the event bus) are
+called after those runs have moved on, in commit order, so observation never sits on a run's path.
 
 A failure belongs to the run that caused it. When the database refuses some rows, the store keeps
 every other run of the batch and names the refused runs; each of those is told through ``on_lost``
@@ -191,8 +193,11 @@ class EventWriter:
             for run_id, error in lost.items():
                 self.discard(run_id)
                 self._on_lost(run_id, error)
-            self._publish(batch, lost)
+            events = [e for run_id, w in batch.runs.items() if run_id not in lost for e in w.events]
+            self._deliver(self._sinks[:1], events)  # live followers: at once
             self._answer(waiters, batch, lost, failure)
+            if events and len(self._sinks) > 1:  # the others once the runs waiting here have moved on
+                asyncio.get_running_loop().call_soon(self._deliver, self._sinks[1:], events)
 
     async def _commit(self, batch: Batch) -> tuple[dict[str, StoreError], StoreError | None]:
         """Write a batch, retrying a locked store until ``write_timeout``; say which runs lost what."""
@@ -221,11 +226,11 @@ class EventWriter:
                 log.error("run %s: the store refused its writes; it fails alone: %s", run_id, refusal.message)
             return refused, None
 
-    def _publish(self, batch: Batch, lost: dict[str, StoreError]) -> None:
-        events = [e for run_id, w in batch.runs.items() if run_id not in lost for e in w.events]
+    @staticmethod
+    def _deliver(sinks: Sequence[EventSink], events: list[RunEvent]) -> None:
         if not events:
             return
-        for sink in self._sinks:
+        for sink in sinks:
             try:
                 sink.deliver(events)
             except Exception:  # a sink must not raise; if one does, it loses these events only
