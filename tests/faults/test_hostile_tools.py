@@ -169,12 +169,13 @@ async def test_outputs_that_are_not_json_fail_only_their_call(
     make_service: Callable[..., RunService],
 ) -> None:
     script = calls({"kind": "deep"}, {"kind": "cycle"}, {"kind": "huge"}, {"kind": "odd"})
+    script["rules"] = [{"match": "hello", "text": "Hello."}]  # the other run's answer
     async with make_service(script, tools={"max_output_chars": 100_000}) as service:
         service.catalog.register(hostile)
         final = await service.run(RunRequest(input="go", mode="react", options={"max_steps": 10}))
         results = [e for e in await service.events(final.id) if e.type == "tool.result"]
         other = await service.run(RunRequest(input="hello", mode="chat"))
-    assert final.status == "completed" and final.output == "survived"
+    assert final.status == "completed" and final.output == "survived", final.error_message
     deep, cycle, huge, odd = (r.data for r in results)
     assert deep["error"]["code"] == "tool_output_invalid" and "nested" in deep["error"]["message"]
     assert cycle["error"]["code"] == "tool_output_invalid" and "cycle" in cycle["error"]["message"]
@@ -185,7 +186,7 @@ async def test_outputs_that_are_not_json_fail_only_their_call(
     assert odd["output"]["nan"] == "nan" and odd["output"]["inf"] == "-inf"
     assert odd["output"]["bytes"] == {"base64": "AP8="} and odd["output"]["set"] == [1, 3]
     assert odd["output"]["big"].startswith("≈1.000000000e+5000")
-    assert other.status == "completed"
+    assert other.status == "completed" and other.output == "Hello.", other.error_message
 
 
 async def test_a_tool_that_swallows_the_cancel_cannot_keep_its_run_alive(
