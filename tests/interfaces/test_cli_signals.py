@@ -112,3 +112,30 @@ def test_interrupting_generation_exits_130_every_time(cli: Cli, signum: int) -> 
     runs = [json.loads(line) for line in listed.stdout.splitlines()]
     assert len(runs) == ROUNDS
     assert {run["status"] for run in runs} == {"cancelled"}
+
+
+def interrupt_while_deciding(cli: Cli, signum: int, delay: float) -> int:
+    """A react run's JSON action is never streamed: signal while the model reads its prompt or
+    writes the action, at a different moment each round."""
+    process = subprocess.Popen(
+        [AGENT, "run", "Top 3 products by revenue", "--mode", "react"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli.env,
+    )  # fmt: skip
+    assert process.stderr is not None
+    try:
+        _read_until(process.stderr.fileno(), process, lambda seen: b"mode react" in seen)
+        time.sleep(delay)
+        process.send_signal(signum)
+        process.communicate(timeout=60)
+        return process.returncode
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupting_a_react_action_exits_130_every_time(cli: Cli, signum: int) -> None:
+    rounds = ROUNDS // 2
+    codes = [interrupt_while_deciding(cli, signum, delay=0.5 * (n % 5)) for n in range(rounds)]
+    assert codes == [130] * rounds, codes

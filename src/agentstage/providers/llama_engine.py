@@ -11,14 +11,19 @@ Three things here exist because llama.cpp can take the whole process down:
   the ``repack`` option, in one place (``Llama`` does not take it as an argument);
 - a grammar llama.cpp cannot parse makes its sampler NULL and the next token a segfault, so
   every grammar is parsed once by llama.cpp itself before it is used (:func:`check_grammar`);
-- freeing a model while a thread still decodes with it is a use-after-free, so models are
-  closed at exit only after every generation thread has stopped (:func:`close_all`).
+- freeing a model while a thread still decodes with it is a use-after-free, and so is the C
+  library's own teardown at process exit (its thread pool and buffer types are destroyed under a
+  running decode), so at exit every generation is stopped — a decode in progress is aborted
+  through llama.cpp's abort callback, since one prompt batch can take many seconds on a busy
+  machine — and models are closed only after every generation thread has left (:func:`close_all`).
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -83,6 +88,7 @@ def load_llama(spec: ModelSpec) -> Loaded:
         loaded = _models.get(spec)
         if loaded is None:
             llama = _load(spec)
+            _watch_abort_flag(llama)
             loaded = _models[spec] = Loaded(llama, threading.Lock(), _formatter(llama))
         return loaded
 
@@ -269,6 +275,10 @@ def _generate_locked(
                 yield {"text": choice["text"]}
             if choice.get("finish_reason"):
                 finish_reason = choice["finish_reason"]
+    except RuntimeError:
+        if not _closing.is_set():
+            raise
+        finish_reason = "cancelled"  # the decode was aborted because the process is exiting
     finally:
         close = getattr(iterator, "close", None)
         if close is not None:
@@ -323,6 +333,10 @@ def close_all() -> None:
         pending = list(_active)
     for event in pending:
         event.set()
+    with _registry_lock:
+        loaded_models = list(_models.values())
+    for loaded in loaded_models:
+        _abort_decoding(loaded)
     deadline = time.monotonic() + SHUTDOWN_GRACE_SECONDS
     while time.monotonic() < deadline:
         with _active_lock:
@@ -338,6 +352,35 @@ def close_all() -> None:
                 if close is not None:
                     close()
         _models.clear()
+
+
+def _abort_decoding(loaded: Loaded) -> None:
+    """Make llama.cpp give up the decode in progress at its next graph node (``llama_decode``
+    then fails and the generation ends ``cancelled``). Only used at exit: the model is not used
+    again, so the flag is never cleared, and llama.cpp's note about the abandoned batch is not
+    news to anyone."""
+    logging.getLogger("llama-cpp-python").setLevel(logging.CRITICAL)
+    ctypes.memset(_ABORT_FLAG, 1, 1)
+
+
+def _watch_abort_flag(llama: Any) -> None:
+    """Let llama.cpp check :data:`_ABORT_FLAG` between graph nodes, without calling into Python.
+
+    The check must not take the GIL (llama.cpp asks hundreds of times per token, from a thread
+    without it), so the callback is C's ``strlen`` on a one-byte buffer: 0 (go on) while the
+    buffer is empty, 1 (abort) once :func:`_abort_decoding` writes a byte into it.
+    """
+    context = getattr(getattr(llama, "_ctx", None), "ctx", None)
+    if context is None or _STRLEN is None:
+        return
+    import llama_cpp.llama_cpp as bindings
+
+    callback = ctypes.cast(_STRLEN, bindings.ggml_abort_callback)
+    bindings.llama_set_abort_callback(context, callback, ctypes.cast(_ABORT_FLAG, ctypes.c_void_p))
+
+
+_ABORT_FLAG = ctypes.create_string_buffer(2)
+_STRLEN = getattr(ctypes.CDLL(None), "strlen", None) if hasattr(ctypes, "CDLL") else None
 
 
 atexit.register(close_all)
