@@ -22,15 +22,15 @@ import json
 import logging
 from datetime import timedelta
 
-from agentstage.core.events import ErrorInfo, RunEvent, RunFailed, utc_now
+from agentstage.core.events import utc_now
 from agentstage.core.records import RunRecord
 from agentstage.distributed.queue import ProcrastinateQueue
-from agentstage.errors import AgentstageError, StoreError
+from agentstage.errors import AgentstageError
+from agentstage.runtime.recovery import fail_lost_run
 from agentstage.runtime.service import RunService
 from agentstage.settings import Settings
-from agentstage.store.base import Batch, RunStore
+from agentstage.store.base import RunStore
 from agentstage.store.sql import CANCEL_CHANNEL
-from agentstage.types import RunStatus
 
 log = logging.getLogger("agentstage.distributed")
 
@@ -80,35 +80,8 @@ class StallSweeper:
         return await self._fail_lost(record, record.attempt + 1)
 
     async def _fail_lost(self, record: RunRecord, attempt: int) -> bool:
-        last = await self.store.last_event(record.id)
-        if last is not None and last.terminal:
-            return False
-        now = utc_now()
         message = f"the worker running this run ({record.worker_id}) stopped heartbeating before it finished"
-        payload = RunFailed(
-            error=ErrorInfo(code="worker_lost", message=message), usage=record.usage, cost=record.cost
-        )
-        event = RunEvent(record.id, (last.seq if last else 0) + 1, now, payload, trace_id=record.trace_id)
-        batch = Batch()
-        writes = batch.of(record.id)
-        writes.fence = attempt
-        writes.events.append(event)
-        writes.updates.update(
-            status=RunStatus.FAILED,
-            error_code="worker_lost",
-            error_message=message,
-            finished_at=now,
-            last_seq=event.seq,
-        )
-        try:
-            refused = await self.store.write(batch)
-        except StoreError as error:
-            log.warning("run %s could not be marked worker_lost yet: %s", record.id, error.message)
-            return False
-        if record.id in refused:
-            return False
-        log.warning("run %s: %s; marked failed (worker_lost)", record.id, message)
-        return True
+        return await fail_lost_run(self.store, record, message, fence=attempt)
 
 
 async def listen_for_cancels(conninfo: str, service: RunService) -> None:

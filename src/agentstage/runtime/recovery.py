@@ -46,35 +46,45 @@ class LostRunSweeper:
         return (utc_now() - last_sign).total_seconds() < self.lost_after
 
     async def _fail(self, record: RunRecord) -> bool:
-        last = await self.store.last_event(record.id)
-        if last is not None and last.terminal:
-            return False
-        now = utc_now()
         message = f"the process running this run ({record.worker_id}) stopped before it finished"
-        payload = RunFailed(
-            error=ErrorInfo(code="worker_lost", message=message), usage=record.usage, cost=record.cost
-        )
-        event = RunEvent(record.id, (last.seq if last else 0) + 1, now, payload, trace_id=record.trace_id)
-        batch = Batch()
-        writes = batch.of(record.id)
-        writes.events.append(event)
-        writes.updates.update(
-            status=RunStatus.FAILED,
-            error_code="worker_lost",
-            error_message=message,
-            finished_at=now,
-            last_seq=event.seq,
-        )
-        try:
-            refused = await self.store.write(batch)
-        except StoreError as error:
-            log.warning("run %s could not be marked worker_lost yet: %s", record.id, error.message)
-            return False
-        if record.id in refused:  # another process recovered it first (the seq is taken)
-            log.info("run %s was already recovered elsewhere", record.id)
-            return False
-        log.info("run %s: %s; marked failed (worker_lost)", record.id, message)
-        return True
+        return await fail_lost_run(self.store, record, message)
+
+
+async def fail_lost_run(
+    store: RunStore, record: RunRecord, message: str, *, fence: int | None = None
+) -> bool:
+    """End a run whose process is gone: ``failed`` with ``worker_lost`` after its last stored event,
+    in one write (fenced by ``fence``, the attempt, when runs are claimed). False when it already
+    ended or another process recovered it first."""
+    last = await store.last_event(record.id)
+    if last is not None and last.terminal:
+        return False
+    now = utc_now()
+    payload = RunFailed(
+        error=ErrorInfo(code="worker_lost", message=message), usage=record.usage, cost=record.cost
+    )
+    event = RunEvent(record.id, (last.seq if last else 0) + 1, now, payload, trace_id=record.trace_id)
+    batch = Batch()
+    writes = batch.of(record.id)
+    writes.fence = fence
+    writes.events.append(event)
+    writes.updates.update(
+        status=RunStatus.FAILED,
+        error_code="worker_lost",
+        error_message=message,
+        finished_at=now,
+        last_seq=event.seq,
+    )
+    try:
+        refused = await store.write(batch)
+    except StoreError as error:
+        log.warning("run %s could not be marked worker_lost yet: %s", record.id, error.message)
+        return False
+    if record.id in refused:  # another process recovered it first (the seq is taken), or it was fenced
+        log.info("run %s was already recovered elsewhere", record.id)
+        return False
+    log.warning("run %s: %s; marked failed (worker_lost)", record.id, message)
+    return True
 
 
 def _process_exists(pid: int) -> bool:
