@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -42,7 +43,7 @@ def _otel_key(label: str) -> str:
     return "error.type" if label == "error_type" else label
 
 
-class _Metric:
+class _Metric(ABC):
     kind = ""
 
     def __init__(self, name: str, documentation: str, labels: Sequence[str], otel_name: str, unit: str):
@@ -70,8 +71,9 @@ class _Metric:
     def _attributes(self, labels: dict[str, str]) -> dict[str, str]:
         return {key: str(labels[label]) for key, label in zip(self._otel_keys, self.labels, strict=True)}
 
+    @abstractmethod
     def _attach(self, meter: Any) -> None:
-        raise NotImplementedError
+        """Create this metric's OpenTelemetry instrument on ``meter``."""
 
 
 class Counter(_Metric):
