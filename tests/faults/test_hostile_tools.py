@@ -119,7 +119,9 @@ async def test_tool_limits_hold_and_the_server_keeps_answering(tmp_path: Path) -
     for answer in math_answers:
         assert answer["error"]["code"] == "tool_limit" and "digits" in answer["error"]["message"]
     # one SQLite call that cannot be interrupted from inside: its worker process is killed at the deadline
+    assert sql_answers[0]["error"] is not None, sql_answers[0]
     assert sql_answers[0]["error"]["code"] == "tool_timeout", sql_answers[0]
+    assert sql_answers[1]["output"] is not None, sql_answers[1]
     assert sql_answers[1]["output"]["truncated"] is True
     assert 0 < sql_answers[1]["output"]["row_count"] < 200  # cut by bytes (1 MiB), not by rows
     assert stopped_in < 15

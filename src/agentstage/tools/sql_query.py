@@ -191,6 +191,10 @@ def run_query(database: str, query: str, limit: int, max_bytes: int, budget: flo
         raise ToolError(f"SQL error: {error}", code="sql_error") from None
     finally:
         connection.close()
+    if time.monotonic() > deadline:
+        # One SQLite step the progress handler cannot interrupt (a huge printf) may finish late, even
+        # with a NULL from a failed allocation: past its budget, an answer is a timeout, not a result.
+        raise ToolError(f"the query ran longer than {budget:.1f}s and was stopped", code="tool_timeout")
     return {"columns": columns, "rows": rows, "row_count": len(rows), "truncated": cut}
 
 
