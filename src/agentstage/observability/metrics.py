@@ -55,17 +55,18 @@ class _Metric(ABC):
         self._otel_keys = tuple(_otel_key(label) for label in self.labels)
         self.prom: Any = None
         self.otel: Any = None
-        self._children: dict[tuple[str, ...], Any] = {}
+        self._children: dict[tuple[Any, ...], Any] = {}
 
     def _child(self, labels: dict[str, str]) -> Any:
         """The labelled child, looked up once per label values (prometheus_client's own look-up
         validates and locks on every call)."""
         if not self.labels:
             return self.prom
-        key = tuple(str(labels[name]) for name in self.labels)
-        child = self._children.get(key)
+        seen = (*labels, *labels.values())  # as the caller named them: a call site names them alike
+        child = self._children.get(seen)
         if child is None:
-            child = self._children[key] = self.prom.labels(*key)
+            key = tuple(str(labels[name]) for name in self.labels)
+            child = self._children[seen] = self.prom.labels(*key)
         return child
 
     def _attributes(self, labels: dict[str, str]) -> dict[str, str]:

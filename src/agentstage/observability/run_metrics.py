@@ -115,6 +115,12 @@ def standard() -> Standard:
     )  # fmt: skip
 
 
+_COUNTED = frozenset(
+    {"run.queued", "run.started", "model.request", "model.response", "model.retry", "model.fallback",
+     "tool.result", "run.completed", "run.failed", "run.cancelled"}
+)  # fmt: skip
+
+
 @dataclass
 class _Run:
     door: str
@@ -136,7 +142,8 @@ class RunMetrics:
 
     def deliver(self, events: Sequence[RunEvent]) -> None:
         for event in events:
-            self._count(event)
+            if event.type in _COUNTED:  # most events (message deltas, steps) count for nothing
+                self._count(event)
 
     def _count(self, event: RunEvent) -> None:
         payload = event.payload

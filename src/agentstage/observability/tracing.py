@@ -28,7 +28,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from functools import cached_property
+from typing import Any, cast
 
 from agentstage.core.events import (
     MessageDelta,
@@ -36,7 +37,6 @@ from agentstage.core.events import (
     ModelRequested,
     ModelResponded,
     ModelRetried,
-    PlanCreated,
     RunCancelled,
     RunCompleted,
     RunEvent,
@@ -45,7 +45,6 @@ from agentstage.core.events import (
     RunStarted,
     StepFinished,
     StepStarted,
-    ToolCalled,
     ToolResulted,
 )
 from agentstage.core.records import SpanRecord
@@ -169,60 +168,80 @@ class RunTraces:
 
     def handle_one(self, event: RunEvent) -> None:
         payload = event.payload
-        if isinstance(payload, RunQueued):
-            self._queued(event, payload)
+        if event.type == "run.queued":
+            self._queued(event, cast(RunQueued, payload))
             return
         run = self._runs.get(event.run_id)
         if run is None:
             return  # its beginning was never seen here (dropped, or another process's run)
-        at = ns(event.ts)
-        if isinstance(payload, MessageDelta):  # the most frequent event: decided first
-            self._delta(run, payload, at)
-            return
-        match payload:
-            case RunStarted():
-                run.mode = payload.mode
-                self._span(run, "orchestration.select", derived_span_id(run.run_id, "select"), run.root,
-                           run.start_ns, at, {"agentstage.mode": payload.mode,
-                                              "agentstage.mode_reason": payload.mode_reason,
-                                              "agentstage.prompt_template": payload.prompt_template})  # fmt: skip
-            case PlanCreated():
-                run.notes.append(_note("plan.created", at, {"agentstage.plan.steps": len(payload.steps)}))
-            case StepStarted():
-                run.steps[event.span_id or payload.step_id] = _Step(
-                    event.span_id or derived_span_id(run.run_id, f"step/{payload.step_id}"),
-                    payload.step_id, payload.kind, payload.name, at,
-                )  # fmt: skip
-            case ModelRequested():
-                started = _Call(
-                    payload.call_id, at, payload.provider, payload.model, payload.params, payload.messages
-                )
-                run.provider, run.model = run.provider or payload.provider, run.model or payload.model
-                self._place(run, event.span_id, started, run.loose_calls)
-            case ModelRetried() | ModelFellBack():
-                call = self._find_call(run, event.span_id, payload.call_id)
-                if call is not None:
-                    call.notes.append(_note(payload.type, at, _notice(payload)))
-            case ModelResponded():
-                call = self._find_call(run, event.span_id, payload.call_id)
-                if call is not None:
-                    call.end_ns, call.response = at, payload
-                    if payload.call_id in run.loose_calls:
-                        self._chat(run, run.loose_calls.pop(payload.call_id), run.root, None, None, None)
-            case ToolCalled():
-                self._place(run, event.span_id, _ToolCall(payload.call_id, payload.tool, at, payload.arguments),
-                            run.loose_tools)  # fmt: skip
-            case ToolResulted():
-                self._tool_result(run, event.span_id, payload, at)
-            case StepFinished():
-                step = run.steps.pop(event.span_id or payload.step_id, None)
-                if step is not None:
-                    code = payload.error.code if payload.error else None
-                    self._step(run, step, at, code, payload.error.message if payload.error else None)
-            case RunCompleted() | RunFailed() | RunCancelled():
-                self._finish(run, payload, at)
-            case _:
-                pass
+        handler = self._handlers.get(event.type)
+        if handler is not None:
+            handler(run, event, payload, ns(event.ts))
+
+    @cached_property
+    def _handlers(self) -> dict[str, Callable[[_Run, RunEvent, Any, int], None]]:
+        """The handler of each event type, found by the event's ``type``: a ``match`` on payload
+        classes costs an ``isinstance`` per case (pydantic makes those slow), for every event."""
+        return {
+            "message.delta": lambda run, _e, payload, at: self._delta(run, payload, at),
+            "run.started": self._started,
+            "plan.created": lambda run, _e, payload, at: run.notes.append(
+                _note("plan.created", at, {"agentstage.plan.steps": len(payload.steps)})
+            ),
+            "step.started": self._step_started,
+            "model.request": self._requested,
+            "model.retry": self._model_notice,
+            "model.fallback": self._model_notice,
+            "model.response": self._responded,
+            "tool.call": lambda run, event, payload, at: self._place(
+                run, event.span_id, _ToolCall(payload.call_id, payload.tool, at, payload.arguments), run.loose_tools
+            ),
+            "tool.result": lambda run, event, payload, at: self._tool_result(run, event.span_id, payload, at),
+            "step.finished": self._step_finished,
+            "run.completed": lambda run, _e, payload, at: self._finish(run, payload, at),
+            "run.failed": lambda run, _e, payload, at: self._finish(run, payload, at),
+            "run.cancelled": lambda run, _e, payload, at: self._finish(run, payload, at),
+        }  # fmt: skip
+
+    def _started(self, run: _Run, _event: RunEvent, payload: RunStarted, at: int) -> None:
+        run.mode = payload.mode
+        self._span(run, "orchestration.select", derived_span_id(run.run_id, "select"), run.root,
+                   run.start_ns, at, {"agentstage.mode": payload.mode,
+                                      "agentstage.mode_reason": payload.mode_reason,
+                                      "agentstage.prompt_template": payload.prompt_template})  # fmt: skip
+
+    def _step_started(self, run: _Run, event: RunEvent, payload: StepStarted, at: int) -> None:
+        run.steps[event.span_id or payload.step_id] = _Step(
+            event.span_id or derived_span_id(run.run_id, f"step/{payload.step_id}"),
+            payload.step_id, payload.kind, payload.name, at,
+        )  # fmt: skip
+
+    def _requested(self, run: _Run, event: RunEvent, payload: ModelRequested, at: int) -> None:
+        started = _Call(
+            payload.call_id, at, payload.provider, payload.model, payload.params, payload.messages
+        )
+        run.provider, run.model = run.provider or payload.provider, run.model or payload.model
+        self._place(run, event.span_id, started, run.loose_calls)
+
+    def _model_notice(
+        self, run: _Run, event: RunEvent, payload: ModelRetried | ModelFellBack, at: int
+    ) -> None:
+        call = self._find_call(run, event.span_id, payload.call_id)
+        if call is not None:
+            call.notes.append(_note(payload.type, at, _notice(payload)))
+
+    def _responded(self, run: _Run, event: RunEvent, payload: ModelResponded, at: int) -> None:
+        call = self._find_call(run, event.span_id, payload.call_id)
+        if call is not None:
+            call.end_ns, call.response = at, payload
+            if payload.call_id in run.loose_calls:
+                self._chat(run, run.loose_calls.pop(payload.call_id), run.root, None, None, None)
+
+    def _step_finished(self, run: _Run, event: RunEvent, payload: StepFinished, at: int) -> None:
+        step = run.steps.pop(event.span_id or payload.step_id, None)
+        if step is not None:
+            code = payload.error.code if payload.error else None
+            self._step(run, step, at, code, payload.error.message if payload.error else None)
 
     # building -------------------------------------------------------------------------------------
 
