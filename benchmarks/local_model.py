@@ -123,12 +123,28 @@ class Served:
             time.sleep(0.2)
 
     def first_token(self) -> float:
+        """Like the in-process side: the story is cancelled at its first token (the stream asks for
+        it with ``on_disconnect: cancel``) and the run's end awaited, so the model is free for the
+        next measurement instead of still telling the last story."""
         started = time.perf_counter()
-        with httpx.stream("POST", f"{self.url}/api/v1/agent/run/stream", json=STORY, timeout=120) as response:
+        body = {**STORY, "on_disconnect": "cancel"}
+        run_id = None
+        with httpx.stream("POST", f"{self.url}/api/v1/agent/run/stream", json=body, timeout=120) as response:
             for line in response.iter_lines():
+                if run_id is None and line.startswith("data:"):
+                    run_id = json.loads(line[5:])["run_id"]
                 if line == "event: message.delta":
-                    return time.perf_counter() - started
-        raise RuntimeError("no token")
+                    elapsed = time.perf_counter() - started
+                    break
+            else:
+                raise RuntimeError("no token")
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            status = httpx.get(f"{self.url}/api/v1/agent/status/{run_id}", timeout=10).json()["status"]
+            if status in ("completed", "failed", "cancelled"):
+                return elapsed
+            time.sleep(0.05)
+        raise RuntimeError(f"run {run_id} did not end after its stream was closed")
 
     def tree(self) -> list[int]:
         pids, frontier = [self.process.pid], [self.process.pid]
