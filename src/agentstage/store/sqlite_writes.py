@@ -36,8 +36,11 @@ LOW_SPACE_BYTES = 1 << 20
 
 
 def sqlite_timestamp(value: datetime) -> str:
-    """The text form SQLAlchemy's SQLite DateTime reads back (UTC, naive, microseconds)."""
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    """The text form SQLAlchemy's SQLite DateTime reads back (UTC, naive, microseconds).
+    ``isoformat`` is several times cheaper than ``strftime``; every event row has a time."""
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def _encoder(table: Table) -> Callable[[str, Any], Any]:
