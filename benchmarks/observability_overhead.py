@@ -6,7 +6,8 @@ Each run is one react loop with the scripted provider at zero latency: one tool 
 (math.calculate), then a streamed answer — 18 events, 12 spans. Logs go to /dev/null through the
 real log writer thread (JSON lines). Rounds alternate between the settings and the best round of
 each is kept, so a noisy neighbour hurts both sides alike. Prints runs/s and the ratio of times
-(aim: <= 1.15x the time with everything off).
+(aim: <= 1.15x the time with everything off), and the CPU the process spent per run with its ratio:
+on a machine shared with other work the CPU figure is the steadier one.
 
     python benchmarks/observability_overhead.py [--runs 500] [--concurrency 1 20] [--rounds 3]
 """
@@ -17,6 +18,7 @@ import argparse
 import asyncio
 import logging
 import os
+import resource
 import time
 from typing import Any
 
@@ -56,8 +58,9 @@ SETTINGS: dict[str, dict[str, Any]] = {
 DEVNULL = open(os.devnull, "w")
 
 
-async def measure(runs: int, concurrency: int, observed: dict[str, Any]) -> float:
-    """Seconds for ``runs`` runs with at most ``concurrency`` in flight."""
+async def measure(runs: int, concurrency: int, observed: dict[str, Any]) -> tuple[float, float]:
+    """Seconds for ``runs`` runs with at most ``concurrency`` in flight, and the CPU seconds the
+    process spent on them (every thread: the store's writer and the log writer included)."""
     config = {
         "home": str(temporary_home()),
         "providers": {"s": {"type": "scripted", "script": SCRIPT}},
@@ -77,15 +80,20 @@ async def measure(runs: int, concurrency: int, observed: dict[str, Any]) -> floa
                 record = await service.run(RunRequest(input="what is 6*7?", mode="react"))
                 assert record.output == "The answer is 42.", record.error_message
 
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), _cpu()
         await asyncio.gather(*(one() for _ in range(runs)))
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, _cpu() - cpu
         if observed["tracing"]["enabled"] and observed["tracing"].get("store", True):
             await services.telemetry.flush()
             spans = await service.store.spans(run_id=(await service.list_runs(limit=1))[0].id)
             assert len(spans) == 12, [s.name for s in spans]
     stop_logging()
-    return elapsed
+    return elapsed, cpu
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 async def main() -> None:
@@ -101,12 +109,18 @@ async def main() -> None:
     await measure(50, 10, SETTINGS["on (logs at info)"])  # warm imports and caches
     for concurrency in args.concurrency:
         best: dict[str, float] = {}
+        best_cpu: dict[str, float] = {}
         for _ in range(args.rounds):
             for name, observed in SETTINGS.items():
-                seconds = await measure(args.runs, concurrency, observed)
+                seconds, cpu = await measure(args.runs, concurrency, observed)
                 best[name] = min(best.get(name, seconds), seconds)
-        off = best["off"]
-        parts = [f"{name} {args.runs / s:,.0f} runs/s ({s / off:.3f}x)" for name, s in best.items()]
+                best_cpu[name] = min(best_cpu.get(name, cpu), cpu)
+        off, off_cpu = best["off"], best_cpu["off"]
+        parts = [
+            f"{name} {args.runs / s:,.0f} runs/s ({s / off:.3f}x; CPU {best_cpu[name] / args.runs * 1000:.2f} ms/run, "
+            f"{best_cpu[name] / off_cpu:.3f}x)"
+            for name, s in best.items()
+        ]
         print(f"{args.runs} react runs, {concurrency} at a time: " + " · ".join(parts))
 
 
