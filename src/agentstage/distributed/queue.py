@@ -5,6 +5,12 @@ procrastinate gives what a queue of runs needs and we would not want to write ag
 a new run at once, worker heartbeats, and locks that run jobs sharing a lock one after the other
 in the order they were deferred. Its schema is applied by our Alembic chain (``p17a``).
 
+Its worker claims one job per round trip, one after the other, and can miss a wake-up (a job
+deferred while it is fetching): on a busy database a worker with many free slots then starts
+queued runs one at a time, a poll interval apart. :class:`BatchClaimWorker` claims as many jobs as
+it has free slots in one statement (procrastinate's own claim function, once per slot) and never
+loses a wake-up.
+
 - Deferring is idempotent: the queueing lock is the run id, so a run is in the queue at most once.
 - Per-conversation ordering: the job's lock is the conversation, so two messages to one
   conversation run one after the other, in order, on any workers.
@@ -14,9 +20,14 @@ in the order they were deferred. Its schema is applied by our Alembic chain (``p
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, LiteralString
+
+from procrastinate import job_context, jobs, utils
+from procrastinate import worker as procrastinate_worker
 
 from agentstage.core.records import RunRecord
 from agentstage.runtime.distribution import TenantBusy
@@ -26,6 +37,19 @@ log = logging.getLogger("agentstage.distributed")
 TASK = "agentstage.execute_run"
 QUEUE = "runs"
 TENANT_BUSY_RETRY_SECONDS = 1  # procrastinate waits whole seconds
+POLL_SECONDS = 0.5  # retried jobs (a busy tenant) wake no listener: they are found by polling
+
+# procrastinate's claim function, called once per free slot within one statement: each call sees
+# the jobs the earlier ones took (a volatile function's statements see the transaction's own
+# changes), so they take different jobs and respect locks exactly as one-at-a-time claims do.
+# OFFSET 0 keeps the function evaluated once per row (not once per selected column).
+FETCH_JOBS: LiteralString = """
+SELECT (job).id, (job).status, (job).task_name, (job).priority, (job).lock, (job).queueing_lock,
+       (job).args, (job).scheduled_at, (job).queue_name, (job).attempts, (job).worker_id
+  FROM (SELECT procrastinate_fetch_job_v2(%(queues)s::varchar[], %(worker_id)s) AS job
+          FROM generate_series(1, %(count)s) OFFSET 0) AS claimed
+ WHERE (job).id IS NOT NULL
+"""
 
 Handler = Callable[[str], Awaitable[None]]
 
@@ -35,6 +59,69 @@ def libpq_url(url: str) -> str:
     from sqlalchemy.engine import make_url
 
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+class BatchClaimWorker(procrastinate_worker.Worker):
+    """procrastinate's worker, claiming all the jobs its free slots can take at once."""
+
+    async def _fetch_and_process_jobs(self) -> None:
+        """Claim jobs until the queue has none ready or we are asked to stop."""
+        while not self._stop_event.is_set():
+            first = asyncio.create_task(self._job_semaphore.acquire())
+            await utils.wait_any(first, self._stop_event.wait())
+            if self._stop_event.is_set():
+                if first.done():
+                    self._job_semaphore.release()
+                else:
+                    first.cancel()
+                return
+            free = 1
+            while not self._job_semaphore.locked():
+                await self._job_semaphore.acquire()  # a free slot: returns at once
+                free += 1
+            # Cleared before the claim, not after: a job deferred while we claim sets it again,
+            # so the worker looks once more instead of sleeping on a job it did not see.
+            self._new_job_event.clear()
+            try:
+                claimed = await self._claim(free)
+            except BaseException:
+                for _ in range(free):
+                    self._job_semaphore.release()
+                raise
+            for _ in range(free - len(claimed)):
+                self._job_semaphore.release()
+            for job in claimed:
+                self._start(job)
+            if len(claimed) < free:
+                return  # the queue has nothing more ready: wait for a notification (or a poll)
+
+    async def _claim(self, count: int) -> list[jobs.Job]:
+        assert self.worker_id is not None
+        queues = list(self.queues) if self.queues is not None else None
+        rows = await self.app.connector.execute_query_all_async(
+            FETCH_JOBS, queues=queues, worker_id=self.worker_id, count=count
+        )
+        return [jobs.Job.from_row(row) for row in rows]
+
+    def _start(self, job: jobs.Job) -> None:
+        job_id = job.id
+        context = job_context.JobContext(
+            app=self.app,
+            worker_name=self.worker_name,
+            worker_queues=self.queues,
+            additional_context=dict(self.additional_context or {}),
+            job=job,
+            abort_reason=lambda: self._job_ids_to_abort.get(job_id) if job_id else None,
+            start_timestamp=time.time(),
+        )
+        task = asyncio.create_task(self._process_job(context), name=f"process job {job.task_name}[{job_id}]")
+        self._running_jobs[task] = context
+
+        def done(finished: asyncio.Task[Any]) -> None:
+            del self._running_jobs[finished]
+            self._job_semaphore.release()
+
+        task.add_done_callback(done)
 
 
 class ProcrastinateQueue:
@@ -98,13 +185,15 @@ class ProcrastinateQueue:
 
     async def work(self, concurrency: int, heartbeat: float, stalled_after: float, **options: Any) -> None:
         """Claim and execute runs until cancelled (then stop claiming and let running ones end)."""
-        await self.app.run_worker_async(
+        worker = BatchClaimWorker(
+            app=self.app,
             queues=[QUEUE],
             concurrency=concurrency,
             install_signal_handlers=False,
             update_heartbeat_interval=heartbeat,
             stalled_worker_timeout=stalled_after,
             delete_jobs="successful",
-            fetch_job_polling_interval=0.5,  # retried jobs (a busy tenant) wake no listener
+            fetch_job_polling_interval=POLL_SECONDS,
             **options,
         )
+        await worker.run()  # type: ignore[no-untyped-call]  # procrastinate leaves it unannotated

@@ -271,7 +271,10 @@ async def run_worker(settings: Settings, concurrency: int, stop: asyncio.Event) 
         )
     from agentstage.distributed.worker import run_worker as execute
 
-    service = build_service(settings, worker=True)
+    # --concurrency is what this process executes at once: its run slots follow it (a smaller
+    # runtime.max_concurrent_runs would hold claimed runs back, one slot at a time).
+    runtime = settings.runtime.model_copy(update={"max_concurrent_runs": concurrency})
+    service = build_service(settings.model_copy(update={"runtime": runtime}), worker=True)
     await execute(service, service.queue, concurrency, stop)  # type: ignore[arg-type]
 
 
