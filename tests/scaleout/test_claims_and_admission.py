@@ -14,7 +14,6 @@ from typing import Any
 
 import httpx
 import pytest
-
 from devcluster import Cluster
 
 from .conftest import API
@@ -60,10 +59,11 @@ class Nodes:
     def sql(self, statement: str) -> str:
         return self.cluster.postgres.sql(statement, database="agentstage")
 
-    def cancel(self, run_ids: list[str]) -> None:
-        with self.http(0) as client:
+    def cancel(self, run_ids: list[str], key: str | None = None) -> None:
+        with self.http(0, key) as client:
             for run_id in run_ids:
-                client.delete(f"{API}/cancel/{run_id}")
+                answer = client.delete(f"{API}/cancel/{run_id}")
+                assert answer.status_code in (202, 409), answer.text
         deadline = time.monotonic() + 60
         ids = ", ".join(f"'{r}'" for r in run_ids)
         while (
@@ -120,11 +120,11 @@ def test_reject_mode_admits_no_more_than_the_limit_across_two_nodes_at_once(node
         assert float(answer.headers["retry-after"]) > 0
     stored = nodes.sql("SELECT count(*) FROM runs WHERE tenant = 'limited'")
     assert stored == "2"  # a refused run leaves nothing behind
-    nodes.cancel(admitted)
+    nodes.cancel(admitted, nodes.limited_key)
     # A slot freed is a slot admitted again, through either node.
     again = nodes.start(1, "long again", nodes.limited_key)
     assert again.status_code == 200, again.text
-    nodes.cancel([again.headers["x-run-id"]])
+    nodes.cancel([again.headers["x-run-id"]], nodes.limited_key)
 
 
 def test_a_worker_with_free_slots_claims_the_queued_runs_together(nodes: Nodes) -> None:

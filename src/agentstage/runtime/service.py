@@ -255,11 +255,12 @@ class RunService:
                 f"unknown conversation {request.conversation_id!r}", code="conversation_not_found"
             )
         self._writer.health.require()
-        await self._admit_tenant(request.tenant)
+        run_id = str(uuid7())
+        await self._admit_tenant(request.tenant, run_id)
         now = utc_now()
         origin = observe.origin(request.traceparent)
         record = RunRecord(
-            id=str(uuid7()),
+            id=run_id,
             tenant=request.tenant,
             status=RunStatus.QUEUED,
             input=text,
@@ -316,15 +317,17 @@ class RunService:
                 await live.recorder.durable()
         return live.record.model_copy()
 
-    async def _admit_tenant(self, tenant: str) -> None:
+    async def _admit_tenant(self, tenant: str, run_id: str) -> None:
         """A tenant over its concurrent-run limit is refused here when the config says 'reject'
-        (429 with Retry-After); otherwise its runs wait their turn (see :meth:`_admitted`)."""
+        (429 with Retry-After); otherwise its runs wait their turn (see :meth:`_admitted`). The
+        store counts and admits in one step, so concurrent admissions on any processes cannot
+        both take the last slot."""
         runtime = self.settings.runtime
         limit = runtime.tenant_limit(tenant)
         if limit is None or runtime.tenant_overflow != "reject":
             return
-        active = await self.store.active_runs(tenant)
-        if active >= limit:
+        active = await self.store.admit_run(run_id, tenant, limit, utc_now())
+        if active is not None:
             raise TooManyRequestsError(
                 f"tenant {tenant!r} already has {active} runs queued or running (its limit is {limit}); "
                 "try again when one has finished",

@@ -12,20 +12,23 @@ about writing; ``SqlRunStore`` inherits these methods.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, select, text, update
+from sqlalchemy import and_, delete, exists, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import ColumnElement
 
 from agentstage.core.records import RunRecord
 from agentstage.errors import StoreError
 from agentstage.store.base import Claim
-from agentstage.store.tables import runs
+from agentstage.store.tables import run_admissions, runs
 from agentstage.types import RunStatus
 
 _ACTIVE = [RunStatus.QUEUED.value, RunStatus.RUNNING.value]
+# An admission whose run was never stored (its process died, or the store refused the run) stops
+# holding its tenant's slot after this long; a stored run is counted through its own row.
+ADMISSION_HOLD = timedelta(seconds=60)
 
 
 def fenced_error(run_id: str, fence: int, attempt: int | None) -> StoreError:
@@ -132,6 +135,45 @@ class LeaseTables:
                 runs.c.created_at < before,
             )
         )
+
+    async def admit_run(self, run_id: str, tenant: str, limit: int, at: datetime) -> int | None:
+        """Take one of the tenant's ``limit`` slots for ``run_id`` (about to be stored as queued).
+
+        Returns None if admitted, else how many runs the tenant has queued or running. The count
+        and the taking are one transaction that admissions of one tenant take in turn (an
+        advisory lock on PostgreSQL, the write lock on SQLite), and a run admitted but not yet
+        stored is counted through its admission: two processes admitting at once can never both
+        take the last slot."""
+        async with self.engine.begin() as connection:
+            if not self.is_sqlite:
+                await connection.execute(
+                    text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"admission:{tenant}"}
+                )
+            # A write first: on SQLite it takes the database's write lock before anything is read.
+            await connection.execute(
+                delete(run_admissions).where(
+                    run_admissions.c.tenant == tenant,
+                    or_(
+                        run_admissions.c.created_at < at - ADMISSION_HOLD,
+                        exists().where(runs.c.id == run_admissions.c.run_id),
+                    ),
+                )
+            )
+            stored = select(func.count()).select_from(runs)
+            stored = stored.where(runs.c.tenant == tenant, runs.c.status.in_(_ACTIVE))
+            pending = select(func.count()).select_from(run_admissions)
+            pending = pending.where(run_admissions.c.tenant == tenant)
+            active = int(
+                (
+                    await connection.execute(select(stored.scalar_subquery() + pending.scalar_subquery()))
+                ).scalar_one()
+            )
+            if active >= limit:
+                return active
+            await connection.execute(
+                insert(run_admissions).values(run_id=run_id, tenant=tenant, created_at=at)
+            )
+        return None
 
     async def active_runs(self, tenant: str) -> int:
         query = (

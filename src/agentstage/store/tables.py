@@ -202,3 +202,14 @@ spans = Table(
     Column("events", JSON, nullable=False),
     Index("ix_spans_run", "run_id", "start_ns"),
 )
+
+# Admissions of runs to a tenant limited in `reject` mode: a slot taken in the same transaction
+# that counts the tenant's runs, before the run itself is stored (see store/leases.py).
+run_admissions = Table(
+    "run_admissions",
+    metadata,
+    Column("run_id", String(36), primary_key=True),
+    Column("tenant", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_run_admissions_tenant", "tenant", "created_at"),
+)
