@@ -8,13 +8,14 @@ attempt is recorded as an event.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
 from agentstage.core.messages import Message, ToolCall, Usage
 from agentstage.core.model import ModelChunk, ModelRequest, ModelResponse, TextDelta, ToolCallChunk
 from agentstage.errors import ModelError
-from agentstage.providers.pool import EndpointPool
+from agentstage.providers.pool import EndpointPool, refused_in_front
 from agentstage.providers.sdk_clients import ClientCache
 from agentstage.providers.wire import (
     from_wire_name,
@@ -177,6 +178,15 @@ class OpenAIModel:
                     if choice.finish_reason:
                         finish_reason = choice.finish_reason
         except openai.APIError as error:
+            if self.pool is not None and isinstance(error, openai.APIStatusError):
+                unavailable = _refused_in_front(error)
+                if unavailable is not None:
+                    raise ModelError(
+                        f"{self.provider} ({base_url}) cannot take calls from this client: {unavailable}",
+                        code="provider_unavailable",
+                        retryable=True,
+                        provider=self.provider,
+                    ) from None
             raise self._translate(error, base_url) from None
         finally:  # an answer left unread (cancelled, or the caller stopped) frees its connection
             if stream is not None:
@@ -206,6 +216,20 @@ class OpenAIModel:
 
         where = f"{self.provider} ({base_url or self.base_url or 'api.openai.com'})"
         return translate_sdk_error(openai, error, where=where, provider=self.provider)
+
+
+def _refused_in_front(error: Any) -> str | None:
+    """What a pool node's front answered, if the node (not the request) is at fault; else None."""
+    response = error.response
+    try:
+        body = bytes(response.content)  # the SDK reads an error's body before raising it
+    except Exception:  # not read after all: judge by status and content type alone
+        body = b""
+    if not refused_in_front(response.status_code, response.headers.get("content-type"), body):
+        return None
+    text = " ".join(body.decode("utf-8", "replace").split())
+    page = re.sub(r"<[^>]+>", " ", text)
+    return f"HTTP {response.status_code} {' '.join(page.split())[:200]}".rstrip()
 
 
 def _estimated_usage(request: ModelRequest, text: list[str], calls: dict[int, dict[str, str]]) -> Usage:

@@ -10,7 +10,12 @@ Configured on the provider (``configs/instances/onprem.json``)::
 
 Every call picks a node (round-robin, or the one with the fewest calls in flight); a node that
 cannot be reached is marked down for ``cooldown`` seconds and the call moves to the next node
-before anything was streamed (a failover is not a retry: the model never saw the request). A
+before anything was streamed (a failover is not a retry: the model never saw the request). So is
+a node whose front refuses the call before the model server sees it (:func:`refused_in_front`):
+a TLS proxy turning away this client (nginx answers 400 without a client certificate), an
+authenticating proxy's 401/403 page, a gateway's 502/503/504. The model server's own refusal of a
+request (a JSON error: too long, bad parameters, wrong key) is the request's fault, not the node's,
+and fails the call as it would on any node. A
 background check (``GET {node}/models``) brings nodes back as soon as they answer. ``tls`` gives
 the CA that signs the servers' certificates and, for mutual TLS, this client's certificate and key.
 One pool per provider is shared by every run of the process.
@@ -120,7 +125,9 @@ class EndpointPool:
                 for node in self.nodes:
                     try:
                         answer = await client.get(node.url + check.path)
-                        healthy = answer.status_code < 500
+                        healthy = answer.status_code < 500 and not refused_in_front(
+                            answer.status_code, answer.headers.get("content-type"), answer.content
+                        )
                     except httpx.HTTPError:
                         healthy = False
                     if healthy and not node.up:
@@ -153,6 +160,25 @@ def tls_context(options: TlsOptions | None) -> ssl.SSLContext | None:
     if options.cert and options.key:
         context.load_cert_chain(str(Path(options.cert).expanduser()), str(Path(options.key).expanduser()))
     return context
+
+
+# Answers that come from whatever stands in front of a model server, not from the server itself.
+_FRONT_REFUSALS = frozenset({400, 401, 403, 407, 421, 495, 496, 497})
+_GATEWAY_FAILURES = frozenset({502, 503, 504})
+
+
+def refused_in_front(status: int, content_type: str | None, body: bytes) -> bool:
+    """Whether an HTTP answer means the node cannot take calls from us now, rather than that this
+    request is wrong: a gateway failure, or a refusal that is not the API's JSON error (an HTML
+    or plain-text page from a TLS or authenticating proxy)."""
+    if status in _GATEWAY_FAILURES:
+        return True
+    if status not in _FRONT_REFUSALS:
+        return False
+    if content_type is not None and "json" in content_type.lower():
+        return False
+    stripped = body.lstrip()
+    return not stripped.startswith((b"{", b"["))
 
 
 _POOLS: dict[tuple[str, str], EndpointPool] = {}
