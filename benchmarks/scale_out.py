@@ -1,22 +1,36 @@
-"""Scale-out figures: runs/s for 1, 2 and 4 workers, fan-out latency (event created on a worker →
-received by a client of another API process) and cancel latency across processes, next to the same
-figures for the embedded mode (one `agent serve`, SQLite, runs in-process), measured in this run.
+"""Scale-out figures: runs/s for 1, 2 and 4 workers, fan-out latency (an event created on a worker
+→ received by a client of another API process) and cancel latency across processes, next to the
+same figures for the embedded mode (one `agent serve`, SQLite, runs in-process), measured in this run.
 
-    .venv/bin/python benchmarks/scale_out.py [--runs 200] [--cancels 30]
+    .venv/bin/python benchmarks/scale_out.py [--runs 200] [--cancels 30] [--fan-out-runs 3]
 
-Uses the scripted provider (no model cost), private PostgreSQL/Redis (scripts/devcluster.py).
-Scaling efficiency = rate(2n workers) / (2 x rate(n workers)); this machine's cores are shared by
-PostgreSQL, the API process and the workers, so it says where the cores run out, not a cluster's
-ceiling."""
+Uses the scripted provider (no model cost) and a private PostgreSQL and Redis (scripts/devcluster.py).
+
+- runs/s, scale-out: the runs are queued while the workers are paused (SIGSTOP), then the workers
+  are let go (SIGCONT) and the rate is runs / time until the last one ended. That is what the workers
+  execute; how fast API processes accept runs is a separate matter (printed as "accepted/s").
+- runs/s, embedded: one batch through `agent serve`, from the request to the last run's end.
+- CPU ms per run: the CPU time each kind of process spent during the measured runs (from /proc),
+  divided by the runs. On a shared machine this, not the wall clock, says where the time goes.
+- Scaling efficiency = rate(2n workers) / (2 x rate(n workers)). PostgreSQL, Redis, the API
+  processes and the workers share this machine's cores, so once the processes need more CPU than
+  the machine has, adding workers adds nothing: the figures say where that happens, not what a
+  cluster with a core per worker would do.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
+import signal
 import statistics
+import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -25,7 +39,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
-from devcluster import AgentProcess, Cluster, free_port
+from devcluster import AgentProcess, Cluster, agent_executable, free_port
 
 API = "/api/v1/agent"
 SCRIPT = {
@@ -40,14 +54,50 @@ CONFIG: dict[str, Any] = {
     "profiles": {"t": {"chain": [{"provider": "s"}]}},
     "default_profile": "t",
     "runtime": {"max_concurrent_runs": 64},
-    "http": {"max_batch_inputs": 1000, "requests_per_minute": 100000},
+    "http": {"max_batch_inputs": 1000, "requests_per_minute": 1000000},
     "logging": {"level": "warning"},
 }
+CONCURRENCY = 16
+ENDED = {"completed", "failed", "cancelled"}
 
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * (len(ordered) - 1) + 0.5))]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry.name))
+            except (OSError, IndexError, ValueError):
+                continue
+    return found
+
+
+class Meter:
+    """CPU seconds spent by groups of processes between two readings."""
+
+    def __init__(self, groups: dict[str, list[int]]):
+        self.groups = groups
+        self.start = {name: sum(cpu_seconds(p) for p in pids) for name, pids in groups.items()}
+
+    def spent(self) -> dict[str, float]:
+        return {
+            name: sum(cpu_seconds(p) for p in pids) - self.start[name] for name, pids in self.groups.items()
+        }
 
 
 class Target:
@@ -58,17 +108,25 @@ class Target:
     def client(self, index: int = 0) -> httpx.Client:
         return httpx.Client(base_url=self.urls[index % len(self.urls)], headers=self.headers, timeout=120)
 
-    def throughput(self, runs: int) -> float:
-        with self.client() as client:
-            started = time.perf_counter()
-            answer = client.post(f"{API}/batch", json={"inputs": ["quick"] * runs, "parallel": 32})
-            answer.raise_for_status()
-            batch = answer.json()["batch_id"]
-            while True:
-                progress = client.get(f"{API}/batch/{batch}").json()
-                if progress.get("done") or progress.get("finished", 0) >= runs or _all_done(progress):
-                    return runs / (time.perf_counter() - started)
-                time.sleep(0.02)
+    def submit(self, runs: int, text: str = "quick") -> list[str]:
+        """Queue ``runs`` runs: one batch per API process, sent at once; their run ids."""
+        shares = [runs // len(self.urls) + (i < runs % len(self.urls)) for i in range(len(self.urls))]
+
+        def send(index: int) -> list[str]:
+            with self.client(index) as client:
+                answer = client.post(f"{API}/batch", json={"inputs": [text] * shares[index], "parallel": 32})
+                answer.raise_for_status()
+                return list(answer.json()["run_ids"])
+
+        with ThreadPoolExecutor(len(self.urls)) as pool:
+            return [run_id for ids in pool.map(send, range(len(self.urls))) for run_id in ids]
+
+    def wait_all(self, run_ids: list[str], count_ended: Any) -> None:
+        deadline = time.monotonic() + 600
+        while count_ended(run_ids) < len(run_ids):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"runs did not end: {count_ended(run_ids)} of {len(run_ids)}")
+            time.sleep(0.02)
 
     def start(self, text: str, index: int = 0) -> str:
         with (
@@ -78,8 +136,8 @@ class Target:
             return answer.headers["x-run-id"]
 
     def fan_out(self, runs: int) -> list[float]:
-        """ms from an event's creation (its ts, on the worker) to its arrival at a client of
-        another API process."""
+        """ms from an event's creation (its ts, on the executing process) to its arrival at a
+        client of another API process (of the same one, embedded)."""
         latencies: list[float] = []
         for index in range(runs):
             run_id = self.start("stream", index)
@@ -89,8 +147,8 @@ class Target:
             ):
                 for line in answer.iter_lines():
                     if line.startswith("data: "):
-                        event = json.loads(line[6:])
                         arrived = time.time()
+                        event = json.loads(line[6:])
                         if event["type"] == "message.delta":
                             created = datetime.fromisoformat(event["ts"]).timestamp()
                             latencies.append((arrived - created) * 1000)
@@ -99,50 +157,45 @@ class Target:
         return latencies
 
     def cancels(self, tries: int) -> list[float]:
+        """ms from sending a cancel to one API process until a client streaming the run through
+        the other one receives ``run.cancelled``."""
         latencies = []
         for index in range(tries):
             run_id = self.start("long", index)
-            done = threading.Event()
+            streaming = threading.Event()
             seen: list[float] = []
 
-            def follow(
-                rid: str = run_id, i: int = index, done: threading.Event = done, seen: list[float] = seen
-            ) -> None:
+            def follow(rid: str = run_id, i: int = index, on: threading.Event = streaming,
+                       got: list[float] = seen) -> None:  # fmt: skip
                 with self.client(i + 1) as client, client.stream("GET", f"{API}/runs/{rid}/events") as answer:
                     for line in answer.iter_lines():
-                        if line.startswith("event: message.delta") and not done.is_set():
-                            done.set()
+                        if line.startswith("event: message.delta"):
+                            on.set()
                         if line.startswith("event: run.cancelled"):
-                            seen.append(time.perf_counter())
+                            got.append(time.perf_counter())
                             return
 
             thread = threading.Thread(target=follow, daemon=True)
             thread.start()
-            done.wait(30)
+            if not streaming.wait(60):
+                raise RuntimeError(f"run {run_id} never streamed")
             with self.client(index) as client:
                 sent = time.perf_counter()
                 client.delete(f"{API}/cancel/{run_id}").raise_for_status()
-            thread.join(30)
+            thread.join(60)
+            if not seen:
+                raise RuntimeError(f"run {run_id}: no run.cancelled within 60 s")
             latencies.append((seen[0] - sent) * 1000)
         return latencies
 
 
-def _all_done(progress: dict[str, Any]) -> bool:
-    items = progress.get("items") or []
-    return bool(items) and all(i.get("status") in {"completed", "failed", "cancelled"} for i in items)
-
-
-def embedded(runs: int, cancels: int) -> dict[str, Any]:
+def embedded(runs: int, cancels: int, fan_out_runs: int) -> dict[str, Any]:
     cluster = Cluster(config=CONFIG)
     env = {k: v for k, v in cluster.env().items() if k not in {"AGENT_STORE__URL", "AGENT_REDIS__URL"}}
     (cluster.home / "config.json").write_text(json.dumps(CONFIG), encoding="utf-8")
     port = free_port()
     serve = AgentProcess("embedded", ["serve", "--port", str(port)], env, cluster.root)
     try:
-        import subprocess
-
-        from devcluster import agent_executable
-
         key = subprocess.run([agent_executable(), "keys", "create", "--name", "b", "--role", "admin"], env=env,
                              capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
         serve.port = port
@@ -150,19 +203,33 @@ def embedded(runs: int, cancels: int) -> dict[str, Any]:
         cluster.apis.append(serve)
         cluster.wait_ready(timeout=300)  # a busy machine starts processes slowly
         target = Target([f"http://127.0.0.1:{port}"], key)
+
+        def ended(run_ids: list[str]) -> int:
+            with target.client() as client:
+                return int(client.get(f"{API}/batch/{batches[-1]}").json()["finished"])
+
+        batches: list[str] = []
+        for count in (20, runs):  # a warm-up, then the measured batch
+            meter = Meter({"agent serve": [serve.pid]})
+            started = time.perf_counter()
+            with target.client() as client:
+                answer = client.post(f"{API}/batch", json={"inputs": ["quick"] * count, "parallel": 32})
+                answer.raise_for_status()
+                batches.append(answer.json()["batch_id"])
+            target.wait_all(answer.json()["run_ids"], ended)
+            elapsed = time.perf_counter() - started
         return {
-            "runs_per_s": target.throughput(runs),
-            "fan_out": target.fan_out(3),
+            "runs_per_s": runs / elapsed,
+            "cpu": {name: seconds / runs * 1000 for name, seconds in meter.spent().items()},
+            "fan_out": target.fan_out(fan_out_runs),
             "cancel": target.cancels(cancels),
         }
     finally:
         serve.stop()
-        import shutil
-
         shutil.rmtree(cluster.root, ignore_errors=True)
 
 
-def scale_out(workers: int, runs: int, cancels: int, latency: bool) -> dict[str, Any]:
+def scale_out(workers: int, runs: int, cancels: int, fan_out_runs: int) -> dict[str, Any]:
     cluster = Cluster(config=CONFIG)
     try:
         cluster.start_services()
@@ -170,42 +237,120 @@ def scale_out(workers: int, runs: int, cancels: int, latency: bool) -> dict[str,
         for _ in range(2):
             cluster.add_api()
         for _ in range(workers):
-            cluster.add_worker("--concurrency", "16")
+            cluster.add_worker("--concurrency", str(CONCURRENCY))
         cluster.wait_ready(timeout=300)  # a busy machine starts processes slowly
         target = Target([f"http://127.0.0.1:{api.port}" for api in cluster.apis], key)
-        target.throughput(20)  # warm up
-        figures: dict[str, Any] = {"runs_per_s": target.throughput(runs)}
-        if latency:
-            figures["fan_out"] = target.fan_out(3)
+
+        import psycopg
+
+        # One connection for the polling (a psql process per poll would cost more CPU than a run).
+        watcher = psycopg.connect(
+            f"postgresql://{cluster.postgres.user}@127.0.0.1:{cluster.postgres.port}/agentstage",
+            autocommit=True,
+        )
+
+        def ended(run_ids: list[str]) -> int:
+            row = watcher.execute(
+                "SELECT count(*) FROM runs WHERE status = ANY(%s) AND id = ANY(%s)", (sorted(ENDED), run_ids)
+            ).fetchone()
+            return int(row[0]) if row else 0
+
+        target.wait_all(target.submit(20), ended)  # warm up every process
+        postmaster = int((cluster.postgres.data / "postmaster.pid").read_text().split()[0])
+        for worker in cluster.workers:
+            worker.signal(signal.SIGSTOP)
+        try:
+            submitted = time.perf_counter()
+            run_ids = target.submit(runs)
+            accepted = runs / (time.perf_counter() - submitted)
+        finally:
+            groups = {
+                "workers": [w.pid for w in cluster.workers],
+                "API processes": [a.pid for a in cluster.apis],
+                "PostgreSQL": children_of(postmaster),
+                "Redis": [cluster.redis.process.pid] if cluster.redis.process else [],
+            }
+            meter = Meter(groups)
+            started = time.perf_counter()
+            for worker in cluster.workers:
+                worker.signal(signal.SIGCONT)
+        target.wait_all(run_ids, ended)
+        elapsed = time.perf_counter() - started
+        figures: dict[str, Any] = {
+            "runs_per_s": runs / elapsed,
+            "accepted_per_s": accepted,
+            "cpu": {name: seconds / runs * 1000 for name, seconds in meter.spent().items()},
+        }
+        if fan_out_runs:
+            figures["fan_out"] = target.fan_out(fan_out_runs)
+        if cancels:
             figures["cancel"] = target.cancels(cancels)
+        watcher.close()
         return figures
     finally:
         cluster.stop()
 
 
+def cpu_line(cpu: dict[str, float]) -> str:
+    parts = ", ".join(f"{name} {ms:.1f}" for name, ms in cpu.items())
+    return f"CPU ms per run: {parts} (total {sum(cpu.values()):.1f})"
+
+
+def latency_line(figures: dict[str, Any]) -> str:
+    fan, cancel = figures["fan_out"], figures["cancel"]
+    if not fan or not cancel:
+        return "not measured (--fan-out-runs 0 or --cancels 0)"
+    return (
+        f"fan-out event→client p50 {statistics.median(fan):.1f} ms, p99 {percentile(fan, 0.99):.1f} ms "
+        f"({len(fan)} events); cancel→run.cancelled p50 {statistics.median(cancel):.1f} ms, "
+        f"p99 {percentile(cancel, 0.99):.1f} ms ({len(cancel)} cancels)"
+    )
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--runs", type=int, default=200)
-    parser.add_argument("--cancels", type=int, default=30)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--runs", type=int, default=200, help="runs per throughput measurement")
+    parser.add_argument("--cancels", type=int, default=30, help="cancels timed per mode")
+    parser.add_argument(
+        "--fan-out-runs", type=int, default=3, help="streamed runs (200 events each) per mode"
+    )
+    parser.add_argument("--workers", default="1,2,4", help="worker counts to measure")
     args = parser.parse_args()
-    base = embedded(args.runs, args.cancels)
-    print(f"embedded (1 agent serve, SQLite): {base['runs_per_s']:.1f} runs/s")
-    rates = {}
-    for workers in (1, 2, 4):
-        figures = scale_out(workers, args.runs, args.cancels, latency=workers == 2)
+    print(f"{os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f} at the start", flush=True)
+    base = embedded(args.runs, args.cancels, args.fan_out_runs)
+    print(
+        f"embedded (1 agent serve, SQLite): {base['runs_per_s']:.1f} runs/s; {cpu_line(base['cpu'])}",
+        flush=True,
+    )
+    counts = [int(n) for n in args.workers.split(",")]
+    rates: dict[int, float] = {}
+    latency: dict[str, Any] | None = None
+    for workers in counts:
+        measure_latency = latency is None and workers >= 2
+        figures = scale_out(
+            workers,
+            args.runs,
+            args.cancels if measure_latency else 0,
+            args.fan_out_runs if measure_latency else 0,
+        )
         rates[workers] = figures["runs_per_s"]
-        line = f"scale-out, {workers} worker(s): {rates[workers]:.1f} runs/s ({rates[workers] / base['runs_per_s']:.2f}x embedded)"
-        if workers > 1:
+        line = (
+            f"scale-out, {workers} worker(s) x concurrency {CONCURRENCY}: {rates[workers]:.1f} runs/s "
+            f"({rates[workers] / base['runs_per_s']:.2f}x embedded; accepted {figures['accepted_per_s']:.1f}/s"
+            " by 2 API processes)"
+        )
+        if workers // 2 in rates and workers % 2 == 0:
             line += f", scaling efficiency {rates[workers] / (2 * rates[workers // 2]):.2f}"
         print(line, flush=True)
+        print(f"  {cpu_line(figures['cpu'])}", flush=True)
         if "fan_out" in figures:
             latency = figures
-    for name, figures in (("embedded", base), ("scale-out", latency)):
-        fan, cancel = figures["fan_out"], figures["cancel"]
-        print(
-            f"{name}: fan-out event→client p50 {statistics.median(fan):.1f} ms, p99 {percentile(fan, 0.99):.1f} ms;"
-            f" cancel→run.cancelled p50 {statistics.median(cancel):.1f} ms, p99 {percentile(cancel, 0.99):.1f} ms"
-        )
+    print(f"embedded: {latency_line(base)}")
+    if latency is not None:
+        print(f"scale-out (2 API, 2 workers): {latency_line(latency)}")
+    print(f"load average {os.getloadavg()[0]:.2f} at the end", flush=True)
 
 
 if __name__ == "__main__":

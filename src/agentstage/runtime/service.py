@@ -759,12 +759,14 @@ class RunService:
         another process has it or it has ended; raises :class:`TenantBusy` if its tenant has no
         free slot (the queue offers it again later). A cancelled caller stops the run
         (``shutdown``) and waits for its ending to be written."""
-        record = await self.store.get_run(run_id)
-        if record is None or record.status.terminal:
-            return
-        limit = self.settings.runtime.tenant_limit(record.tenant)
+        runtime, limit, record = self.settings.runtime, None, None
+        if runtime.tenant_limits or runtime.tenant_max_concurrent_runs is not None:
+            record = await self.store.get_run(run_id)  # whose run it is decides the limit
+            if record is None or record.status.terminal:
+                return
+            limit = runtime.tenant_limit(record.tenant)
         claim = await self.store.claim_run(run_id, self.worker_id, utc_now(), limit)
-        if claim.tenant_busy:
+        if claim.tenant_busy and record is not None:  # only a limited claim is ever busy
             raise TenantBusy(record.tenant)
         if claim.record is None:
             return

@@ -15,20 +15,34 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, exists, func, insert, or_, select, text, update
+from sqlalchemy import and_, bindparam, delete, exists, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import ColumnElement
 
 from agentstage.core.records import RunRecord
 from agentstage.errors import StoreError
 from agentstage.store.base import Claim
-from agentstage.store.tables import run_admissions, runs
+from agentstage.store.crypto import Keyring
+from agentstage.store.tables import run_admissions, run_events, runs
 from agentstage.types import RunStatus
 
 _ACTIVE = [RunStatus.QUEUED.value, RunStatus.RUNNING.value]
 # An admission whose run was never stored (its process died, or the store refused the run) stops
 # holding its tenant's slot after this long; a stored run is counted through its own row.
 ADMISSION_HOLD = timedelta(seconds=60)
+# A claimed run as the store reads it (its last seq from its log), returned by the claim itself.
+_LAST_SEQ = select(func.max(run_events.c.seq)).where(run_events.c.run_id == runs.c.id).scalar_subquery()
+_RUN_RETURNING = [
+    *(column for column in runs.columns if column.name != "last_seq"),
+    func.coalesce(_LAST_SEQ, runs.c.last_seq).label("last_seq"),
+]
+# Built once: a statement built per claim costs more CPU (building, cache key) than running it.
+_CLAIM = (
+    update(runs)
+    .where(runs.c.id == bindparam("claimed_run"), runs.c.worker_id.is_(None), runs.c.status.in_(_ACTIVE))
+    .values(worker_id=bindparam("claiming_worker"), heartbeat_at=bindparam("claimed_at"))
+    .returning(*_RUN_RETURNING)
+)
 
 
 def fenced_error(run_id: str, fence: int, attempt: int | None) -> StoreError:
@@ -45,6 +59,7 @@ class LeaseTables:
     """Mixed into the SQL store; ``engine`` is the store's async engine."""
 
     is_sqlite: bool
+    keys: Keyring
 
     @property
     def engine(self) -> AsyncEngine:
@@ -62,6 +77,8 @@ class LeaseTables:
         With ``tenant_limit``, the claim also needs the run's tenant to have fewer runs executing
         than that; claims of one tenant are serialised (an advisory lock on PostgreSQL, the
         database lock on SQLite) so two workers cannot both take the last slot."""
+        if tenant_limit is None:  # the common claim: one statement, answering with the run
+            return await self._claim_at_once(run_id, worker_id, at)
         async with self.engine.begin() as connection:
             row = (
                 await connection.execute(
@@ -96,6 +113,14 @@ class LeaseTables:
             if not claimed.rowcount:
                 return Claim()
         return Claim(record=await self.get_run(run_id))
+
+    async def _claim_at_once(self, run_id: str, worker_id: str, at: datetime) -> Claim:
+        from agentstage.store.sql import _run_from_row  # the one decoder of a runs row
+
+        async with self.engine.begin() as connection:
+            values = {"claimed_run": run_id, "claiming_worker": worker_id, "claimed_at": at}
+            row = (await connection.execute(_CLAIM, values)).first()
+        return Claim(record=_run_from_row(row, self.keys)) if row is not None else Claim()
 
     async def requeue_run(self, run_id: str, attempt: int) -> bool:
         """Take the run from whoever holds ``attempt`` and make it claimable as the next attempt."""
