@@ -4,6 +4,7 @@ problem, audited."""
 
 from __future__ import annotations
 
+import asyncio
 import http.server
 import json
 import threading
@@ -244,3 +245,35 @@ async def test_a_jwks_url_is_cached_and_refetched_for_an_unknown_kid(jwks_url: s
     with pytest.raises(UnauthorizedError) as refused:
         await verifier.verify(token(first, "RS256", "a"))
     assert refused.value.code == "unknown_kid"
+
+
+@pytest.mark.anyio
+async def test_a_remembered_token_still_expires_and_a_refused_one_is_not_remembered(tmp_path: Path) -> None:
+    private = rsa_key()
+    pem = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    (tmp_path / "key.pem").write_bytes(pem)
+    verifier = JwtVerifier(
+        JwtSettings(algorithms=["RS256"], public_key=f"file:{tmp_path / 'key.pem'}", leeway=0), max_cached=2
+    )
+    short = token(private, "RS256", exp=int(time.time()) + 2)
+    for _ in range(3):  # verified once, then remembered
+        assert (await verifier.verify(short)).subject == "alice"
+    assert len(verifier) == 1
+    forged = token(rsa_key(), "RS256")
+    for _ in range(2):
+        with pytest.raises(UnauthorizedError) as refused:
+            await verifier.verify(forged)
+        assert refused.value.code == "invalid_signature"
+    assert len(verifier) == 1
+    for sub in ("b", "c", "d"):  # bounded
+        await verifier.verify(token(private, "RS256", sub=sub))
+    assert len(verifier) == 2
+    short = token(private, "RS256", exp=int(time.time()) + 2)
+    await verifier.verify(short)
+    expiry = jwt.decode(short, options={"verify_signature": False})["exp"]
+    await asyncio.sleep(max(0.0, expiry - time.time()) + 0.05)
+    with pytest.raises(UnauthorizedError) as expired:
+        await verifier.verify(short)
+    assert expired.value.code == "token_expired"

@@ -3,6 +3,7 @@ within a second, a bounded cache) and the hash-chained audit log (list, verify, 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import time
@@ -11,8 +12,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from agentstage.access.apikeys import KeyVerifier
+from agentstage.access.apikeys import KNOWN_SECONDS, KeyVerifier
+from agentstage.core.records import ApiKeyRecord
 from agentstage.errors import UnauthorizedError
+from agentstage.runtime.keys import KeyService
 from agentstage.store.sql import SqlRunStore
 from conftest import AGENT, Cli
 
@@ -123,6 +126,42 @@ async def test_the_verification_cache_is_bounded(tmp_path: Path) -> None:
             with pytest.raises(UnauthorizedError):
                 await verifier.verify(f"ags_forged-{i}")
         assert len(verifier) == 100
+    finally:
+        await store.close()
+
+
+class CountingStore(SqlRunStore):
+    """The real store, counting key reads (each one slow enough that requests pile up behind it)."""
+
+    reads = 0
+
+    async def api_key_by_hash(self, key_hash: str) -> ApiKeyRecord | None:
+        self.reads += 1
+        await asyncio.sleep(0.05)
+        return await super().api_key_by_hash(key_hash)
+
+
+@pytest.mark.anyio
+async def test_requests_in_flight_share_one_read_of_a_stale_key(tmp_path: Path) -> None:
+    store = CountingStore(f"sqlite+aiosqlite:///{tmp_path / 'store.db'}")
+    await store.open()
+    try:
+        keys = KeyService(store)
+        key, _ = await keys.create("busy")
+        verifier = KeyVerifier(store)
+        first = asyncio.get_running_loop().create_task(verifier.verify(key))
+        await asyncio.sleep(0)
+        first.cancel()  # the request that started the read goes away: the others still get it
+        found = await asyncio.gather(*(verifier.verify(key) for _ in range(32)))
+        assert {record.name for record in found} == {"busy"} and store.reads == 1
+        await asyncio.sleep(KNOWN_SECONDS)
+        await asyncio.gather(*(verifier.verify(key) for _ in range(32)))
+        assert store.reads == 2  # stale: read again, once
+        await keys.revoke("busy")
+        await asyncio.sleep(KNOWN_SECONDS)
+        refused = await asyncio.gather(*(verifier.verify(key) for _ in range(8)), return_exceptions=True)
+        assert all(isinstance(e, UnauthorizedError) and e.code == "key_revoked" for e in refused)
+        assert store.reads == 3
     finally:
         await store.close()
 

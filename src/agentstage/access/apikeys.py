@@ -4,10 +4,16 @@ A key is ``ags_<43 url-safe characters>``, stored only as its SHA-256. Verified 
 half a second, so a revocation or rotation made by any process (``agent keys revoke`` on the
 host, another worker) reaches every worker within a second; unknown keys are remembered for two
 seconds only, and the whole cache is bounded, so forged keys cannot grow memory.
+
+When a cached key goes stale, the first request to notice re-reads it and every request that
+arrives meanwhile waits for that one read: a busy key costs one store query per half second per
+process, however many requests are in flight (without this, every connection re-read the key at
+once — a query and often a new pooled connection each).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections import OrderedDict
@@ -40,6 +46,7 @@ class KeyVerifier:
         self.max_entries = max_entries
         self._cache: OrderedDict[str, tuple[float, ApiKeyRecord | None]] = OrderedDict()
         self._touched: dict[str, datetime] = {}
+        self._reading: dict[str, asyncio.Task[ApiKeyRecord | None]] = {}
 
     def __len__(self) -> int:
         return len(self._cache)
@@ -69,12 +76,28 @@ class KeyVerifier:
             if now - stamp < (KNOWN_SECONDS if record is not None else UNKNOWN_SECONDS):
                 self._cache.move_to_end(digest)
                 return record
-        record = await self.store.api_key_by_hash(digest)
+        reading = self._reading.get(digest)
+        if reading is None:  # the read is a task of its own: a caller that goes away does not cancel it
+            reading = asyncio.get_running_loop().create_task(self._read(digest, now))
+            self._reading[digest] = reading
+            reading.add_done_callback(self._read_done)
+        return await asyncio.shield(reading)
+
+    async def _read(self, digest: str, now: float) -> ApiKeyRecord | None:
+        try:
+            record = await self.store.api_key_by_hash(digest)
+        finally:
+            del self._reading[digest]
         self._cache[digest] = (now, record)
         self._cache.move_to_end(digest)
         while len(self._cache) > self.max_entries:
             self._cache.popitem(last=False)
         return record
+
+    @staticmethod
+    def _read_done(task: asyncio.Task[ApiKeyRecord | None]) -> None:
+        if not task.cancelled():
+            task.exception()  # every waiter got it; this only marks it seen
 
     async def _touch(self, record: ApiKeyRecord, now: datetime) -> None:
         """Keep ``last_used_at`` to the minute without writing on every request."""

@@ -69,7 +69,7 @@ class Authenticator:
         self.keys = keys
         self.enabled = enabled
         self.roles = RoleTable(settings.roles)
-        self.jwt = JwtVerifier(settings.jwt) if settings.jwt.enabled else None
+        self.jwt = JwtVerifier(settings.jwt, settings.key_cache_size) if settings.jwt.enabled else None
 
     async def authenticate(self, credentials: Credentials) -> Principal:
         """The caller's principal, or 401 (who are you?) / 403 (unknown role or tenant)."""
