@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import time
+from contextlib import closing
 from pathlib import Path
 
 import httpx
@@ -203,3 +205,39 @@ def test_audit_verify_names_a_row_edited_in_the_database(secure: SecureServer) -
         [AGENT, "audit", "verify"], env=secure.env, capture_output=True, text=True, timeout=60
     )
     assert truncated.returncode == 1 and "rows were removed" in truncated.stderr
+
+
+def test_an_audited_change_is_durable_before_its_answer_and_a_lost_row_is_logged_and_counted(
+    secure: SecureServer,
+) -> None:
+    with secure.as_role("operator") as operator, secure.as_role("admin") as admin:
+        for _ in range(5):
+            answer = operator.post("/api/v1/agent/run", json={"input": "hi"})
+            assert answer.status_code == 200
+            with closing(secure.db()) as db:  # read at once, from another connection
+                row = db.execute(
+                    "SELECT action, outcome, status FROM audit_log WHERE request_id = ?",
+                    (answer.headers["x-request-id"],),
+                ).fetchone()
+            assert row == ("runs.start", "allowed", 200)
+        with closing(secure.db()) as db:
+            db.execute(
+                "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_log "
+                "BEGIN SELECT RAISE(ABORT, 'audit rows refused'); END"
+            )
+            db.commit()
+        try:
+            answer = operator.post("/api/v1/agent/run", json={"input": "hi"})
+            assert answer.status_code == 200  # the run happened; the answer says so
+            log = secure.wait_for_log("audit rows could not be written")
+            assert "audit rows refused" in log
+            lost = re.search(r"^agent_audit_rows_lost_total ([0-9.]+)$", admin.get("/metrics").text, re.M)
+            assert lost is not None and float(lost[1]) >= 1
+        finally:
+            with closing(secure.db()) as db:
+                db.execute("DROP TRIGGER refuse_audit")
+                db.commit()
+    verified = subprocess.run(
+        [AGENT, "audit", "verify"], env=secure.env, capture_output=True, text=True, timeout=60
+    )
+    assert verified.returncode == 0, verified.stderr  # nothing half-written

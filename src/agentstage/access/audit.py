@@ -2,8 +2,14 @@
 
 Rows say who (principal, tenant), what (permission, target), how it went (allowed / denied and
 the status), and from where (client address, user agent, request id). Changes and refusals are
-recorded as they happen; rows are written in small groups by one background task, and a change
-to the configuration, keys or tool servers waits until its row is durable before it is answered.
+recorded as they happen and each waits until its row is durable (committed to the store) before
+it is answered, so a client never sees an answer whose audit row a crash could take back. Rows
+are written by one background task with group commit: the rows of every request that arrives
+while a write is in progress go together into the next one, so a busy server makes a few small
+transactions rather than one per request, and an idle one answers at once.
+
+A row that cannot be written is never lost silently: it is logged at ERROR, counted
+(``on_lost``, the ``agent_audit_rows_lost_total`` metric) and the waiting caller gets the error.
 :func:`verify_chain` recomputes every hash and names the first row that does not match.
 """
 
@@ -110,51 +116,64 @@ def verify_chain(rows: Sequence[dict[str, Any]], head: tuple[int, str] | None) -
 class AuditLog:
     """Queues rows and writes them in groups; ``record(..., durable=True)`` waits for the write."""
 
-    def __init__(self, store: AuditStore):
+    def __init__(self, store: AuditStore, on_lost: Callable[[int], None] | None = None):
         self.store = store
+        self.on_lost = on_lost
         self._pending: list[dict[str, Any]] = []
         self._waiters: list[asyncio.Future[None]] = []
         self._wake = asyncio.Event()
+        self._writing = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
         self.dropped = 0
 
     def start(self) -> None:
         if self._task is None:
+            self._closing = False
             self._task = asyncio.get_running_loop().create_task(self._run(), name="agentstage-audit")
 
     async def record(self, row: dict[str, Any], *, durable: bool = False) -> None:
+        """Queue ``row``; with ``durable``, return once it is committed (or raise why it is not)."""
         self._pending.append(row)
-        if self._task is None:  # no writer (a CLI command): write now
-            await self.flush()
+        if self._task is None or self._task.done():  # no writer (a CLI command): write now
+            await self.flush(raise_errors=durable)
             return
         if durable:
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             self._wake.set()
-            await waiter
+            await asyncio.shield(waiter)  # a caller that goes away does not take its row with it
             return
         if len(self._pending) >= 200:
             self._wake.set()
 
-    async def flush(self) -> None:
-        rows, self._pending = self._pending, []
-        waiters, self._waiters = self._waiters, []
-        error: BaseException | None = None
-        try:
-            await self.store.append_audit(rows, chain_hash)
-        except Exception as failure:  # the log says so; a request is never lost for it
-            error = failure
-            self.dropped += len(rows)
-            log.error("audit rows could not be written (%d lost): %s", len(rows), failure)
-        for waiter in waiters:
-            if not waiter.done():
-                if error is None:
-                    waiter.set_result(None)
-                else:
-                    waiter.set_exception(error)
+    async def flush(self, *, raise_errors: bool = False) -> None:
+        async with self._writing:  # one write at a time: rows reach the chain in the order queued
+            rows, self._pending = self._pending, []
+            waiters, self._waiters = self._waiters, []
+            if not rows:
+                return
+            error: Exception | None = None
+            try:
+                await self.store.append_audit(rows, chain_hash)
+            except Exception as failure:  # logged and counted; the waiting callers get the error
+                error = failure
+                self.dropped += len(rows)
+                log.error("audit rows could not be written (%d lost): %s", len(rows), failure)
+                if self.on_lost is not None:
+                    self.on_lost(len(rows))
+            for waiter in waiters:
+                if not waiter.done():
+                    if error is None:
+                        waiter.set_result(None)
+                    else:
+                        waiter.set_exception(error)
+                        waiter.exception()  # marked seen: a caller that went away cannot read it
+            if error is not None and raise_errors:
+                raise error
 
     async def _run(self) -> None:
-        while True:
+        while not self._closing:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(FLUSH_SECONDS):
                     await self._wake.wait()
@@ -163,10 +182,11 @@ class AuditLog:
                 await self.flush()
 
     async def close(self) -> None:
+        """Write what is queued and stop; a write in progress is finished, never cut."""
         if self._task is not None:
-            self._task.cancel()
+            self._closing = True
+            self._wake.set()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        if self._pending:
-            await self.flush()
+        await self.flush()

@@ -7,6 +7,7 @@ credentials from their transport, call these four verbs, and hand the principal 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from agentstage.access import audit as audit_rows
@@ -25,14 +26,20 @@ class SecurityStore(KeyStore, AuditStore, LimitStore, Protocol):
 
 class Guard:
     def __init__(
-        self, settings: SecuritySettings, store: SecurityStore, *, auth_enabled: bool, default_rate: int
+        self,
+        settings: SecuritySettings,
+        store: SecurityStore,
+        *,
+        auth_enabled: bool,
+        default_rate: int,
+        on_audit_lost: Callable[[int], None] | None = None,
     ):
         self.settings = settings
         self.default_rate = default_rate
         self.keys = KeyVerifier(store, settings.key_cache_size)
         self.authenticator = Authenticator(settings, self.keys, enabled=auth_enabled)
         self.limiter = RateLimiter(store)
-        self.audit_log = AuditLog(store)
+        self.audit_log = AuditLog(store, on_audit_lost)
         self.store = store
 
     @property
@@ -115,7 +122,11 @@ class Guard:
         error: AgentstageError | None = None,
         details: dict[str, Any] | None = None,
     ) -> None:
-        """One audit row; a sensitive change waits until its row is durable."""
+        """One audit row, durable before this returns (so before the request is answered).
+
+        When the row cannot be written, the audit log has logged and counted it; a sensitive change
+        (configuration, keys, tool servers) then raises, anything else is answered as it would be:
+        its effect has already happened, and an error would only make the client repeat it."""
         info = dict(details or {})
         if error is not None:
             info["code"] = error.code
@@ -131,4 +142,8 @@ class Guard:
             request_id=request_id,
             details=info,
         )
-        await self.audit_log.record(row, durable=allowed and action in SENSITIVE)
+        try:
+            await self.audit_log.record(row, durable=True)
+        except Exception:
+            if allowed and action in SENSITIVE:
+                raise

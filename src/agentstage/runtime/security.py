@@ -9,10 +9,18 @@ from typing import Any
 from agentstage.access.audit import AuditLog, chain_hash, entry, verify_chain
 from agentstage.access.guard import Guard
 from agentstage.access.principals import Principal, local_principal
+from agentstage.observability import metrics
 from agentstage.settings import Settings
 from agentstage.store.base import RunStore
 
 __all__ = ["AuditTrail", "build_guard", "chain_hash"]
+
+
+def count_lost_audit_rows(count: int) -> None:
+    metrics.counter(
+        "agent_audit_rows_lost_total",
+        "Audit rows that could not be written to the store (each also logged at ERROR).",
+    ).inc(count)
 
 
 def build_guard(settings: Settings, store: RunStore) -> Guard:
@@ -21,6 +29,7 @@ def build_guard(settings: Settings, store: RunStore) -> Guard:
         store,
         auth_enabled=settings.http.auth != "off",
         default_rate=settings.http.requests_per_minute,
+        on_audit_lost=count_lost_audit_rows,
     )
 
 
@@ -41,7 +50,7 @@ class AuditTrail:
             client="local",
             details=details,
         )
-        await AuditLog(self.store).record(row, durable=True)
+        await AuditLog(self.store, count_lost_audit_rows).record(row, durable=True)
 
     async def entries(
         self, *, since: datetime | None = None, principal: str | None = None, action: str | None = None

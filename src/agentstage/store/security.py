@@ -1,15 +1,21 @@
 """The store's security tables: API key upkeep, the hash-chained audit log, shared rate limits.
 
 Kept apart from the run tables so the run write path stays its own module; ``SqlRunStore``
-inherits these methods. Every method runs on the store's async engine.
+inherits these methods. Reads run on the store's async engine. On SQLite, audit rows are written
+on the store's one write thread, in a plain ``sqlite3`` transaction next to the run writes: every
+audited request waits for its row, so this write is on the request path, and here it neither
+competes with the run writer for SQLite's write lock nor pays for a pooled connection and
+statement compilation per group of rows.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Row
@@ -17,7 +23,39 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from agentstage.store.tables import api_keys, audit_head, audit_log, rate_limits
 
+if TYPE_CHECKING:
+    from agentstage.store.sqlite_writes import SqliteWrites
+
 HeadHash = Callable[[str, dict[str, Any]], str]
+GENESIS = "0" * 64
+_AUDIT_COLUMNS = [column.name for column in audit_log.columns]
+_INSERT_AUDIT = (
+    f"INSERT INTO audit_log ({', '.join(_AUDIT_COLUMNS)}) VALUES ({', '.join('?' * len(_AUDIT_COLUMNS))})"
+)
+
+
+def _chain_rows(
+    entries: Sequence[dict[str, Any]], seq: int, prev: str, chain: HeadHash
+) -> tuple[list[dict[str, Any]], str]:
+    rows = []
+    for offset, entry in enumerate(entries):
+        row = {**entry, "id": seq + offset + 1, "prev_hash": prev}
+        row["hash"] = prev = chain(prev, row)
+        rows.append(row)
+    return rows, prev
+
+
+def _sqlite_audit_value(column: str, value: Any) -> Any:
+    """The form SQLAlchemy itself stores (and reads back) for these columns on SQLite."""
+    from agentstage.store.sqlite_writes import sqlite_timestamp
+
+    if value is None:
+        return None
+    if column == "ts":
+        return sqlite_timestamp(value)
+    if column == "details":
+        return json.dumps(value)
+    return value
 
 
 def _utc(value: Any) -> Any:
@@ -38,10 +76,15 @@ class SecurityTables:
     """Mixed into the SQL store; ``engine`` is the store's async engine."""
 
     is_sqlite: bool
+    _sqlite: SqliteWrites | None
 
     @property
     def engine(self) -> AsyncEngine:
         raise NotImplementedError
+
+    if TYPE_CHECKING:
+
+        async def _on_write_thread(self, function: Any, *args: Any) -> Any: ...
 
     # API keys --------------------------------------------------------------------------------
 
@@ -68,22 +111,46 @@ class SecurityTables:
         processes appending at once are serialised and the chain never forks."""
         if not entries:
             return
+        if self._sqlite is not None:
+            await self._on_write_thread(self._append_audit_sqlite, self._sqlite, list(entries), chain)
+            return
         async with self.engine.begin() as connection:
             seq, prev = await self._lock_head(connection, len(entries))
-            rows = []
-            for offset, entry in enumerate(entries):
-                row = {**entry, "id": seq + offset + 1, "prev_hash": prev}
-                row["hash"] = prev = chain(prev, row)
-                rows.append(row)
+            rows, prev = _chain_rows(entries, seq, prev, chain)
             await connection.execute(insert(audit_log), rows)
             await connection.execute(update(audit_head).where(audit_head.c.id == 1).values(hash=prev))
+
+    @staticmethod
+    def _append_audit_sqlite(writes: SqliteWrites, entries: list[dict[str, Any]], chain: HeadHash) -> None:
+        """On the write thread: the same statements as below, in one ``BEGIN IMMEDIATE`` transaction
+        (the write lock first, so another process appending at once cannot fork the chain)."""
+        count = len(entries)
+
+        def append(connection: sqlite3.Connection) -> None:
+            bumped = connection.execute("UPDATE audit_head SET seq = seq + ? WHERE id = 1", (count,))
+            if not bumped.rowcount:
+                connection.execute(
+                    "INSERT INTO audit_head (id, seq, hash) VALUES (1, ?, ?)", (count, GENESIS)
+                )
+            seq, prev = connection.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
+            rows, prev = _chain_rows(entries, int(seq) - count, str(prev), chain)
+            connection.executemany(
+                _INSERT_AUDIT,
+                [tuple(_sqlite_audit_value(c, row.get(c)) for c in _AUDIT_COLUMNS) for row in rows],
+            )
+            connection.execute("UPDATE audit_head SET hash = ? WHERE id = 1", (prev,))
+
+        try:
+            writes._transaction(append)
+        except (sqlite3.Error, ValueError, TypeError, OverflowError) as error:
+            raise writes.classify(error) from None
 
     async def _lock_head(self, connection: AsyncConnection, count: int) -> tuple[int, str]:
         bumped = await connection.execute(
             update(audit_head).where(audit_head.c.id == 1).values(seq=audit_head.c.seq + count)
         )
         if not bumped.rowcount:
-            await connection.execute(insert(audit_head).values(id=1, seq=count, hash="0" * 64))
+            await connection.execute(insert(audit_head).values(id=1, seq=count, hash=GENESIS))
         row = (await connection.execute(select(audit_head.c.seq, audit_head.c.hash))).one()
         return int(row.seq) - count, str(row.hash)
 
