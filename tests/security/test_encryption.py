@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import sqlite3
 import subprocess
@@ -16,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from agentstage.access.secrets import loose_permissions, resolve_reference
 from agentstage.core.events import RunEvent, utc_now
 from agentstage.core.records import ConversationRecord, RunRecord, SpanRecord
 from agentstage.errors import ConfigError, StoreError
@@ -69,6 +71,7 @@ def plaintext_found(home: Path, needles: list[str] = NEEDLES) -> list[str]:
 
 def write_key(path: Path) -> Path:
     path.write_text(generate_key() + "\n", encoding="utf-8")
+    path.chmod(0o600)  # as a key file should be (a looser one is used, with a warning)
     return path
 
 
@@ -226,6 +229,34 @@ def test_a_wrong_or_missing_key_is_one_clear_error(tmp_path: Path) -> None:
     short = agent(tmp_path, "runs", "list", extra_env={"AGENTSTAGE_TEST_KEY": "too-short"})
     assert_one_red_line(short, "32 random bytes")
     assert "too-short" not in short.stderr  # never the value, only where it lives
+
+
+def test_a_key_file_others_may_read_is_named_with_the_fix(tmp_path: Path) -> None:
+    key = write_key(tmp_path / "store.key")
+    configure(tmp_path, {"encryption_key": f"file:{key}"})
+    quiet = agent(tmp_path, "runs", "list")
+    assert quiet.returncode == 0 and "chmod" not in quiet.stderr, quiet.stderr
+    for mode, who in ((0o640, "group"), (0o604, "others"), (0o644, "group and others")):
+        key.chmod(mode)
+        warned = agent(tmp_path, "runs", "list")
+        assert warned.returncode == 0, warned.stderr  # used, as ssh would not, but said plainly
+        lines = [line for line in warned.stderr.splitlines() if "store.encryption_key" in line]
+        assert len(lines) == 1, warned.stderr
+        assert f"open to {who} (mode {mode:04o})" in lines[0] and f"chmod 600 {key}" in lines[0]
+        assert key.read_text(encoding="utf-8").strip() not in warned.stderr
+
+
+def test_every_secret_file_is_checked_the_same_way(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    secret = tmp_path / "jwt.secret"
+    secret.write_text("a-shared-secret-of-at-least-thirty-two-bytes!", encoding="utf-8")
+    secret.chmod(0o660)
+    with caplog.at_level(logging.WARNING, logger="agentstage.security"):
+        for _ in range(3):
+            assert resolve_reference(f"file:{secret}", "security.jwt.secret").startswith("a-shared")
+    warned = [r.getMessage() for r in caplog.records if "security.jwt.secret" in r.getMessage()]
+    assert len(warned) == 1 and "open to group (mode 0660)" in warned[0]  # once per file and process
+    secret.chmod(0o600)
+    assert loose_permissions(secret) is None
 
 
 def test_settings_keep_the_key_a_reference_and_private(home: Path) -> None:
