@@ -80,22 +80,20 @@ class KeyVerifier:
         if reading is None:  # the read is a task of its own: a caller that goes away does not cancel it
             reading = asyncio.get_running_loop().create_task(self._read(digest, now))
             self._reading[digest] = reading
-            reading.add_done_callback(self._read_done)
+            reading.add_done_callback(lambda task: self._read_done(digest, task))
         return await asyncio.shield(reading)
 
     async def _read(self, digest: str, now: float) -> ApiKeyRecord | None:
-        try:
-            record = await self.store.api_key_by_hash(digest)
-        finally:
-            del self._reading[digest]
+        record = await self.store.api_key_by_hash(digest)
         self._cache[digest] = (now, record)
         self._cache.move_to_end(digest)
         while len(self._cache) > self.max_entries:
             self._cache.popitem(last=False)
         return record
 
-    @staticmethod
-    def _read_done(task: asyncio.Task[ApiKeyRecord | None]) -> None:
+    def _read_done(self, digest: str, task: asyncio.Task[ApiKeyRecord | None]) -> None:
+        if self._reading.get(digest) is task:
+            del self._reading[digest]
         if not task.cancelled():
             task.exception()  # every waiter got it; this only marks it seen
 
