@@ -21,6 +21,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from agentstage.store.sqlite_writes import sqlite_timestamp
 from agentstage.store.tables import api_keys, audit_head, audit_log, rate_limits
 
 if TYPE_CHECKING:
@@ -47,8 +48,6 @@ def _chain_rows(
 
 def _sqlite_audit_value(column: str, value: Any) -> Any:
     """The form SQLAlchemy itself stores (and reads back) for these columns on SQLite."""
-    from agentstage.store.sqlite_writes import sqlite_timestamp
-
     if value is None:
         return None
     if column == "ts":
