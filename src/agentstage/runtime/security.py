@@ -3,42 +3,44 @@ both built from the settings and the store."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from agentstage.access.audit import AuditLog, chain_hash, entry, verify_chain
 from agentstage.access.guard import Guard
 from agentstage.access.principals import Principal, local_principal
-from agentstage.observability import metrics
 from agentstage.settings import Settings
 from agentstage.store.base import RunStore
 
 __all__ = ["AuditTrail", "build_guard", "chain_hash"]
 
 
-def count_lost_audit_rows(count: int) -> None:
-    metrics.counter(
-        "agent_audit_rows_lost_total",
-        "Audit rows that could not be written to the store (each also logged at ERROR).",
-    ).inc(count)
-
-
-def build_guard(settings: Settings, store: RunStore) -> Guard:
+def build_guard(
+    settings: Settings, store: RunStore, on_audit_lost: Callable[[int], None] | None = None
+) -> Guard:
+    """``on_audit_lost``: told how many audit rows could not be written (they are logged too)."""
     return Guard(
         settings.security,
         store,
         auth_enabled=settings.http.auth != "off",
         default_rate=settings.http.requests_per_minute,
-        on_audit_lost=count_lost_audit_rows,
+        on_audit_lost=on_audit_lost,
     )
 
 
 class AuditTrail:
     """Reading, checking and (for local commands) writing the audit log."""
 
-    def __init__(self, store: RunStore, principal: Principal | None = None):
+    def __init__(
+        self,
+        store: RunStore,
+        principal: Principal | None = None,
+        on_lost: Callable[[int], None] | None = None,
+    ):
         self.store = store
         self.principal = principal or local_principal()
+        self.on_lost = on_lost
 
     async def record(self, action: str, target: str, details: dict[str, Any] | None = None) -> None:
         row = entry(
@@ -50,7 +52,7 @@ class AuditTrail:
             client="local",
             details=details,
         )
-        await AuditLog(self.store, count_lost_audit_rows).record(row, durable=True)
+        await AuditLog(self.store, self.on_lost).record(row, durable=True)
 
     async def entries(
         self, *, since: datetime | None = None, principal: str | None = None, action: str | None = None

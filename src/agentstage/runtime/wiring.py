@@ -24,7 +24,7 @@ from agentstage.core.model import Model
 from agentstage.core.prompts import PromptLibrary
 from agentstage.core.tools import Tool
 from agentstage.errors import AgentstageError, ConfigError, ForbiddenError, StoreError
-from agentstage.observability import masking
+from agentstage.observability import masking, metrics
 from agentstage.observability.logging import configure_logging as configure_log_lines
 from agentstage.observability.telemetry import Telemetry
 from agentstage.observability.tools import instrument
@@ -288,6 +288,14 @@ async def check_store(settings: Settings) -> None:
         await store.close()
 
 
+def count_lost_audit_rows(count: int) -> None:
+    """Audit rows the store could not take: a metric, next to the ERROR line the audit log writes."""
+    metrics.counter(
+        "agent_audit_rows_lost_total",
+        "Audit rows that could not be written to the store (each also logged at ERROR).",
+    ).inc(count)
+
+
 def build_services(settings: Settings) -> Services:
     runs, telemetry = _observed_service(settings)
     return Services(
@@ -295,8 +303,8 @@ def build_services(settings: Settings) -> Services:
         conversations=ConversationService(runs),
         batches=BatchService(runs),
         keys=KeyService(runs.store, settings),
-        guard=build_guard(settings, runs.store),
-        audit=AuditTrail(runs.store),
+        guard=build_guard(settings, runs.store, on_audit_lost=count_lost_audit_rows),
+        audit=AuditTrail(runs.store, on_lost=count_lost_audit_rows),
         store_keys=StoreKeyService(runs.store),
         telemetry=telemetry,
         traces=TraceService(runs, telemetry),
