@@ -169,7 +169,8 @@ def main() -> None:
     for round_ in range(args.rounds):  # rounds alternate the scenarios; each keeps its best
         if args.rounds > 1:
             print(f"round {round_ + 1} of {args.rounds}")
-        for name, extra, credential in scenarios:
+        shift = round_ % len(scenarios)  # each round starts elsewhere: no scenario always comes last
+        for name, extra, credential in scenarios[shift:] + scenarios[:shift]:
             rate, cpu = scenario(name, extra, credential, args)
             rates[name] = max(rates.get(name, 0.0), rate)
             cpus[name] = min(cpus.get(name, float("inf")), cpu)
