@@ -8,9 +8,11 @@ buckets and the key cache run as in production.
 
 Next to requests/s it prints the server's CPU time per request (user + system, from /proc), and
 the ratio of that too: on a machine shared with other work, throughput moves with the neighbours'
-load, CPU per request much less. Scenarios alternate round by round; each keeps its best round.
+load, CPU per request much less. Every server is started once and measured in every round; the
+rounds rotate the order, and each ratio is taken between measurements of the same round (a few
+seconds apart, so a neighbour's load hits both sides alike), then the median over the rounds.
 
-    python benchmarks/auth_overhead.py [--requests 1500] [--concurrency 16] [--rounds 3]
+    python benchmarks/auth_overhead.py [--requests 1500] [--concurrency 16] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import base64
 import json
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -83,10 +86,10 @@ def serve(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
     raise RuntimeError("server did not start")
 
 
-async def load(url: str, headers: dict[str, str], requests: int, concurrency: int) -> float:
+async def load(url: str, headers: dict[str, str], requests: int, concurrency: int, warm_up: int) -> float:
     body = {"input": "hi", "mode": "chat"}
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as client:
-        for _ in range(WARM_UP):
+        for _ in range(warm_up):
             assert (await client.post("/api/v1/agent/run", json=body)).status_code == 200
         remaining = requests
 
@@ -102,23 +105,28 @@ async def load(url: str, headers: dict[str, str], requests: int, concurrency: in
         return requests / (time.perf_counter() - started)
 
 
-def scenario(
-    name: str, extra: dict[str, Any], credential: Any, args: argparse.Namespace
-) -> tuple[float, float]:
-    """(requests/s, server CPU milliseconds per request) for one fresh server."""
-    home = temporary_home()
-    env = configure(home, extra)
-    headers = credential(env) if callable(credential) else (credential or {})
-    process, url = serve(env)
-    try:
-        before = cpu_seconds(process.pid)
-        rate = asyncio.run(load(url, headers, args.requests, args.concurrency))
-        cpu = (cpu_seconds(process.pid) - before) * 1000 / (args.requests + WARM_UP)
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-    print(f"  {name:<14} {rate:8.1f} req/s  {cpu:6.2f} ms CPU/request", flush=True)
-    return rate, cpu
+class Scenario:
+    """One server, started once and measured in every round (its first round warms it up)."""
+
+    def __init__(self, name: str, extra: dict[str, Any], credential: Any):
+        self.name = name
+        self.env = configure(temporary_home(), extra)
+        self.headers = credential(self.env) if callable(credential) else (credential or {})
+        self.process, self.url = serve(self.env)
+        self.warm_up = WARM_UP
+
+    def measure(self, args: argparse.Namespace) -> tuple[float, float]:
+        """(requests/s, server CPU milliseconds per request) of one round."""
+        before = cpu_seconds(self.process.pid)
+        rate = asyncio.run(load(self.url, self.headers, args.requests, args.concurrency, self.warm_up))
+        cpu = (cpu_seconds(self.process.pid) - before) * 1000 / (args.requests + self.warm_up)
+        self.warm_up = 0
+        print(f"  {self.name:<14} {rate:8.1f} req/s  {cpu:6.2f} ms CPU/request", flush=True)
+        return rate, cpu
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
 
 
 def api_key(env: dict[str, str]) -> dict[str, str]:
@@ -140,8 +148,8 @@ def main() -> None:
     parser.add_argument(
         "--rounds",
         type=int,
-        default=3,
-        help="Run every scenario this many times, alternating; keep the best.",
+        default=5,
+        help="Measure every scenario this many times, in rotating order; ratios are medians over rounds.",
     )
     args = parser.parse_args()
     print(f"auth overhead · {machine()} · {args.requests} requests, {args.concurrency} connections")
@@ -157,28 +165,36 @@ def main() -> None:
     rs = {"security": {"jwt": {"algorithms": ["RS256"], "public_key": f"file:{pem_dir / 'public.pem'}"}}}
     auth_off = {"http": {"auth": "off", "requests_per_minute": 10_000_000}}
     encrypted = {**auth_off, "store": {"encryption_key": "env:BENCH_STORE_KEY"}}
-    scenarios: list[tuple[str, dict[str, Any], Any]] = [
+    settings: list[tuple[str, dict[str, Any], Any]] = [
         ("auth off", auth_off, None),
         ("API key", {}, api_key),
         ("JWT HS256", hs, {"Authorization": "Bearer " + jwt.encode(claims(), SECRET, algorithm="HS256")}),
         ("JWT RS256", rs, {"Authorization": "Bearer " + jwt.encode(claims(), private, algorithm="RS256")}),
         ("encryption on", encrypted, None),
     ]
-    rates: dict[str, float] = {}
-    cpus: dict[str, float] = {}
-    for round_ in range(args.rounds):  # rounds alternate the scenarios; each keeps its best
-        if args.rounds > 1:
+    scenarios = [Scenario(*setting) for setting in settings]
+    ratios: dict[str, list[tuple[float, float]]] = {s.name: [] for s in scenarios}
+    try:
+        for round_ in range(args.rounds):
             print(f"round {round_ + 1} of {args.rounds}")
-        shift = round_ % len(scenarios)  # each round starts elsewhere: no scenario always comes last
-        for name, extra, credential in scenarios[shift:] + scenarios[:shift]:
-            rate, cpu = scenario(name, extra, credential, args)
-            rates[name] = max(rates.get(name, 0.0), rate)
-            cpus[name] = min(cpus.get(name, float("inf")), cpu)
-    print("ratios to auth off (aim >= 0.95 for credentials, >= 0.9 with encryption at rest):")
-    print(f"  {'':<14} {'req/s':>6} {'CPU/request':>12}")
-    for name in rates:
-        cpu_ratio = cpus["auth off"] / cpus[name] if cpus[name] else float("nan")
-        print(f"  {name:<14} {rates[name] / rates['auth off']:6.2f} {cpu_ratio:12.2f}")
+            shift = round_ % len(scenarios)  # each round starts elsewhere: none is always measured last
+            measured = {s.name: s.measure(args) for s in scenarios[shift:] + scenarios[:shift]}
+            off_rate, off_cpu = measured["auth off"]
+            for name, (rate, cpu) in measured.items():
+                ratios[name].append((rate / off_rate, off_cpu / cpu if cpu else float("nan")))
+    finally:
+        for scenario in scenarios:
+            scenario.stop()
+    print("ratios to auth off in the same round, median over the rounds [lowest, highest]")
+    print("(aim >= 0.95 for credentials, >= 0.9 with encryption at rest):")
+    print(f"  {'':<14} {'req/s':>18} {'CPU/request':>18}")
+    for name, pairs in ratios.items():
+        rate_ratios, cpu_ratios = [p[0] for p in pairs], [p[1] for p in pairs]
+        print(f"  {name:<14} {_spread(rate_ratios):>18} {_spread(cpu_ratios):>18}")
+
+
+def _spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.2f} [{min(values):.2f}, {max(values):.2f}]"
 
 
 if __name__ == "__main__":
