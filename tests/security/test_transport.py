@@ -140,13 +140,19 @@ def test_https_and_mutual_tls(tmp_path: Path, pki: dict[str, Any]) -> None:
 
 def test_https_without_client_certificates(tmp_path: Path, pki: dict[str, Any]) -> None:
     server = SecureServer(tmp_path)
-    start_tls(server, "--tls-cert", *pki["server"][:1], "--tls-key", pki["server"][1])
+    key = tmp_path / "server.key"
+    key.write_bytes(Path(pki["server"][1]).read_bytes())
+    key.chmod(0o640)  # readable by the group: used, with a warning that names it and the fix
+    start_tls(server, "--tls-cert", *pki["server"][:1], "--tls-key", str(key))
     try:
         with httpx.Client(base_url=server.url, verify=ssl.create_default_context(cafile=pki["ca"])) as client:
             assert client.get("/api/v1/tools", headers=server.headers).status_code == 200
             assert client.get("/api/v1/tools").status_code == 401
     finally:
         server.stop()
+    warned = [line for line in server.log().splitlines() if "--tls-key" in line]
+    assert len(warned) == 1 and "open to group (mode 0640)" in warned[0] and f"chmod 600 {key}" in warned[0]
+    assert "PRIVATE KEY" not in server.log()
 
 
 def test_auth_off_refuses_a_public_address_without_insecure(tmp_path: Path) -> None:

@@ -6,11 +6,13 @@ import errno
 import ipaddress
 import os
 import socket
+import stat
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from agentstage.access.secrets import loose_permissions
 from agentstage.interfaces.cli.common import fail, load_settings, run_command
 
 # Doors are named by their import strings, never imported here: doors stay independent.
@@ -36,6 +38,11 @@ def _tls_options(cert: Path | None, key: Path | None, client_ca: Path | None) ->
     for flag, path in (("--tls-cert", cert), ("--tls-key", key), ("--tls-client-ca", client_ca)):
         if path is not None and not path.is_file():
             fail(f"{flag} {str(path)!r} is not a readable file")
+    exposed = loose_permissions(key)
+    if exposed:  # used, as a key file is by ssh's peers, but said plainly: it is this server's identity
+        mode = stat.S_IMODE(key.stat().st_mode)
+        typer.secho(f"warning: --tls-key {str(key)!r} is open to {exposed} (mode {mode:04o}); anyone who can "
+                    f"read it can pose as this server. Run: chmod 600 {key}", err=True, fg="yellow")  # fmt: skip
     options: dict[str, Any] = {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
     if client_ca is not None:
         import ssl
