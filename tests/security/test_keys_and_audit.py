@@ -208,7 +208,7 @@ def test_audit_verify_names_a_row_edited_in_the_database(secure: SecureServer) -
     assert truncated.returncode == 1 and "rows were removed" in truncated.stderr
 
 
-def test_an_audited_change_is_durable_before_its_answer_and_a_lost_row_is_logged_and_counted(
+def test_a_sensitive_change_is_durable_before_its_answer_and_a_lost_row_is_logged_and_counted(
     secure: SecureServer,
 ) -> None:
     def head() -> int:
@@ -216,18 +216,30 @@ def test_an_audited_change_is_durable_before_its_answer_and_a_lost_row_is_logged
             return int(db.execute("SELECT seq FROM audit_head").fetchone()[0])
 
     def row_of(answer: httpx.Response) -> tuple[Any, ...] | None:
-        with closing(secure.db()) as db:  # read at once, from another connection
+        with closing(secure.db()) as db:  # read from another connection
             found: tuple[Any, ...] | None = db.execute(
                 "SELECT id, action, outcome, status FROM audit_log WHERE request_id = ?",
                 (answer.headers["x-request-id"],),
             ).fetchone()
         return found
 
+    def soon(answer: httpx.Response) -> tuple[Any, ...] | None:
+        """A run start's row: written at once, but its answer does not wait for it."""
+        deadline = time.monotonic() + 10
+        while (found := row_of(answer)) is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return found
+
     with secure.as_role("operator") as operator, secure.as_role("admin") as admin:
-        for _ in range(5):
-            answer = operator.post("/api/v1/agent/run", json={"input": "hi"})
-            assert answer.status_code == 200
-            assert row_of(answer) == (head(), "runs.start", "allowed", 200)
+        limits = admin.get("/api/v1/config").json()["limits"]
+        for _ in range(5):  # the same limits written again: a change all the same, nothing altered
+            changed = admin.put("/api/v1/config", json={"limits": {"max_steps": limits["max_steps"]}})
+            assert changed.status_code == 200, changed.text
+            assert row_of(changed) == (head(), "config.write", "allowed", 200)  # read at once: durable
+            started = operator.post("/api/v1/agent/run", json={"input": "hi"})
+            assert started.status_code == 200
+            found = soon(started)
+            assert found is not None and found[1:] == ("runs.start", "allowed", 200)
         with closing(secure.db()) as db:
             db.execute(
                 "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_log "
@@ -248,4 +260,4 @@ def test_an_audited_change_is_durable_before_its_answer_and_a_lost_row_is_logged
                 db.commit()
         assert row_of(answer) is None and head() == before  # nothing half-written: the chain goes on
         answer = operator.post("/api/v1/agent/run", json={"input": "hi"})
-        assert row_of(answer) == (before + 1, "runs.start", "allowed", 200)
+        assert soon(answer) == (before + 1, "runs.start", "allowed", 200)

@@ -114,7 +114,8 @@ def verify_chain(rows: Sequence[dict[str, Any]], head: tuple[int, str] | None) -
 
 
 class AuditLog:
-    """Queues rows and writes them in groups; ``record(..., durable=True)`` waits for the write."""
+    """Queues rows and writes them at once, in groups (the rows of the requests in flight share a
+    transaction); ``record(..., durable=True)`` waits for the write."""
 
     def __init__(self, store: AuditStore, on_lost: Callable[[int], None] | None = None):
         self.store = store
@@ -138,14 +139,11 @@ class AuditLog:
         if self._task is None or self._task.done():  # no writer (a CLI command): write now
             await self.flush(raise_errors=durable)
             return
+        self._wake.set()  # written at once, with the rows of the other requests in flight
         if durable:
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
-            self._wake.set()
             await asyncio.shield(waiter)  # a caller that goes away does not take its row with it
-            return
-        if len(self._pending) >= 200:
-            self._wake.set()
 
     async def flush(self, *, raise_errors: bool = False) -> None:
         async with self._writing:  # one write at a time: rows reach the chain in the order queued

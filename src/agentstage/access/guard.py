@@ -122,11 +122,15 @@ class Guard:
         error: AgentstageError | None = None,
         details: dict[str, Any] | None = None,
     ) -> None:
-        """One audit row, durable before this returns (so before the request is answered).
+        """One audit row. A denial and a sensitive change (configuration, keys, tool servers) wait
+        until their row is durable, so they are answered only once it is kept; any other change (a
+        run started, cancelled, a message) hands its row to the next group commit, written at once
+        but not awaited: the run's own durable record already names who started it, and holding
+        every answer for a second commit cost each run's first event about 1.5 ms.
 
         When the row cannot be written, the audit log has logged and counted it; a sensitive change
-        (configuration, keys, tool servers) then raises, anything else is answered as it would be:
-        its effect has already happened, and an error would only make the client repeat it."""
+        then raises, anything else is answered as it would be: its effect has already happened, and
+        an error would only make the client repeat it."""
         info = dict(details or {})
         if error is not None:
             info["code"] = error.code
@@ -142,8 +146,9 @@ class Guard:
             request_id=request_id,
             details=info,
         )
+        sensitive = allowed and action in SENSITIVE
         try:
-            await self.audit_log.record(row, durable=True)
+            await self.audit_log.record(row, durable=sensitive or not allowed)
         except Exception:
-            if allowed and action in SENSITIVE:
+            if sensitive:
                 raise
