@@ -10,7 +10,7 @@
    shared pages count once), and how many processes hold the model file — aim: one model copy,
    < 700 MB in all.
 
-    python benchmarks/local_model.py [--tokens 200] [--repeats 3]
+    python benchmarks/local_model.py [--tokens 200] [--pairs 9] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -195,22 +195,25 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--tokens", type=int, default=200)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="time-to-first-token measurements")
+    parser.add_argument("--pairs", type=int, default=9, help="direct/provider tokens/s pairs")
     args = parser.parse_args()
     print(f"machine: {machine()}")
     print(
         f"model: {default_model_path().name} · repack (use_extra_bufts): {LocalModel().spec().use_extra_bufts}"
     )
     direct(8)  # load the model once; both paths share it
-    direct_rates, provider_rates = [], []
-    for _ in range(args.repeats):
+    direct_rates, provider_rates, ratios = [], [], []
+    for _ in range(args.pairs):  # each pair back to back: a neighbour's load hits both alike
         count, seconds = direct(args.tokens)
         direct_rates.append(count / seconds)
         count_p, seconds_p = asyncio.run(through_provider(args.tokens))
         provider_rates.append(count_p / seconds_p)
+        ratios.append(provider_rates[-1] / direct_rates[-1])
     d, p = statistics.median(direct_rates), statistics.median(provider_rates)
-    print(f"{args.tokens} tokens, median of {args.repeats}: llama-cpp-python direct {d:.1f} tok/s · "
-          f"local provider {p:.1f} tok/s · ratio {p / d:.2f}")  # fmt: skip
+    print(f"{args.tokens} tokens, {args.pairs} pairs: llama-cpp-python direct {d:.1f} tok/s · local provider "
+          f"{p:.1f} tok/s (medians) · ratio, median of the pairs {statistics.median(ratios):.2f} "
+          f"[{min(ratios):.2f}, {max(ratios):.2f}]")  # fmt: skip
     print(f"peak memory of `agent run` (whole process, RSS): {peak_memory_of_agent_run():.0f} MB")
     local = statistics.median(asyncio.run(first_token_in_process()) for _ in range(args.repeats))
     served = Served(workers=1)
