@@ -22,3 +22,12 @@ def machine() -> str:
 
 def temporary_home() -> Path:
     return Path(tempfile.mkdtemp(prefix="agentstage-bench-"))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of one process so far, from /proc (Linux; 0 elsewhere or once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

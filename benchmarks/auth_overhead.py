@@ -32,7 +32,7 @@ from typing import Any
 
 import httpx
 import jwt
-from _common import machine, temporary_home
+from _common import cpu_seconds, machine, temporary_home
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -60,15 +60,6 @@ def configure(home: Path, extra: dict[str, Any]) -> dict[str, str]:
     (home / "config.json").write_text(json.dumps(config))
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_")}
     return {**env, "AGENT_HOME": str(home), "BENCH_JWT_SECRET": SECRET, "BENCH_STORE_KEY": STORE_KEY}
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process so far (Linux; 0 elsewhere, and the CPU columns say nothing)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def serve(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
