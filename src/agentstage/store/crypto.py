@@ -201,6 +201,11 @@ class Keyring:
         return stored if sealed is None else json.loads(sealed)
 
 
+# One encoder for every value: ``json.dumps`` with options builds a new encoder per call, and span
+# and event rows call this for every row they write.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def dump(value: Any) -> str:
     """The compact JSON text the store keeps (the same form as the hand-written SQLite path)."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return _ENCODER.encode(value)

@@ -13,7 +13,6 @@ timings stay in the clear, so traces are still found by run and trace id.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Sequence
 from typing import Any
@@ -30,9 +29,6 @@ _COLUMNS = ("trace_id", "span_id", "parent_span_id", "run_id", "name", "kind", "
             "status_message", "attributes", "events")  # fmt: skip
 _INSERT = f"INSERT OR IGNORE INTO spans ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
 assert set(_COLUMNS) == {c.name for c in spans.columns}, "the span insert names every column"
-# One encoder for every span: ``json.dumps`` with options builds a new one per call. Same text as
-# :func:`agentstage.store.crypto.dump` (compact, UTF-8 kept, NaN allowed).
-_dump = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 def row_name(trace_id: str, span_id: str) -> str:
@@ -71,8 +67,8 @@ def sqlite_insert_spans(
     else:
         rows = [
             (span.trace_id, span.span_id, span.parent_span_id, span.run_id, span.name, span.kind,
-             span.start_ns, span.end_ns, span.status, span.status_message, _dump(span.attributes),
-             _dump(span.events) if span.events else "[]")
+             span.start_ns, span.end_ns, span.status, span.status_message, dump(span.attributes),
+             dump(span.events) if span.events else "[]")
             for span in records
         ]  # fmt: skip
     connection.executemany(_INSERT, rows)
