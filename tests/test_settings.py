@@ -122,3 +122,26 @@ def test_masking_hides_secret_names_and_secret_looking_values() -> None:
         {"ANTHROPIC_API_KEY": "x", "LANG": "C", "OTHER": "y"}, ["ANTHROPIC_API_KEY", "LANG"]
     )
     assert captured == {"ANTHROPIC_API_KEY": MASK, "LANG": "C"}
+
+
+def test_the_store_pool_fits_the_runs_a_process_executes(home: Path) -> None:
+    """A pool smaller than the runs a process executes at once opens and closes a connection for
+    every use beyond it: a worker's pool follows its run slots, an explicit size wins."""
+    from agentstage.runtime.wiring import build_store
+
+    scale_out = environ(
+        home,
+        AGENT_STORE__URL="postgresql+psycopg://agent@127.0.0.1:9/agentstage",
+        AGENT_REDIS__URL="redis://127.0.0.1:9",
+    )
+    worker = load_settings({"runtime": {"max_concurrent_runs": 32}}, environ=scale_out)
+    assert build_store(worker, executes_runs=True).pool_size == 36
+    assert build_store(worker, executes_runs=False).pool_size == 10  # an API process that only serves
+    small = load_settings({"runtime": {"max_concurrent_runs": 2}}, environ=scale_out)
+    assert build_store(small, executes_runs=True).pool_size == 10
+    chosen = load_settings(
+        {"store": {"pool_size": 5}, "runtime": {"max_concurrent_runs": 32}}, environ=scale_out
+    )
+    assert build_store(chosen, executes_runs=True).pool_size == 5
+    with pytest.raises(ConfigError, match="pool_size"):
+        load_settings({"store": {"pool_size": 0}}, environ=scale_out)

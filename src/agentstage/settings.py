@@ -69,6 +69,14 @@ class StoreSettings(Strict):
         description="Seconds a write may wait on a locked or unreachable store before the runs concerned "
         "fail with store_unavailable (new runs are refused with 503 meanwhile).",
     )
+    pool_size: int | None = Field(
+        default=None,
+        ge=1,
+        le=1000,
+        description="PostgreSQL connections each process keeps open. Default: the runs it executes at once "
+        "plus 4 (a worker: --concurrency + 4), at least 10. Too small a pool opens and closes a connection "
+        "for every use beyond it, which costs the server a process start each time.",
+    )
     encryption_key: str | None = Field(
         default=None,
         description="Turns on encryption at rest (AES-256-GCM) of run inputs, outputs, events, messages and "

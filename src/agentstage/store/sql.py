@@ -193,7 +193,7 @@ class SqlRunStore(KeyMaintenance, SecurityTables, LeaseTables, SpanTables):
             return {}
         return {
             "pool_size": self.pool_size,
-            "max_overflow": self.pool_size * 2,
+            "max_overflow": 10,  # a burst beyond the pool: each such connection is closed after use
             "pool_pre_ping": True,
             "pool_recycle": 1800,
             "pool_timeout": max(self.write_timeout, 1.0),
