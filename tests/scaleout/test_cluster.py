@@ -69,6 +69,23 @@ def test_cancel_on_one_node_stops_the_run_on_whichever_worker_runs_it(cluster: R
     assert p99 < 10.0
 
 
+def test_a_cancel_whose_signal_is_lost_is_still_honoured_from_the_durable_flag(cluster: Running) -> None:
+    # The flag set with no notification at all: what a worker sees when the signal never
+    # reaches it (a listener reconnecting, a notification dropped). Its heartbeat reads the flag.
+    client = cluster.api(0)
+    run_id = client.start("long")
+    cluster.worker_of(run_id)
+    stream, got = in_thread(lambda: client.events(run_id))
+    cluster.sql(f"UPDATE runs SET cancel_requested = true WHERE id = '{run_id}'")
+    stream.join(timeout=60)
+    assert got, "the run did not end within 60 s of its durable cancel flag"
+    events = got[0]
+    assert events[-1]["event"] == "run.cancelled"
+    assert events[-1]["data"]["data"]["reason"] == "cancelled by request from another process"
+    assert seqs(events) == list(range(1, len(events) + 1))
+    assert client.status(run_id)["status"] == "cancelled"
+
+
 def test_a_cancelled_queued_run_never_starts(cluster: Running) -> None:
     client = Client(cluster.nginx.url, cluster.limited_key)
     holders = [client.start("long") for _ in range(2)]  # the tenant's 2 slots are taken
