@@ -43,6 +43,10 @@ class LiveRun:
         self.done.set()
         self._changed.set()
 
+    def durable_after(self, after: int) -> list[RunEvent]:
+        """The events after seq ``after`` that are durable now."""
+        return self.events[bisect.bisect_right(self.events, after, key=lambda event: event.seq) :]
+
     async def follow(self, after: int = 0) -> AsyncIterator[RunEvent]:
         """Durable events after seq ``after``, live as they are committed, until the terminal one.
         Ends with the store's error if the run's ending could not be stored."""

@@ -544,6 +544,14 @@ class RunService:
             raise NotFoundError(f"unknown run {run_id!r}", code="run_not_found")
         return record
 
+    def durable_events(self, run_id: str, after: int = 0) -> list[RunEvent]:
+        """The events after ``after`` of a run executing in this process that are durable now
+        (for a run just started: its ``run.queued``); empty for any other run. A door sends these
+        before anything else gets the event loop, so a client sees its run at once instead of
+        after the run's first steps have executed."""
+        live = self._live.get(run_id)
+        return live.durable_after(after) if live is not None else []
+
     async def wait(self, run_id: str, tenant: str | None = None) -> RunRecord:
         """Return the run's record once it has ended and its ending is durable. Raises the store's
         error if the ending could not be stored (what the client is told equals what is kept)."""

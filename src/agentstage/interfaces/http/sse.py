@@ -12,6 +12,7 @@ import json
 from collections.abc import AsyncIterator
 
 from starlette.responses import StreamingResponse
+from starlette.types import Message, Receive, Scope, Send
 
 from agentstage.core.events import RunEvent
 from agentstage.errors import AgentstageError
@@ -71,11 +72,43 @@ async def _cancel_quietly(rt: Runtime, run_id: str) -> None:
         pass
 
 
+class _EventStream(StreamingResponse):
+    """Sends its headers and the frames it already holds at once, inside the request's own task.
+    Starlette starts a streaming body in a task of its own, which the event loop runs only after
+    every task already waiting, among them the run just started: its first frame would leave
+    only after the run's first steps had executed."""
+
+    def __init__(self, head: bytes, content: AsyncIterator[bytes], headers: dict[str, str]):
+        super().__init__(content, media_type="text/event-stream", headers=headers)
+        self.head = head
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self.head:
+            await super().__call__(scope, receive, send)
+            return
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        await send({"type": "http.response.body", "body": self.head, "more_body": True})
+
+        async def rest(message: Message) -> None:
+            if message["type"] != "http.response.start":  # already sent
+                await send(message)
+
+        await super().__call__(scope, receive, rest)
+
+
+async def _nothing() -> AsyncIterator[bytes]:
+    return
+    yield b""  # an async generator with no items
+
+
 def event_stream(
     rt: Runtime, run_id: str, after: int = 0, *, cancel_on_disconnect: bool = False
 ) -> StreamingResponse:
-    return StreamingResponse(
-        _events(rt, run_id, after, cancel_on_disconnect),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "X-Run-ID": run_id},
+    ready = rt.runs.durable_events(run_id, after)
+    head = b"".join(format_event(event) for event in ready)
+    ended = bool(ready) and ready[-1].terminal
+    return _EventStream(
+        head,
+        _nothing() if ended else _events(rt, run_id, ready[-1].seq if ready else after, cancel_on_disconnect),
+        {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "X-Run-ID": run_id},
     )
