@@ -145,3 +145,20 @@ def test_the_store_pool_fits_the_runs_a_process_executes(home: Path) -> None:
     assert build_store(chosen, executes_runs=True).pool_size == 5
     with pytest.raises(ConfigError, match="pool_size"):
         load_settings({"store": {"pool_size": 0}}, environ=scale_out)
+
+
+def test_agent_serve_execute_runs_as_many_at_once_as_its_worker_claims(home: Path) -> None:
+    from agentstage.runtime.wiring import build_service
+
+    scale_out = environ(
+        home,
+        AGENT_STORE__URL="postgresql+psycopg://agent@127.0.0.1:9/agentstage",
+        AGENT_REDIS__URL="redis://127.0.0.1:9",
+    )
+    settings = load_settings(
+        {"runtime": {"execute_in_api": True, "worker_concurrency": 32, "max_concurrent_runs": 4}},
+        environ=scale_out,
+    )
+    service = build_service(settings)  # nothing is opened until the service starts
+    assert service.settings.runtime.max_concurrent_runs == 32  # claimed runs are not held back
+    assert service.store.pool_size == 36

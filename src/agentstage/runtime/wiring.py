@@ -225,6 +225,8 @@ def _observed_service(settings: Settings, *, worker: bool = False) -> tuple[RunS
     prompts_dir = settings.home / "prompts"
     prompts = PromptLibrary(prompts_dir) if prompts_dir.is_dir() else PromptLibrary()
     masking.remember_secrets(os.environ, settings.model_dump(mode="json"))
+    if settings.distributed() and settings.runtime.execute_in_api and not worker:
+        settings = with_run_slots(settings, settings.runtime.worker_concurrency)  # agent serve --execute
     executes = not settings.distributed() or worker or settings.runtime.execute_in_api
     store = build_store(settings, executes_runs=executes)
     if not settings.distributed():
@@ -278,6 +280,14 @@ def _provider_kinds(settings: Settings) -> Callable[[str], str]:
     return kind
 
 
+def with_run_slots(settings: Settings, concurrency: int) -> Settings:
+    """A process that executes queued runs runs as many at once as it claims: its run slots follow
+    its worker's concurrency (a smaller runtime.max_concurrent_runs would hold claimed runs back
+    and start them one slot at a time; a larger one is not used)."""
+    runtime = settings.runtime.model_copy(update={"max_concurrent_runs": concurrency})
+    return settings.model_copy(update={"runtime": runtime})
+
+
 async def run_worker(settings: Settings, concurrency: int, stop: asyncio.Event) -> None:
     """``agent worker``: execute queued runs until ``stop`` is set, then drain."""
     if not settings.distributed():
@@ -287,10 +297,7 @@ async def run_worker(settings: Settings, concurrency: int, stop: asyncio.Event) 
         )
     from agentstage.distributed.worker import run_worker as execute
 
-    # --concurrency is what this process executes at once: its run slots follow it (a smaller
-    # runtime.max_concurrent_runs would hold claimed runs back, one slot at a time).
-    runtime = settings.runtime.model_copy(update={"max_concurrent_runs": concurrency})
-    service = build_service(settings.model_copy(update={"runtime": runtime}), worker=True)
+    service = build_service(with_run_slots(settings, concurrency), worker=True)
     await execute(service, service.queue, concurrency, stop)  # type: ignore[arg-type]
 
 
