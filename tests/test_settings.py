@@ -161,4 +161,4 @@ def test_agent_serve_execute_runs_as_many_at_once_as_its_worker_claims(home: Pat
     )
     service = build_service(settings)  # nothing is opened until the service starts
     assert service.settings.runtime.max_concurrent_runs == 32  # claimed runs are not held back
-    assert service.store.pool_size == 36
+    assert getattr(service.store, "pool_size", None) == 36
