@@ -2,14 +2,17 @@
 → received by a client of another API process) and cancel latency across processes, next to the
 same figures for the embedded mode (one `agent serve`, SQLite, runs in-process), measured in this run.
 
-    .venv/bin/python benchmarks/scale_out.py [--runs 200] [--cancels 30] [--fan-out-runs 5]
+    .venv/bin/python benchmarks/scale_out.py [--runs 400] [--repeats 3] [--cancels 30] [--fan-out-runs 5]
 
 Uses the scripted provider (no model cost) and a private PostgreSQL and Redis (scripts/devcluster.py).
 
 - runs/s, scale-out: the runs are queued while the workers are paused (SIGSTOP), then the workers
   are let go (SIGCONT) and the rate is runs / time until the last one ended. That is what the workers
   execute; how fast API processes accept runs is a separate matter (printed as "accepted/s").
-- runs/s, embedded: one batch through `agent serve`, from the request to the last run's end.
+- runs/s, embedded: a batch through `agent serve`, from the request to the last run's end.
+- Each rate is measured --repeats times in a row on the same processes and the median is kept
+  (a single measurement of a few hundred runs lasts about a second and moved by ±25 % with what
+  else the machine did during it).
 - CPU ms per run: the CPU time each kind of process spent during the measured runs (from /proc),
   divided by the runs. On a shared machine this, not the wall clock, says where the time goes.
 - Scaling efficiency = rate(2n workers) / (2 x rate(n workers)). PostgreSQL, Redis, the API
@@ -187,7 +190,7 @@ class Target:
         return latencies
 
 
-def embedded(runs: int, cancels: int, fan_out_runs: int) -> dict[str, Any]:
+def embedded(runs: int, cancels: int, fan_out_runs: int, repeats: int) -> dict[str, Any]:
     cluster = Cluster(config=CONFIG)
     env = {k: v for k, v in cluster.env().items() if k not in {"AGENT_STORE__URL", "AGENT_REDIS__URL"}}
     (cluster.home / "config.json").write_text(json.dumps(CONFIG), encoding="utf-8")
@@ -207,7 +210,8 @@ def embedded(runs: int, cancels: int, fan_out_runs: int) -> dict[str, Any]:
                 return int(client.get(f"{API}/batch/{batches[-1]}").json()["finished"])
 
         batches: list[str] = []
-        for count in (20, runs):  # a warm-up, then the measured batch
+        rates, spent = [], []
+        for count in (20, *[runs] * repeats):  # a warm-up, then the measured batches
             meter = Meter({"agent serve": [serve.pid]})
             started = time.perf_counter()
             with target.client() as client:
@@ -215,10 +219,13 @@ def embedded(runs: int, cancels: int, fan_out_runs: int) -> dict[str, Any]:
                 answer.raise_for_status()
                 batches.append(answer.json()["batch_id"])
             target.wait_all(answer.json()["run_ids"], ended)
-            elapsed = time.perf_counter() - started
+            if count == runs:
+                rates.append(runs / (time.perf_counter() - started))
+                spent.append(meter.spent()["agent serve"])
         return {
-            "runs_per_s": runs / elapsed,
-            "cpu": {name: seconds / runs * 1000 for name, seconds in meter.spent().items()},
+            "runs_per_s": statistics.median(rates),
+            "rates": rates,
+            "cpu": {"agent serve": sum(spent) / (runs * repeats) * 1000},
             "fan_out": target.fan_out(fan_out_runs),
             "cancel": target.cancels(cancels),
         }
@@ -227,7 +234,7 @@ def embedded(runs: int, cancels: int, fan_out_runs: int) -> dict[str, Any]:
         shutil.rmtree(cluster.root, ignore_errors=True)
 
 
-def scale_out(workers: int, runs: int, cancels: int, fan_out_runs: int) -> dict[str, Any]:
+def scale_out(workers: int, runs: int, cancels: int, fan_out_runs: int, repeats: int) -> dict[str, Any]:
     cluster = Cluster(config=CONFIG)
     try:
         cluster.start_services()
@@ -255,29 +262,33 @@ def scale_out(workers: int, runs: int, cancels: int, fan_out_runs: int) -> dict[
 
         target.wait_all(target.submit(20), ended)  # warm up every process
         postmaster = int((cluster.postgres.data / "postmaster.pid").read_text().split()[0])
-        for worker in cluster.workers:
-            worker.signal(signal.SIGSTOP)
-        try:
-            submitted = time.perf_counter()
-            run_ids = target.submit(runs)
-            accepted = runs / (time.perf_counter() - submitted)
-        finally:
-            groups = {
-                "workers": [w.pid for w in cluster.workers],
-                "API processes": [a.pid for a in cluster.apis],
-                "PostgreSQL": children_of(postmaster),
-                "Redis": [cluster.redis.process.pid] if cluster.redis.process else [],
-            }
-            meter = Meter(groups)
-            started = time.perf_counter()
+        rates, accepted_rates, spent = [], [], []
+        for _ in range(repeats):
             for worker in cluster.workers:
-                worker.signal(signal.SIGCONT)
-        target.wait_all(run_ids, ended)
-        elapsed = time.perf_counter() - started
+                worker.signal(signal.SIGSTOP)
+            try:
+                submitted = time.perf_counter()
+                run_ids = target.submit(runs)
+                accepted_rates.append(runs / (time.perf_counter() - submitted))
+            finally:
+                groups = {
+                    "workers": [w.pid for w in cluster.workers],
+                    "API processes": [a.pid for a in cluster.apis],
+                    "PostgreSQL": children_of(postmaster),
+                    "Redis": [cluster.redis.process.pid] if cluster.redis.process else [],
+                }
+                meter = Meter(groups)
+                started = time.perf_counter()
+                for worker in cluster.workers:
+                    worker.signal(signal.SIGCONT)
+            target.wait_all(run_ids, ended)
+            rates.append(runs / (time.perf_counter() - started))
+            spent.append(meter.spent())
         figures: dict[str, Any] = {
-            "runs_per_s": runs / elapsed,
-            "accepted_per_s": accepted,
-            "cpu": {name: seconds / runs * 1000 for name, seconds in meter.spent().items()},
+            "runs_per_s": statistics.median(rates),
+            "rates": rates,
+            "accepted_per_s": statistics.median(accepted_rates),
+            "cpu": {name: sum(s[name] for s in spent) / (runs * repeats) * 1000 for name in spent[0]},
         }
         if fan_out_runs:
             figures["fan_out"] = target.fan_out(fan_out_runs)
@@ -309,7 +320,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--runs", type=int, default=200, help="runs per throughput measurement")
+    parser.add_argument("--runs", type=int, default=400, help="runs per throughput measurement")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="throughput measurements per worker count (the median is kept)"
+    )
     parser.add_argument("--cancels", type=int, default=30, help="cancels timed per mode")
     parser.add_argument(
         "--fan-out-runs", type=int, default=5, help="streamed runs (200 events each) per mode"
@@ -317,9 +331,10 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2,4", help="worker counts to measure")
     args = parser.parse_args()
     print(f"{os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f} at the start", flush=True)
-    base = embedded(args.runs, args.cancels, args.fan_out_runs)
+    base = embedded(args.runs, args.cancels, args.fan_out_runs, args.repeats)
     print(
-        f"embedded (1 agent serve, SQLite): {base['runs_per_s']:.1f} runs/s; {cpu_line(base['cpu'])}",
+        f"embedded (1 agent serve, SQLite): {base['runs_per_s']:.1f} runs/s, median of "
+        f"{', '.join(f'{r:.0f}' for r in base['rates'])}; {cpu_line(base['cpu'])}",
         flush=True,
     )
     counts = [int(n) for n in args.workers.split(",")]
@@ -332,10 +347,12 @@ def main() -> None:
             args.runs,
             args.cancels if measure_latency else 0,
             args.fan_out_runs if measure_latency else 0,
+            args.repeats,
         )
         rates[workers] = figures["runs_per_s"]
         line = (
-            f"scale-out, {workers} worker(s) x concurrency {CONCURRENCY}: {rates[workers]:.1f} runs/s "
+            f"scale-out, {workers} worker(s) x concurrency {CONCURRENCY}: {rates[workers]:.1f} runs/s, median of "
+            f"{', '.join(f'{r:.0f}' for r in figures['rates'])} "
             f"({rates[workers] / base['runs_per_s']:.2f}x embedded; accepted {figures['accepted_per_s']:.1f}/s"
             " by 2 API processes)"
         )
