@@ -85,7 +85,7 @@ async def measure(runs: int, concurrency: int, observed: dict[str, Any]) -> tupl
         elapsed, cpu = time.perf_counter() - started, _cpu() - cpu
         if observed["tracing"]["enabled"] and observed["tracing"].get("store", True):
             await services.telemetry.flush()
-            spans = await service.store.spans(run_id=(await service.list_runs(limit=1))[0].id)
+            spans = await services.traces.spans((await service.list_runs(limit=1))[0].id)
             assert len(spans) == 12, [s.name for s in spans]
     stop_logging()
     return elapsed, cpu
