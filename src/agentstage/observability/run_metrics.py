@@ -9,12 +9,12 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
 
 from agentstage.core.events import (
-    ModelFellBack,
     ModelRequested,
     ModelResponded,
-    ModelRetried,
     RunCancelled,
     RunCompleted,
     RunEvent,
@@ -115,12 +115,6 @@ def standard() -> Standard:
     )  # fmt: skip
 
 
-_COUNTED = frozenset(
-    {"run.queued", "run.started", "model.request", "model.response", "model.retry", "model.fallback",
-     "tool.result", "run.completed", "run.failed", "run.cancelled"}
-)  # fmt: skip
-
-
 @dataclass
 class _Run:
     door: str
@@ -141,39 +135,50 @@ class RunMetrics:
         self._runs: OrderedDict[str, _Run] = OrderedDict()
 
     def deliver(self, events: Sequence[RunEvent]) -> None:
+        counts = self._counts
         for event in events:
-            if event.type in _COUNTED:  # most events (message deltas, steps) count for nothing
-                self._count(event)
+            count = counts.get(event.type)  # most events (message deltas, steps) count for nothing
+            if count is not None:
+                count(event, event.payload)
 
-    def _count(self, event: RunEvent) -> None:
-        payload = event.payload
-        if isinstance(payload, RunQueued):
-            self._runs[event.run_id] = _Run(payload.door or "unknown", ns(event.ts))
-            while len(self._runs) > self.max_runs:
-                self._forget(*self._runs.popitem(last=False))
-            return
+    @cached_property
+    def _counts(self) -> dict[str, Callable[[RunEvent, Any], None]]:
+        """What each counted event type does, found by the event's ``type``: a ``match`` on payload
+        classes costs an ``isinstance`` per case (pydantic makes those slow), for every event."""
+        return {
+            "run.queued": self._queued,
+            "run.started": self._started,
+            "model.request": self._requested,
+            "model.response": lambda event, payload: self._responded(self._runs.get(event.run_id), payload),
+            "model.retry": lambda _e, payload: self.m.errors.inc(code=payload.error.code, kind="model"),
+            "model.fallback": lambda _e, payload: self.m.errors.inc(code=payload.reason.code, kind="model"),
+            "tool.result": self._tool_result,
+            "run.completed": self._ended,
+            "run.failed": self._ended,
+            "run.cancelled": self._ended,
+        }
+
+    def _queued(self, event: RunEvent, payload: RunQueued) -> None:
+        self._runs[event.run_id] = _Run(payload.door or "unknown", ns(event.ts))
+        while len(self._runs) > self.max_runs:
+            self._forget(*self._runs.popitem(last=False))
+
+    def _started(self, event: RunEvent, _payload: RunStarted) -> None:
         run = self._runs.get(event.run_id)
-        match payload:
-            case RunStarted() if run is not None and not run.started:
-                run.started = True
-                self.m.active.inc()
-            case ModelRequested() if run is not None:
-                run.calls[payload.call_id] = (ns(event.ts), payload.provider, payload.model)
-            case ModelResponded():
-                self._responded(run, payload)
-            case ModelRetried():
-                self.m.errors.inc(code=payload.error.code, kind="model")
-            case ModelFellBack():
-                self.m.errors.inc(code=payload.reason.code, kind="model")
-            case ToolResulted():
-                status = "ok" if payload.error is None else "error"
-                self.m.tool_calls.inc(tool=payload.tool, status=status)
-                if payload.error is not None:
-                    self.m.errors.inc(code=payload.error.code, kind="tool")
-            case RunCompleted() | RunFailed() | RunCancelled() if run is not None:
-                self._ended(event, payload, run)
-            case _:
-                pass
+        if run is not None and not run.started:
+            run.started = True
+            self.m.active.inc()
+
+    def _requested(self, event: RunEvent, payload: ModelRequested) -> None:
+        run = self._runs.get(event.run_id)
+        if run is not None:
+            run.calls[payload.call_id] = (ns(event.ts), payload.provider, payload.model)
+
+    def _tool_result(self, _event: RunEvent, payload: ToolResulted) -> None:
+        status = "ok" if payload.error is None else "error"
+        self.m.tool_calls.inc(tool=payload.tool, status=status)
+        if payload.error is not None:
+            self.m.errors.inc(code=payload.error.code, kind="tool")
 
     def _responded(self, run: _Run | None, payload: ModelResponded) -> None:
         provider, model, usage = payload.provider, payload.model, payload.usage
@@ -198,8 +203,10 @@ class RunMetrics:
             error_type="",
         )  # fmt: skip
 
-    def _ended(self, event: RunEvent, payload: RunCompleted | RunFailed | RunCancelled, run: _Run) -> None:
-        del self._runs[event.run_id]
+    def _ended(self, event: RunEvent, payload: RunCompleted | RunFailed | RunCancelled) -> None:
+        run = self._runs.pop(event.run_id, None)
+        if run is None:
+            return
         status = payload.type.split(".", 1)[1]
         end = ns(event.ts)
         self.m.requests.inc(door=run.door, status=status)

@@ -80,6 +80,12 @@ class Telemetry:
                 self.tracer_provider.add_span_processor(self.otlp.processor)
             tracer = self.tracer_provider.get_tracer("agentstage", __version__)
         self._doors = Doors(tracer, self.standard)
+        self._parts: list[Callable[[Sequence[RunEvent]], None]] = []  # what each commit's events go to
+        if self.run_metrics is not None:
+            self._parts.append(self.run_metrics.deliver)
+        if self.traces is not None:
+            self._parts.append(self.traces.handle)
+        self._parts.append(self.run_log.deliver)
         self.meter_provider: Any = None
         metric_target = otlp_target(tracing, "METRICS") if metrics.enabled else None
         if metric_target is not None:
@@ -100,14 +106,9 @@ class Telemetry:
             for event in events:
                 if event.type == "tool.result":
                     self._take_timing(event)
-        for part in (self.run_metrics, self.traces, self.run_log):
-            if part is None:
-                continue
+        for deliver in self._parts:
             try:
-                if isinstance(part, RunTraces):
-                    part.handle(events)
-                else:
-                    part.deliver(events)
+                deliver(events)
             except Exception:  # a bug here loses observation of these events, never a run
                 self.failures += 1
                 if self.failures == 1:
