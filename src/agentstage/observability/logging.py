@@ -102,9 +102,14 @@ def record_fields(record: logging.LogRecord) -> dict[str, Any]:
     return body
 
 
+# One encoder for every line: ``json.dumps`` with options builds a new one per call, which costs
+# more than encoding a log line.
+_encode = json.JSONEncoder(ensure_ascii=False, default=str).encode
+
+
 class JsonLines(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        return redact(json.dumps(record_fields(record), ensure_ascii=False, default=str))
+        return redact(_encode(record_fields(record)))
 
 
 class ConsoleLines(logging.Formatter):

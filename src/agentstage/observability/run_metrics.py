@@ -115,6 +115,23 @@ def standard() -> Standard:
     )  # fmt: skip
 
 
+_MAX_BOUND = 1000  # label combinations whose bound metrics are kept (models; doors and statuses)
+
+
+@dataclass(frozen=True, slots=True)
+class _ModelMetrics:
+    """What one model's answers count, labels bound (see :meth:`RunMetrics._model_metrics`)."""
+
+    input_tokens: m.Bound
+    output_tokens: m.Bound
+    cached_input_tokens: m.Bound
+    input_usage: m.Bound
+    output_usage: m.Bound
+    latency: m.Bound
+    output_rate: m.Bound
+    duration: m.Bound
+
+
 @dataclass
 class _Run:
     door: str
@@ -133,6 +150,8 @@ class RunMetrics:
         self.provider_type = provider_type or (lambda name: name)
         self.max_runs = max_runs
         self._runs: OrderedDict[str, _Run] = OrderedDict()
+        self._bound_models: dict[tuple[str, str, str], _ModelMetrics] = {}
+        self._bound_runs: dict[tuple[str, str], tuple[m.Bound, m.Bound]] = {}
 
     def deliver(self, events: Sequence[RunEvent]) -> None:
         counts = self._counts
@@ -184,24 +203,48 @@ class RunMetrics:
         provider, model, usage = payload.provider, payload.model, payload.usage
         requested = run.calls.pop(payload.call_id, None) if run is not None else None
         request_model = requested[2] if requested else model
-        kind = self.provider_type(provider)
-        for token_type, count in (("input", usage.input_tokens), ("output", usage.output_tokens),
-                                  ("cached_input", usage.cached_input_tokens)):  # fmt: skip
-            if count:
-                self.m.tokens.inc(count, provider=provider, model=model, type=token_type)
-        for token_type, count in (("input", usage.input_tokens), ("output", usage.output_tokens)):
-            self.m.token_usage.observe(
-                count, gen_ai_operation_name="chat", gen_ai_provider_name=kind,
-                gen_ai_request_model=request_model, gen_ai_response_model=model, gen_ai_token_type=token_type,
-            )  # fmt: skip
+        bound = self._model_metrics(provider, model, request_model)
+        if usage.input_tokens:
+            bound.input_tokens.inc(usage.input_tokens)
+        if usage.output_tokens:
+            bound.output_tokens.inc(usage.output_tokens)
+        if usage.cached_input_tokens:
+            bound.cached_input_tokens.inc(usage.cached_input_tokens)
+        bound.input_usage.observe(usage.input_tokens)
+        bound.output_usage.observe(usage.output_tokens)
         seconds = payload.latency_ms / 1000
-        self.m.llm_latency.observe(seconds, provider=provider, model=model)
+        bound.latency.observe(seconds)
         if usage.output_tokens and seconds > 0:
-            self.m.output_rate.observe(usage.output_tokens / seconds, provider=provider, model=model)
-        self.m.operation_duration.observe(
-            seconds, gen_ai_operation_name="chat", gen_ai_provider_name=kind, gen_ai_request_model=request_model,
-            error_type="",
-        )  # fmt: skip
+            bound.output_rate.observe(usage.output_tokens / seconds)
+        bound.duration.observe(seconds)
+
+    def _model_metrics(self, provider: str, model: str, request_model: str) -> _ModelMetrics:
+        """The metrics of a model's answers with their labels bound, made once per provider and
+        model (a run's calls all look them up)."""
+        key = (provider, model, request_model)
+        found = self._bound_models.get(key)
+        if found is None:
+            if len(self._bound_models) >= _MAX_BOUND:
+                self._bound_models.clear()
+            kind = self.provider_type(provider)
+            usage = {"gen_ai_operation_name": "chat", "gen_ai_provider_name": kind,
+                     "gen_ai_request_model": request_model, "gen_ai_response_model": model}  # fmt: skip
+            found = self._bound_models[key] = _ModelMetrics(
+                input_tokens=self.m.tokens.bound(provider=provider, model=model, type="input"),
+                output_tokens=self.m.tokens.bound(provider=provider, model=model, type="output"),
+                cached_input_tokens=self.m.tokens.bound(provider=provider, model=model, type="cached_input"),
+                input_usage=self.m.token_usage.bound(**usage, gen_ai_token_type="input"),
+                output_usage=self.m.token_usage.bound(**usage, gen_ai_token_type="output"),
+                latency=self.m.llm_latency.bound(provider=provider, model=model),
+                output_rate=self.m.output_rate.bound(provider=provider, model=model),
+                duration=self.m.operation_duration.bound(
+                    gen_ai_operation_name="chat",
+                    gen_ai_provider_name=kind,
+                    gen_ai_request_model=request_model,
+                    error_type="",
+                ),
+            )
+        return found
 
     def _ended(self, event: RunEvent, payload: RunCompleted | RunFailed | RunCancelled) -> None:
         run = self._runs.pop(event.run_id, None)
@@ -209,8 +252,9 @@ class RunMetrics:
             return
         status = payload.type.split(".", 1)[1]
         end = ns(event.ts)
-        self.m.requests.inc(door=run.door, status=status)
-        self.m.request_duration.observe((end - run.queued_ns) / 1e9, door=run.door, status=status)
+        requests, duration = self._run_metrics(run.door, status)
+        requests.inc()
+        duration.observe((end - run.queued_ns) / 1e9)
         code = payload.error.code if isinstance(payload, RunFailed) else "cancelled"
         if isinstance(payload, RunFailed):
             self.m.errors.inc(code=code, kind="run")
@@ -221,6 +265,18 @@ class RunMetrics:
             )  # fmt: skip
         if run.started:
             self.m.active.dec()
+
+    def _run_metrics(self, door: str, status: str) -> tuple[m.Bound, m.Bound]:
+        key = (door, status)
+        found = self._bound_runs.get(key)
+        if found is None:
+            if len(self._bound_runs) >= _MAX_BOUND:
+                self._bound_runs.clear()
+            found = self._bound_runs[key] = (
+                self.m.requests.bound(door=door, status=status),
+                self.m.request_duration.bound(door=door, status=status),
+            )
+        return found
 
     def _forget(self, _run_id: str, run: _Run) -> None:
         if run.started:  # a run whose end never came here: stop counting it as active
