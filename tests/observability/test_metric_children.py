@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from agentstage.observability import metrics as m
 
 
@@ -33,7 +35,7 @@ def test_label_values_that_are_not_text_name_the_same_child_as_their_text() -> N
 
 def test_a_bound_metric_counts_into_the_same_child_and_appears_once_it_has_a_value() -> None:
     from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoint
 
     tokens = m.counter("agent_test_bound_total", "Test counter.", ("model", "type"))
     latency = m.histogram("agent_test_bound_seconds", "Test histogram.", ("model",))
@@ -55,7 +57,8 @@ def test_a_bound_metric_counts_into_the_same_child_and_appears_once_it_has_a_val
     assert data is not None
     points = [point for rm in data.resource_metrics for sm in rm.scope_metrics for metric in sm.metrics
               if metric.name == "agent.test.bound" for point in metric.data.data_points]  # fmt: skip
-    assert [(dict(p.attributes or {}), p.value) for p in points] == [
+    assert all(isinstance(p, NumberDataPoint) for p in points)
+    assert [(dict(p.attributes or {}), cast(NumberDataPoint, p).value) for p in points] == [
         ({"model": "x", "type": "cached_input"}, 4)
     ]
     assert _line(m.exposition()[0].decode(), 'agent_test_bound_total{model="x",type="cached_input"}') == 4
