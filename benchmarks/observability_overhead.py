@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""What observation costs: the same scripted react runs with tracing (spans built and kept in the
-store), metrics and logs on, against the same runs with all three off.
+"""What observation costs: the same scripted react runs with tracing (tool timings kept in the
+store, from which with the run's events its spans are derived when read), metrics and logs on,
+against the same runs with all three off.
 
 Each run is one react loop with the scripted provider at zero latency: one tool call
-(math.calculate), then a streamed answer — 18 events, 12 spans. Logs go to /dev/null through the
-real log writer thread (JSON lines). Rounds alternate between the settings and the best round of
+(math.calculate), then a streamed answer — 22 events, 12 spans (one run's are read back and
+counted). Logs go to /dev/null through the real log writer thread (JSON lines). Rounds alternate between the settings and the best round of
 each is kept, so a noisy neighbour hurts both sides alike. Prints runs/s and the ratio of times
 (aim: <= 1.15x the time with everything off), and the CPU the process spent per run with its ratio:
 on a machine shared with other work the CPU figure is the steadier one.
@@ -85,7 +86,7 @@ async def measure(runs: int, concurrency: int, observed: dict[str, Any]) -> tupl
         elapsed, cpu = time.perf_counter() - started, _cpu() - cpu
         if observed["tracing"]["enabled"] and observed["tracing"].get("store", True):
             await services.telemetry.flush()
-            spans = await service.store.spans(run_id=(await service.list_runs(limit=1))[0].id)
+            spans = await services.traces.spans((await service.list_runs(limit=1))[0].id)
             assert len(spans) == 12, [s.name for s in spans]
     stop_logging()
     return elapsed, cpu

@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import queue
 import secrets
 
 import pytest
@@ -120,8 +119,7 @@ def test_a_full_log_queue_drops_lines_and_counts_them() -> None:
     handler = BoundedQueueHandler(capacity=2)
     for index in range(5):
         handler.handle(record(f"line {index}"))
-    assert isinstance(handler.queue, queue.Queue)
-    assert handler.dropped == 3 and handler.queue.qsize() == 2
+    assert handler.dropped == 3 and len(handler.queue) == 2
     text = exposition()[0].decode()
     assert 'agent_observability_dropped_total{what="log_lines"}' in text
 
@@ -142,3 +140,29 @@ def test_configured_logging_writes_through_its_thread_at_the_level_asked() -> No
             log_lines._listener.start()
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert [line["message"] for line in lines] == ["shown with Bearer ***"]
+
+
+def test_the_log_writer_writes_every_line_in_order_a_batch_at_a_time() -> None:
+    class Counting(io.StringIO):
+        writes = 0
+
+        def write(self, text: str) -> int:
+            self.writes += 1
+            return super().write(text)
+
+    stream = Counting()
+    root = logging.getLogger("agentstage")
+    before = (list(root.handlers), root.level, root.propagate, log_lines._listener)
+    configure_logging("info", "json", stream=stream)
+    try:
+        log = logging.getLogger("agentstage.test")
+        for index in range(500):
+            log.info("line %d", index)
+    finally:
+        stop_logging()  # writes what is still queued
+        root.handlers[:], root.level, root.propagate, log_lines._listener = before
+        if log_lines._listener is not None:
+            log_lines._listener.start()
+    lines = [json.loads(line)["message"] for line in stream.getvalue().splitlines()]
+    assert lines == [f"line {index}" for index in range(500)]
+    assert stream.writes < len(lines)  # lines that waited together went out in one write

@@ -312,3 +312,58 @@ def test_a_grpc_call_continues_the_callers_trace_into_its_run(
     assert (
         root["parent_span_id"] == server_span["span_id"] and root["attributes"]["agentstage.door"] == "grpc"
     )
+
+
+KINDS = {"internal": 1, "server": 2, "client": 3}
+STATUS = {"unset": 0, "ok": 1, "error": 2}
+
+
+@pytest.mark.anyio
+async def test_spans_read_back_from_the_store_are_the_spans_exported_as_the_runs_went(
+    receiver: tuple[Receiver, int], tmp_path: Path
+) -> None:
+    """The store keeps no copy of a run's spans; they are derived from its events (and tool
+    timings) when read. They must be the very spans the live builder exported: same ids, parents,
+    names, times, statuses, attributes (content included) and events — for a tool call, a
+    planner, a refused tool call and a failed run with a retry."""
+    from agentstage.runtime.requests import RunRequest
+    from agentstage.runtime.wiring import build_services
+    from conftest import make_settings
+
+    collector, port = receiver
+    plan = {"steps": [{"description": "compute", "tool": "math.calculate", "arguments": {"expression": "2+2"}},
+                      {"description": "explain"}]}  # fmt: skip
+    cases = [
+        (TOOL_THEN_ANSWER, RunRequest(input="what is 6*7?", mode="react")),
+        ({"responses": [{"json": plan}, {"text": "four"}, {"text": "It is 4."}]}, RunRequest(input="2+2", mode="planner")),
+        ({"responses": [{"tool_calls": [{"name": "math.calculate", "arguments": {"expression": 5}}]},
+                        {"text": "I could not."}]}, RunRequest(input="compute 5", mode="react")),
+        ({"responses": [{"error": {"code": "rate_limited", "message": "slow down", "retryable": True}},
+                        {"error": {"code": "model_error", "message": "gave up"}}]}, RunRequest(input="hi", mode="chat")),
+    ]  # fmt: skip
+    tracing = {"otlp_endpoint": f"http://127.0.0.1:{port}", "otlp_protocol": "grpc", "capture_content": True}
+    for number, (script, request) in enumerate(cases):
+        settings = make_settings(tmp_path / str(number), scripted(script, tracing=tracing))
+        services = build_services(settings)
+        async with services.runs as service:
+            record = await service.run(request)
+        tree_of(collector, record.id)  # waits for the run's root span (and what came before it)
+        exported = [s for s in collector.spans if s["attributes"].get("agentstage.run_id") == record.id]
+        services = build_services(settings)  # another process reading the trace back
+        async with services.runs:
+            derived = await services.traces.spans(record.id)
+        assert len(derived) >= 3 and sorted(_comparable(s) for s in exported) == sorted(
+            _comparable(
+                {"trace_id": s.trace_id, "span_id": s.span_id, "parent_span_id": s.parent_span_id, "name": s.name,
+                 "kind": KINDS[s.kind], "status": STATUS[s.status], "start": s.start_ns, "end": s.end_ns,
+                 "attributes": s.attributes, "events": [e["name"] for e in s.events]}
+            )
+            for s in derived
+        ), request.mode  # fmt: skip
+
+
+def _comparable(span: dict[str, Any]) -> str:
+    import json
+
+    attributes = {key: value for key, value in span["attributes"].items() if value is not None}
+    return json.dumps({**span, "attributes": attributes, "resource": None}, sort_keys=True)

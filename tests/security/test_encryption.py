@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import os
+import secrets
 import sqlite3
 import subprocess
 import time
@@ -334,7 +335,7 @@ def test_rotate_key_encrypts_rotates_and_decrypts_the_whole_store(tmp_path: Path
     assert before["encryption"] == "on" and before["current_key"] == kid_of(key_a)
     assert before["rows_to_reencrypt"]["runs"] == 4 and before["rows_to_reencrypt"]["run_events"] > 20
     assert before["rows_to_reencrypt"]["conversation_messages"] == 2
-    assert before["rows_to_reencrypt"]["spans"] > 0  # every run's spans, kept by default
+    assert "spans" in before["rows_to_reencrypt"]  # a run's own spans are derived from its sealed events
     assert f"with key {kid_of(key_a)}" in rotate(home, {"encryption_key": f"file:{key_a}"})
     assert plaintext_found(home, expected) == []  # and the replaced values linger nowhere in the files
 
@@ -372,19 +373,40 @@ def span_columns(home: Path, run_id: str) -> list[tuple[Any, ...]]:
         return database.execute(query, (run_id,)).fetchall()
 
 
+async def _keep_span(home: Path, store: dict[str, Any], run_id: str, content: str) -> None:
+    """A span kept as a row for the run (as the doors' spans are, and as runs' spans were by
+    earlier versions), carrying content."""
+    opened = build_store(make_settings(home, scripted_config(SCRIPT, store=store)))
+    await opened.open()
+    try:
+        span = SpanRecord(secrets.token_hex(16), secrets.token_hex(8), "kept.row", 1, 2, run_id=run_id,
+                          status="error", status_message=f"failed on {content}",
+                          attributes={"gen_ai.input.messages": content},
+                          events=[{"name": "note", "time_ns": 2, "attributes": {"text": content}}])  # fmt: skip
+        await opened.add_spans([span])
+    finally:
+        await opened.close()
+
+
 def test_span_content_is_sealed_and_trace_show_still_shows_it(tmp_path: Path) -> None:
-    """With content capture on, spans carry the prompt, tool arguments and answers: they are
-    sealed on write, sealed by rotate-key when written before, and `agent trace show` opens them."""
+    """With content capture on, spans carry the prompt, tool arguments and answers. A run's spans
+    are derived from its events (sealed like all of a run's content) when read; spans kept as rows
+    are sealed on write, and by rotate-key when written before. `agent trace show` opens both."""
     home, key = tmp_path, write_key(tmp_path / "a.key")
     tracing = {"capture_content": True}
     configure(home, {}, tracing=tracing)
     before = run_json(home, f"sum {SPAN_CANARY}-before", "react")  # written in the clear
-    assert plaintext_found(home, [f"{SPAN_CANARY}-before"]) == [f"{SPAN_CANARY}-before"]
+    asyncio.run(_keep_span(home, {}, before["run_id"], f"{SPAN_CANARY}-row-before"))
+    in_clear = [f"{SPAN_CANARY}-before", f"{SPAN_CANARY}-row-before"]
+    assert plaintext_found(home, in_clear) == in_clear
 
     configure(home, {"encryption_key": f"file:{key}"}, tracing=tracing)
     assert status_json(home)["rows_to_reencrypt"]["spans"] > 0
     after = run_json(home, f"sum {SPAN_CANARY}-after", "react")  # sealed as it is written
     assert ANSWER in after["output"]
+    asyncio.run(
+        _keep_span(home, {"encryption_key": f"file:{key}"}, after["run_id"], f"{SPAN_CANARY}-row-after")
+    )
     assert agent(home, "store", "rotate-key").returncode == 0
     assert not any(status_json(home)["rows_to_reencrypt"].values())
 
@@ -397,7 +419,11 @@ def test_span_content_is_sealed_and_trace_show_still_shows_it(tmp_path: Path) ->
         assert shown.returncode == 0, shown.stderr
         assert SPAN_CANARY in shown.stdout and TOOL_EXPRESSION in shown.stdout
         spans = json.loads(agent(home, "trace", "show", run["run_id"], "--json").stdout)
-        assert any(SPAN_CANARY in json.dumps(span["attributes"]) for span in spans)
+        derived = [span for span in spans if span["name"].startswith("invoke_agent")]
+        assert derived and SPAN_CANARY in json.dumps(derived[0]["attributes"])  # from the sealed events
+        (row,) = [span for span in spans if span["name"] == "kept.row"]
+        assert f"{SPAN_CANARY}-row-" in row["attributes"]["gen_ai.input.messages"]
+        assert row["status_message"].startswith("failed on") and row["events"][0]["attributes"]["text"]
 
 
 class Interrupted(Exception):

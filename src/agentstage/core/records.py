@@ -163,3 +163,19 @@ class SpanRecord:
             "attributes": self.attributes,
             "events": self.events,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class ToolTiming:
+    """How one tool call's time split between checking its arguments and its work (Unix
+    nanoseconds), measured by the tool's wrapper: the run's events know only when the call
+    started and ended. Kept in the store; a run's ``tool.validate`` and ``tool.run`` spans come
+    from it."""
+
+    run_id: str
+    call_id: str
+    validate_start_ns: int
+    validate_end_ns: int
+    run_start_ns: int
+    run_end_ns: int
+    failed: bool  # the tool raised

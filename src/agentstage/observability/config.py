@@ -45,8 +45,14 @@ class LoggingSettings(_Section):
 
 
 class TracingSettings(_Section):
-    enabled: bool = Field(default=True, description="Build a span tree for every run (kept in the store).")
-    store: bool = Field(default=True, description="Keep every finished span in the store (agent trace show).")
+    enabled: bool = Field(
+        default=True, description="Trace every run (a span tree, read back from the store)."
+    )
+    store: bool = Field(
+        default=True,
+        description="Keep what traces are read from in the store (agent trace show): tool timings and request "
+        "spans; a run's own spans are derived from its stored events.",
+    )
     capture_content: bool = Field(
         default=False,
         description="Put messages, tool arguments and results on spans (masked). Off: only sizes and ids.",

@@ -1,7 +1,9 @@
-"""Where finished spans go: the store (always, unless turned off) and an OTLP collector (when set).
+"""Where trace data goes: the store (always, unless turned off) and an OTLP collector (when set).
 
-:class:`SpanKeeper` buffers spans and writes them to the store in batches from one task, so a run
-never waits on it; when the store cannot keep up, the oldest waiting spans are dropped (counted).
+A run's own spans are derived from its stored events when its trace is read, so the store needs
+only what events do not hold: tool calls' timings and the doors' server spans. :class:`SpanKeeper`
+buffers both and writes them in batches from one task, so a run never waits on it; when the store
+cannot keep up, the oldest waiting ones are dropped (counted).
 :class:`OtlpExport` hands spans to OpenTelemetry's batch processor, whose thread exports them over
 OTLP (gRPC or HTTP/protobuf); an unreachable collector is reported once, never fails a run.
 """
@@ -23,7 +25,8 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from agentstage import __version__
-from agentstage.core.records import SpanRecord
+from agentstage.core.events import RunEvent
+from agentstage.core.records import SpanRecord, ToolTiming
 from agentstage.observability import metrics
 from agentstage.observability.config import TracingSettings
 
@@ -36,7 +39,17 @@ _STATUS = {"ok": StatusCode.OK, "error": StatusCode.ERROR, "unset": StatusCode.U
 
 
 class SpanStore(Protocol):
+    """What observation needs of the store: to keep trace data, and to read a run's back."""
+
     async def add_spans(self, records: Sequence[SpanRecord]) -> None: ...
+
+    async def add_tool_timings(self, timings: Sequence[ToolTiming]) -> None: ...
+
+    async def spans(self, *, run_id: str | None = None, trace_id: str | None = None) -> list[SpanRecord]: ...
+
+    async def tool_timings(self, run_id: str) -> list[ToolTiming]: ...
+
+    async def events(self, run_id: str, *, after: int = 0, limit: int | None = None) -> list[RunEvent]: ...
 
 
 class SpanKeeper:
@@ -49,13 +62,14 @@ class SpanKeeper:
         self.interval = interval
         self.batch = batch
         self.max_pending = max_pending
-        self._pending: deque[SpanRecord] = deque()
+        self._pending: deque[SpanRecord | ToolTiming] = deque()
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self.dropped = 0
         self.failures = 0
 
-    def add(self, span: SpanRecord) -> None:
+    def add(self, span: SpanRecord | ToolTiming) -> None:
+        """Keep a span, or a tool call's timing."""
         if len(self._pending) >= self.max_pending:
             self._pending.popleft()
             self.dropped += 1
@@ -77,13 +91,18 @@ class SpanKeeper:
         async with self._lock:
             while self._pending:
                 count = min(len(self._pending), self.batch)
-                spans = [self._pending.popleft() for _ in range(count)]
+                items = [self._pending.popleft() for _ in range(count)]
+                spans = [item for item in items if isinstance(item, SpanRecord)]
+                timings = [item for item in items if isinstance(item, ToolTiming)]
                 try:
-                    await self.store.add_spans(spans)
+                    if timings:
+                        await self.store.add_tool_timings(timings)
+                    if spans:
+                        await self.store.add_spans(spans)
                 except Exception as error:  # the store's trouble is reported by the run writes; count ours
                     self.failures += 1
-                    self.dropped += len(spans)
-                    metrics.dropped("spans", len(spans))
+                    self.dropped += len(items)
+                    metrics.dropped("spans", len(items))
                     if self.failures == 1:
                         log.warning("spans could not be stored (%s: %s); they are dropped, counted",
                                     type(error).__name__, error)  # fmt: skip

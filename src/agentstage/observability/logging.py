@@ -4,7 +4,10 @@ Every line has ``ts``, ``level`` (TRACE, DEBUG, INFO, WARN, ERROR, FATAL), ``log
 ``message``; lines about a run add ``run_id``, ``step_id``, ``trace_id``, ``span_id`` and
 ``correlation_id`` (other lines take the trace and span of the request being served, when there
 is one). The whole line goes through the one masker. Lines are handed to a writer thread through
-a bounded queue: a slow or blocked stderr drops lines (counted) instead of slowing runs.
+a bounded queue: a slow or blocked stderr drops lines (counted) instead of slowing runs. The
+writer wakes when lines wait, lets a few more gather (``linger``, 20 ms), then formats and writes
+them all with one write and one flush: a busy server wakes it tens of times a second, not once
+per line.
 
 :class:`RunLog` is the event sink that writes a run's life as log lines: start and end at INFO,
 steps, model calls and tool calls at DEBUG (TRACE for requests), retries, fallbacks and failed
@@ -17,30 +20,19 @@ import atexit
 import contextlib
 import json
 import logging
-import logging.handlers
-import queue
 import sys
+import threading
 import time
-from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import IO, Any
 
 from agentstage.core.events import (
-    ModelFellBack,
-    ModelRequested,
-    ModelResponded,
-    ModelRetried,
-    PlanCreated,
-    RunCancelled,
-    RunCompleted,
     RunEvent,
-    RunFailed,
     RunQueued,
-    RunStarted,
     StepFinished,
     StepStarted,
-    ToolCalled,
     ToolResulted,
 )
 from agentstage.observability.masking import redact
@@ -110,9 +102,14 @@ def record_fields(record: logging.LogRecord) -> dict[str, Any]:
     return body
 
 
+# One encoder for every line: ``json.dumps`` with options builds a new one per call, which costs
+# more than encoding a log line.
+_encode = json.JSONEncoder(ensure_ascii=False, default=str).encode
+
+
 class JsonLines(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        return redact(json.dumps(record_fields(record), ensure_ascii=False, default=str))
+        return redact(_encode(record_fields(record)))
 
 
 class ConsoleLines(logging.Formatter):
@@ -131,31 +128,101 @@ def formatter(kind: str) -> logging.Formatter:
     return ConsoleLines() if kind == "console" else JsonLines()
 
 
-class BoundedQueueHandler(logging.handlers.QueueHandler):
-    """Hands records to the writer thread; when its queue is full the record is dropped, counted."""
+class BoundedQueueHandler(logging.Handler):
+    """Hands records to the writer thread; when its queue is full the record is dropped, counted.
+    Formatting happens on the writer thread."""
 
     def __init__(self, capacity: int):
-        super().__init__(queue.Queue(capacity))
+        super().__init__()
+        self.capacity = capacity
+        self.queue: deque[logging.LogRecord] = deque()
+        self.waiting = threading.Event()  # set when lines wait for the writer
         self.dropped = 0
 
-    def enqueue(self, record: logging.LogRecord) -> None:
+    def handle(self, record: logging.LogRecord) -> bool:
+        """Filter and queue; no lock: appending to the queue is atomic, and that is all there is."""
+        passed = self.filter(record)
+        if passed:
+            self.emit(record)
+        return bool(passed)
+
+    def emit(self, record: logging.LogRecord) -> None:
         if getattr(record, "trace_id", None) is None:  # the writer thread cannot see this context
             current = _current_span()
             if current is not None:
                 record.trace_id, record.span_id = current
-        try:
-            self.queue.put_nowait(record)
-        except queue.Full:
+        if len(self.queue) >= self.capacity:
             self.dropped += 1
             from agentstage.observability.metrics import dropped
 
             dropped("log_lines")
+            return
+        self.queue.append(record)
+        if not self.waiting.is_set():
+            self.waiting.set()
 
-    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        return record  # formatting happens on the writer thread
+
+class LineWriter:
+    """The writer thread: formats what the handler queued and writes it to ``target``'s stream,
+    a batch at a time (after waiting ``linger`` seconds for more lines to join the first)."""
+
+    def __init__(
+        self, handler: BoundedQueueHandler, target: logging.StreamHandler[Any], linger: float = 0.02
+    ):
+        self.handler = handler
+        self.target = target
+        self.linger = linger
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="agentstage-log-writer", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Write what is queued, then end the thread."""
+        thread = self._thread
+        if thread is None:
+            return
+        self._stopping = True
+        self.handler.waiting.set()
+        thread.join()
+        self._thread = None
+
+    def _run(self) -> None:
+        waiting = self.handler.waiting
+        while True:
+            waiting.wait()
+            if not self._stopping:
+                time.sleep(self.linger)
+            waiting.clear()  # before draining: a line queued from now on sets it again
+            self._write_queued()
+            if self._stopping:
+                self._write_queued()
+                return
+
+    def _write_queued(self) -> None:
+        pending, target = self.handler.queue, self.target
+        lines: list[str] = []
+        last: logging.LogRecord | None = None
+        while pending:
+            last = pending.popleft()
+            try:
+                lines.append(target.format(last))
+            except Exception:
+                target.handleError(last)
+        if not lines or last is None:
+            return
+        try:
+            stream = target.stream
+            stream.write("\n".join(lines) + "\n")
+            stream.flush()
+        except Exception:
+            target.handleError(last)
 
 
-_listener: logging.handlers.QueueListener | None = None
+_listener: LineWriter | None = None
 
 
 def configure_logging(
@@ -171,7 +238,7 @@ def configure_logging(
     target.setFormatter(formatter(kind))
     handler = BoundedQueueHandler(capacity)
     handler.setLevel(LEVELS.get(level, logging.INFO))  # a capture (below) may lower the logger's level
-    _listener = logging.handlers.QueueListener(handler.queue, target, respect_handler_level=False)
+    _listener = LineWriter(handler, target)
     _listener.start()
     root = logging.getLogger("agentstage")
     root.handlers[:] = [handler]
@@ -219,27 +286,38 @@ class RunLog:
         self._runs: OrderedDict[str, tuple[str | None, dict[str, str]]] = OrderedDict()  # correlation, steps
 
     def deliver(self, events: Sequence[RunEvent]) -> None:
+        enabled = self.log.isEnabledFor
         for event in events:
-            correlation, steps = self._track(event)
-            if not self.log.isEnabledFor(_HIGHEST.get(event.type, 0) or FATAL + 1):
+            kind = event.type
+            if kind in _TRACKED:
+                self._track(event)
+            highest = _HIGHEST.get(kind)
+            if highest is None or not enabled(highest):
+                if event.terminal:
+                    self._runs.pop(event.run_id, None)
                 continue
-            level, message, fields = self._describe(event)
-            if level is None or not self.log.isEnabledFor(level):
-                continue
-            context = {
-                "run_id": event.run_id,
-                "trace_id": event.trace_id,
-                "span_id": event.span_id or root_span_id(event.run_id),
-                "correlation_id": correlation,
-                "step_id": steps.get(event.span_id) if event.span_id else None,
-                "fields": {"event": event.type, "seq": event.seq, **fields},
-            }
-            record = self.log.makeRecord(self.log.name, level, __file__, 0, message, (), None, extra=context)
-            record.created = event.ts.timestamp()
-            record.msecs = (record.created - int(record.created)) * 1000
-            self.log.handle(record)
+            level, message, fields = _DESCRIBE[kind](event.payload)
+            if enabled(level):
+                self._write(event, level, message, fields)
+            if event.terminal:
+                self._runs.pop(event.run_id, None)
 
-    def _track(self, event: RunEvent) -> tuple[str | None, dict[str, str]]:
+    def _write(self, event: RunEvent, level: int, message: str, fields: dict[str, Any]) -> None:
+        correlation, steps = self._runs.get(event.run_id, (None, {}))
+        context = {
+            "run_id": event.run_id,
+            "trace_id": event.trace_id,
+            "span_id": event.span_id or root_span_id(event.run_id),
+            "correlation_id": correlation,
+            "step_id": steps.get(event.span_id) if event.span_id else None,
+            "fields": {"event": event.type, "seq": event.seq, **fields},
+        }
+        record = self.log.makeRecord(self.log.name, level, __file__, 0, message, (), None, extra=context)
+        record.created = event.ts.timestamp()
+        record.msecs = (record.created - int(record.created)) * 1000
+        self.log.handle(record)
+
+    def _track(self, event: RunEvent) -> None:
         """The run's correlation id and its steps by span id (for ``step_id`` on every line)."""
         if event.type == "run.queued":
             queued = event.payload
@@ -247,71 +325,59 @@ class RunLog:
             self._runs[event.run_id] = (queued.correlation_id, {})
             while len(self._runs) > self.max_runs:
                 self._runs.popitem(last=False)
-        correlation, steps = self._runs.get(event.run_id, (None, {}))
-        if event.type == "step.started" and event.span_id:
+        elif event.span_id:  # step.started
             started = event.payload
             assert isinstance(started, StepStarted)
-            steps[event.span_id] = started.step_id
-        if event.terminal:
-            self._runs.pop(event.run_id, None)
-        return correlation, steps
+            run = self._runs.get(event.run_id)
+            if run is not None:
+                run[1][event.span_id] = started.step_id
 
-    @staticmethod
-    def _describe(event: RunEvent) -> tuple[int | None, str, dict[str, Any]]:
-        payload = event.payload
-        match payload:
-            case RunQueued():
-                return logging.DEBUG, "run queued", {"door": payload.door, "mode": payload.mode,
-                                                     "profile": payload.profile}  # fmt: skip
-            case RunStarted():
-                return logging.INFO, "run started", {"mode": payload.mode, "profile": payload.profile}
-            case PlanCreated():
-                return logging.DEBUG, "plan created", {"steps": len(payload.steps)}
-            case StepStarted():
-                return logging.DEBUG, "step started", {"kind": payload.kind, "name": payload.name}
-            case StepFinished():
-                fields: dict[str, Any] = {
-                    "kind": payload.kind,
-                    "name": payload.name,
-                    "status": payload.status,
-                }
-                if payload.error is not None:
-                    fields |= {"error_code": payload.error.code, "error": payload.error.message}
-                    return logging.WARNING, "step failed", fields
-                return logging.DEBUG, "step finished", fields
-            case ModelRequested():
-                return TRACE, "model request", {"provider": payload.provider, "model": payload.model,
-                                                "messages": len(payload.messages)}  # fmt: skip
-            case ModelResponded():
-                return logging.DEBUG, "model response", {
-                    "provider": payload.provider, "model": payload.model, "finish_reason": payload.finish_reason,
-                    "input_tokens": payload.usage.input_tokens, "output_tokens": payload.usage.output_tokens,
-                    "latency_ms": payload.latency_ms,
-                }  # fmt: skip
-            case ModelRetried():
-                return logging.WARNING, "model call retried", {
-                    "provider": payload.provider, "attempt": payload.attempt, "error_code": payload.error.code,
-                    "error": payload.error.message, "delay_s": payload.delay,
-                }  # fmt: skip
-            case ModelFellBack():
-                return logging.WARNING, "model fell back", {
-                    "from_provider": payload.from_provider, "to_provider": payload.to_provider,
-                    "error_code": payload.reason.code, "error": payload.reason.message,
-                }  # fmt: skip
-            case ToolCalled():
-                return logging.DEBUG, "tool call", {"tool": payload.tool}
-            case ToolResulted():
-                if payload.error is not None:
-                    return logging.WARNING, "tool failed", {"tool": payload.tool, "error_code": payload.error.code,
-                                                            "error": payload.error.message,
-                                                            "latency_ms": payload.latency_ms}  # fmt: skip
-                return logging.DEBUG, "tool result", {"tool": payload.tool, "latency_ms": payload.latency_ms}
-            case RunCompleted():
-                return logging.INFO, "run completed", {"usage": payload.usage, "cost": payload.cost}
-            case RunFailed():
-                return logging.ERROR, "run failed", {"error_code": payload.error.code, "error": payload.error.message,
-                                                     "usage": payload.usage}  # fmt: skip
-            case RunCancelled():
-                return logging.INFO, "run cancelled", {"reason": payload.reason, "usage": payload.usage}
-            case _:
-                return None, "", {}
+
+_TRACKED = frozenset({"run.queued", "step.started"})
+
+
+def _step_finished(payload: StepFinished) -> tuple[int, str, dict[str, Any]]:
+    fields: dict[str, Any] = {"kind": payload.kind, "name": payload.name, "status": payload.status}
+    if payload.error is not None:
+        fields |= {"error_code": payload.error.code, "error": payload.error.message}
+        return logging.WARNING, "step failed", fields
+    return logging.DEBUG, "step finished", fields
+
+
+def _tool_resulted(payload: ToolResulted) -> tuple[int, str, dict[str, Any]]:
+    if payload.error is not None:
+        return logging.WARNING, "tool failed", {"tool": payload.tool, "error_code": payload.error.code,
+                                                "error": payload.error.message, "latency_ms": payload.latency_ms}  # fmt: skip
+    return logging.DEBUG, "tool result", {"tool": payload.tool, "latency_ms": payload.latency_ms}
+
+
+# Each logged event type's line: level, message and fields, from its payload (found by the event's
+# type: a ``match`` on payload classes costs an ``isinstance`` per case, for every event).
+_DESCRIBE: dict[str, Callable[[Any], tuple[int, str, dict[str, Any]]]] = {
+    "run.queued": lambda p: (logging.DEBUG, "run queued", {"door": p.door, "mode": p.mode, "profile": p.profile}),
+    "run.started": lambda p: (logging.INFO, "run started", {"mode": p.mode, "profile": p.profile}),
+    "plan.created": lambda p: (logging.DEBUG, "plan created", {"steps": len(p.steps)}),
+    "step.started": lambda p: (logging.DEBUG, "step started", {"kind": p.kind, "name": p.name}),
+    "step.finished": _step_finished,
+    "model.request": lambda p: (TRACE, "model request", {"provider": p.provider, "model": p.model,
+                                                         "messages": len(p.messages)}),
+    "model.response": lambda p: (logging.DEBUG, "model response", {
+        "provider": p.provider, "model": p.model, "finish_reason": p.finish_reason,
+        "input_tokens": p.usage.input_tokens, "output_tokens": p.usage.output_tokens, "latency_ms": p.latency_ms,
+    }),
+    "model.retry": lambda p: (logging.WARNING, "model call retried", {
+        "provider": p.provider, "attempt": p.attempt, "error_code": p.error.code, "error": p.error.message,
+        "delay_s": p.delay,
+    }),
+    "model.fallback": lambda p: (logging.WARNING, "model fell back", {
+        "from_provider": p.from_provider, "to_provider": p.to_provider, "error_code": p.reason.code,
+        "error": p.reason.message,
+    }),
+    "tool.call": lambda p: (logging.DEBUG, "tool call", {"tool": p.tool}),
+    "tool.result": _tool_resulted,
+    "run.completed": lambda p: (logging.INFO, "run completed", {"usage": p.usage, "cost": p.cost}),
+    "run.failed": lambda p: (logging.ERROR, "run failed", {"error_code": p.error.code, "error": p.error.message,
+                                                           "usage": p.usage}),
+    "run.cancelled": lambda p: (logging.INFO, "run cancelled", {"reason": p.reason, "usage": p.usage}),
+}  # fmt: skip
+assert set(_DESCRIBE) == set(_HIGHEST), "every event type that can be logged is described"

@@ -72,9 +72,45 @@ class _Metric(ABC):
     def _attributes(self, labels: dict[str, str]) -> dict[str, str]:
         return {key: str(labels[label]) for key, label in zip(self._otel_keys, self.labels, strict=True)}
 
+    def bound(self, **labels: str) -> Bound:
+        """This metric with its label values given once: a caller that records the same labels
+        again and again keeps it and skips the look-up (and the OpenTelemetry attributes are made
+        once too)."""
+        return Bound(self, labels)
+
     @abstractmethod
     def _attach(self, meter: Any) -> None:
         """Create this metric's OpenTelemetry instrument on ``meter``."""
+
+
+class Bound:
+    """A metric with its labels bound: ``inc`` for counters, ``observe`` for histograms."""
+
+    __slots__ = ("_child", "attributes", "labels", "metric")
+
+    def __init__(self, metric: _Metric, labels: dict[str, str]):
+        self.metric = metric
+        self.labels = labels
+        self.attributes = metric._attributes(labels) if metric.labels else {}
+        self._child: Any = None  # made on first use: a series appears once it has a value, as before
+
+    def inc(self, amount: float = 1.0) -> None:
+        child = self._child
+        if child is None:
+            child = self._child = self.metric._child(self.labels)
+        child.inc(amount)
+        otel = self.metric.otel
+        if otel is not None:
+            otel.add(amount, self.attributes)
+
+    def observe(self, value: float) -> None:
+        child = self._child
+        if child is None:
+            child = self._child = self.metric._child(self.labels)
+        child.observe(value)
+        otel = self.metric.otel
+        if otel is not None:
+            otel.record(value, self.attributes)
 
 
 class Counter(_Metric):

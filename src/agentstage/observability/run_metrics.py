@@ -9,12 +9,12 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
 
 from agentstage.core.events import (
-    ModelFellBack,
     ModelRequested,
     ModelResponded,
-    ModelRetried,
     RunCancelled,
     RunCompleted,
     RunEvent,
@@ -115,10 +115,21 @@ def standard() -> Standard:
     )  # fmt: skip
 
 
-_COUNTED = frozenset(
-    {"run.queued", "run.started", "model.request", "model.response", "model.retry", "model.fallback",
-     "tool.result", "run.completed", "run.failed", "run.cancelled"}
-)  # fmt: skip
+_MAX_BOUND = 1000  # label combinations whose bound metrics are kept (models; doors and statuses)
+
+
+@dataclass(frozen=True, slots=True)
+class _ModelMetrics:
+    """What one model's answers count, labels bound (see :meth:`RunMetrics._model_metrics`)."""
+
+    input_tokens: m.Bound
+    output_tokens: m.Bound
+    cached_input_tokens: m.Bound
+    input_usage: m.Bound
+    output_usage: m.Bound
+    latency: m.Bound
+    output_rate: m.Bound
+    duration: m.Bound
 
 
 @dataclass
@@ -139,71 +150,111 @@ class RunMetrics:
         self.provider_type = provider_type or (lambda name: name)
         self.max_runs = max_runs
         self._runs: OrderedDict[str, _Run] = OrderedDict()
+        self._bound_models: dict[tuple[str, str, str], _ModelMetrics] = {}
+        self._bound_runs: dict[tuple[str, str], tuple[m.Bound, m.Bound]] = {}
 
     def deliver(self, events: Sequence[RunEvent]) -> None:
+        counts = self._counts
         for event in events:
-            if event.type in _COUNTED:  # most events (message deltas, steps) count for nothing
-                self._count(event)
+            count = counts.get(event.type)  # most events (message deltas, steps) count for nothing
+            if count is not None:
+                count(event, event.payload)
 
-    def _count(self, event: RunEvent) -> None:
-        payload = event.payload
-        if isinstance(payload, RunQueued):
-            self._runs[event.run_id] = _Run(payload.door or "unknown", ns(event.ts))
-            while len(self._runs) > self.max_runs:
-                self._forget(*self._runs.popitem(last=False))
-            return
+    @cached_property
+    def _counts(self) -> dict[str, Callable[[RunEvent, Any], None]]:
+        """What each counted event type does, found by the event's ``type``: a ``match`` on payload
+        classes costs an ``isinstance`` per case (pydantic makes those slow), for every event."""
+        return {
+            "run.queued": self._queued,
+            "run.started": self._started,
+            "model.request": self._requested,
+            "model.response": lambda event, payload: self._responded(self._runs.get(event.run_id), payload),
+            "model.retry": lambda _e, payload: self.m.errors.inc(code=payload.error.code, kind="model"),
+            "model.fallback": lambda _e, payload: self.m.errors.inc(code=payload.reason.code, kind="model"),
+            "tool.result": self._tool_result,
+            "run.completed": self._ended,
+            "run.failed": self._ended,
+            "run.cancelled": self._ended,
+        }
+
+    def _queued(self, event: RunEvent, payload: RunQueued) -> None:
+        self._runs[event.run_id] = _Run(payload.door or "unknown", ns(event.ts))
+        while len(self._runs) > self.max_runs:
+            self._forget(*self._runs.popitem(last=False))
+
+    def _started(self, event: RunEvent, _payload: RunStarted) -> None:
         run = self._runs.get(event.run_id)
-        match payload:
-            case RunStarted() if run is not None and not run.started:
-                run.started = True
-                self.m.active.inc()
-            case ModelRequested() if run is not None:
-                run.calls[payload.call_id] = (ns(event.ts), payload.provider, payload.model)
-            case ModelResponded():
-                self._responded(run, payload)
-            case ModelRetried():
-                self.m.errors.inc(code=payload.error.code, kind="model")
-            case ModelFellBack():
-                self.m.errors.inc(code=payload.reason.code, kind="model")
-            case ToolResulted():
-                status = "ok" if payload.error is None else "error"
-                self.m.tool_calls.inc(tool=payload.tool, status=status)
-                if payload.error is not None:
-                    self.m.errors.inc(code=payload.error.code, kind="tool")
-            case RunCompleted() | RunFailed() | RunCancelled() if run is not None:
-                self._ended(event, payload, run)
-            case _:
-                pass
+        if run is not None and not run.started:
+            run.started = True
+            self.m.active.inc()
+
+    def _requested(self, event: RunEvent, payload: ModelRequested) -> None:
+        run = self._runs.get(event.run_id)
+        if run is not None:
+            run.calls[payload.call_id] = (ns(event.ts), payload.provider, payload.model)
+
+    def _tool_result(self, _event: RunEvent, payload: ToolResulted) -> None:
+        status = "ok" if payload.error is None else "error"
+        self.m.tool_calls.inc(tool=payload.tool, status=status)
+        if payload.error is not None:
+            self.m.errors.inc(code=payload.error.code, kind="tool")
 
     def _responded(self, run: _Run | None, payload: ModelResponded) -> None:
         provider, model, usage = payload.provider, payload.model, payload.usage
         requested = run.calls.pop(payload.call_id, None) if run is not None else None
         request_model = requested[2] if requested else model
-        kind = self.provider_type(provider)
-        for token_type, count in (("input", usage.input_tokens), ("output", usage.output_tokens),
-                                  ("cached_input", usage.cached_input_tokens)):  # fmt: skip
-            if count:
-                self.m.tokens.inc(count, provider=provider, model=model, type=token_type)
-        for token_type, count in (("input", usage.input_tokens), ("output", usage.output_tokens)):
-            self.m.token_usage.observe(
-                count, gen_ai_operation_name="chat", gen_ai_provider_name=kind,
-                gen_ai_request_model=request_model, gen_ai_response_model=model, gen_ai_token_type=token_type,
-            )  # fmt: skip
+        bound = self._model_metrics(provider, model, request_model)
+        if usage.input_tokens:
+            bound.input_tokens.inc(usage.input_tokens)
+        if usage.output_tokens:
+            bound.output_tokens.inc(usage.output_tokens)
+        if usage.cached_input_tokens:
+            bound.cached_input_tokens.inc(usage.cached_input_tokens)
+        bound.input_usage.observe(usage.input_tokens)
+        bound.output_usage.observe(usage.output_tokens)
         seconds = payload.latency_ms / 1000
-        self.m.llm_latency.observe(seconds, provider=provider, model=model)
+        bound.latency.observe(seconds)
         if usage.output_tokens and seconds > 0:
-            self.m.output_rate.observe(usage.output_tokens / seconds, provider=provider, model=model)
-        self.m.operation_duration.observe(
-            seconds, gen_ai_operation_name="chat", gen_ai_provider_name=kind, gen_ai_request_model=request_model,
-            error_type="",
-        )  # fmt: skip
+            bound.output_rate.observe(usage.output_tokens / seconds)
+        bound.duration.observe(seconds)
 
-    def _ended(self, event: RunEvent, payload: RunCompleted | RunFailed | RunCancelled, run: _Run) -> None:
-        del self._runs[event.run_id]
+    def _model_metrics(self, provider: str, model: str, request_model: str) -> _ModelMetrics:
+        """The metrics of a model's answers with their labels bound, made once per provider and
+        model (a run's calls all look them up)."""
+        key = (provider, model, request_model)
+        found = self._bound_models.get(key)
+        if found is None:
+            if len(self._bound_models) >= _MAX_BOUND:
+                self._bound_models.clear()
+            kind = self.provider_type(provider)
+            usage = {"gen_ai_operation_name": "chat", "gen_ai_provider_name": kind,
+                     "gen_ai_request_model": request_model, "gen_ai_response_model": model}  # fmt: skip
+            found = self._bound_models[key] = _ModelMetrics(
+                input_tokens=self.m.tokens.bound(provider=provider, model=model, type="input"),
+                output_tokens=self.m.tokens.bound(provider=provider, model=model, type="output"),
+                cached_input_tokens=self.m.tokens.bound(provider=provider, model=model, type="cached_input"),
+                input_usage=self.m.token_usage.bound(**usage, gen_ai_token_type="input"),
+                output_usage=self.m.token_usage.bound(**usage, gen_ai_token_type="output"),
+                latency=self.m.llm_latency.bound(provider=provider, model=model),
+                output_rate=self.m.output_rate.bound(provider=provider, model=model),
+                duration=self.m.operation_duration.bound(
+                    gen_ai_operation_name="chat",
+                    gen_ai_provider_name=kind,
+                    gen_ai_request_model=request_model,
+                    error_type="",
+                ),
+            )
+        return found
+
+    def _ended(self, event: RunEvent, payload: RunCompleted | RunFailed | RunCancelled) -> None:
+        run = self._runs.pop(event.run_id, None)
+        if run is None:
+            return
         status = payload.type.split(".", 1)[1]
         end = ns(event.ts)
-        self.m.requests.inc(door=run.door, status=status)
-        self.m.request_duration.observe((end - run.queued_ns) / 1e9, door=run.door, status=status)
+        requests, duration = self._run_metrics(run.door, status)
+        requests.inc()
+        duration.observe((end - run.queued_ns) / 1e9)
         code = payload.error.code if isinstance(payload, RunFailed) else "cancelled"
         if isinstance(payload, RunFailed):
             self.m.errors.inc(code=code, kind="run")
@@ -214,6 +265,18 @@ class RunMetrics:
             )  # fmt: skip
         if run.started:
             self.m.active.dec()
+
+    def _run_metrics(self, door: str, status: str) -> tuple[m.Bound, m.Bound]:
+        key = (door, status)
+        found = self._bound_runs.get(key)
+        if found is None:
+            if len(self._bound_runs) >= _MAX_BOUND:
+                self._bound_runs.clear()
+            found = self._bound_runs[key] = (
+                self.m.requests.bound(door=door, status=status),
+                self.m.request_duration.bound(door=door, status=status),
+            )
+        return found
 
     def _forget(self, _run_id: str, run: _Run) -> None:
         if run.started:  # a run whose end never came here: stop counting it as active

@@ -3,6 +3,12 @@
 :class:`Telemetry` is an event sink (the run service hands it every committed event) and the
 doors' source of server spans and request counts. Each part can be turned off on its own
 (``tracing.enabled``, ``metrics.enabled``, the log level); what is off costs nothing per event.
+
+A run's spans are not built while it runs unless an OTLP collector waits for them: the store
+already holds the run's events, so its span tree is derived from them when it is read
+(:meth:`Telemetry.spans`, by the same :class:`RunTraces` that builds them live for the collector,
+so both are the same spans). While a run goes, tracing only keeps what the events lack: each tool
+call's timings (validation, work), and the doors' server spans.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import NoOpTracer, Tracer
 
 from agentstage import __version__
-from agentstage.core.events import RunEvent
+from agentstage.core.events import RunEvent, ToolResulted
 from agentstage.core.records import SpanRecord
 from agentstage.observability import metrics as m
 from agentstage.observability.config import MetricsSettings, TracingSettings
@@ -28,6 +34,7 @@ from agentstage.observability.export import OtlpExport, SpanKeeper, SpanStore, S
 from agentstage.observability.logging import RunLog as RunLog
 from agentstage.observability.logging import captured
 from agentstage.observability.run_metrics import RunMetrics, standard
+from agentstage.observability.tools import TIMINGS, TimingBook
 from agentstage.observability.tracing import RunTraces
 
 log = logging.getLogger("agentstage.observability")
@@ -49,16 +56,17 @@ class Telemetry:
         provider_type: Callable[[str], str] | None = None,
     ):
         self.tracing = tracing
+        self.store = store
+        self.provider_type = provider_type
         self.failures = 0
         self.keeper = SpanKeeper(store) if tracing.enabled and tracing.store else None
         self.resource = resource(tracing)
         target = otlp_target(tracing) if tracing.enabled else None
         self.otlp = OtlpExport(*target, self.resource) if target else None
-        self.traces = (
-            RunTraces(self._emit, capture_content=tracing.capture_content,
-                      max_attribute_chars=tracing.max_attribute_chars, provider_type=provider_type)
-            if tracing.enabled else None
-        )  # fmt: skip
+        self._live_timings = TimingBook()
+        # spans built as runs go: only for a collector (the store's copy is derived when read)
+        self.traces = self._builder(self._export, self._live_timings) if self.otlp is not None else None
+        self._timing = self.keeper is not None or self.traces is not None
         self.standard = standard() if metrics.enabled else None
         self.run_metrics = RunMetrics(self.standard, provider_type) if self.standard else None
         self.run_log = RunLog()
@@ -72,6 +80,12 @@ class Telemetry:
                 self.tracer_provider.add_span_processor(self.otlp.processor)
             tracer = self.tracer_provider.get_tracer("agentstage", __version__)
         self._doors = Doors(tracer, self.standard)
+        self._parts: list[Callable[[Sequence[RunEvent]], None]] = []  # what each commit's events go to
+        if self.run_metrics is not None:
+            self._parts.append(self.run_metrics.deliver)
+        if self.traces is not None:
+            self._parts.append(self.traces.handle)
+        self._parts.append(self.run_log.deliver)
         self.meter_provider: Any = None
         metric_target = otlp_target(tracing, "METRICS") if metrics.enabled else None
         if metric_target is not None:
@@ -85,26 +99,66 @@ class Telemetry:
     # the event sink -------------------------------------------------------------------------------
 
     def deliver(self, events: Sequence[RunEvent]) -> None:
-        """Count, trace and log committed events. Pure bookkeeping in memory: spans go to the
-        keeper's queue and the exporter's thread, log lines to the log writer's thread."""
-        for part in (self.run_metrics, self.traces, self.run_log):
-            if part is None:
-                continue
+        """Count, trace and log committed events. Pure bookkeeping in memory: tool timings go to
+        the keeper's queue, spans (for a collector) to the exporter's thread, log lines to the log
+        writer's thread."""
+        if self._timing:
+            for event in events:
+                if event.type == "tool.result":
+                    self._take_timing(event)
+        for deliver in self._parts:
             try:
-                if isinstance(part, RunTraces):
-                    part.handle(events)
-                else:
-                    part.deliver(events)
+                deliver(events)
             except Exception:  # a bug here loses observation of these events, never a run
                 self.failures += 1
                 if self.failures == 1:
                     log.exception("observing events failed; observation of some runs is incomplete")
 
-    def _emit(self, span: SpanRecord) -> None:
-        if self.keeper is not None:
-            self.keeper.add(span)
+    def _take_timing(self, event: RunEvent) -> None:
+        """A tool call's timing, noted by its wrapper: kept with the run, and handed to the live
+        span builder when there is one."""
+        try:
+            payload = event.payload
+            assert isinstance(payload, ToolResulted)
+            timing = TIMINGS.take(event.run_id, payload.call_id)
+            if timing is None:
+                return
+            if self.keeper is not None:
+                self.keeper.add(timing)
+            if self.traces is not None:
+                self._live_timings.put(timing)
+        except Exception:  # a bug here loses a timing, never a run
+            self.failures += 1
+            if self.failures == 1:
+                log.exception("observing events failed; observation of some runs is incomplete")
+
+    def _export(self, span: SpanRecord) -> None:
         if self.otlp is not None:
             self.otlp.export(span)
+
+    def _builder(self, emit: Callable[[SpanRecord], None], timings: TimingBook) -> RunTraces:
+        return RunTraces(emit, capture_content=self.tracing.capture_content,
+                         max_attribute_chars=self.tracing.max_attribute_chars, provider_type=self.provider_type,
+                         timings=timings)  # fmt: skip
+
+    # reading a trace ------------------------------------------------------------------------------
+
+    async def spans(self, run_id: str, trace_id: str | None = None) -> list[SpanRecord]:
+        """The run's spans, derived from its stored events and tool timings, with the spans kept
+        as rows (the door spans of ``trace_id`` that belong to no run, and the spans of runs
+        stored before spans were derived), oldest first. With tracing off or not kept: the rows."""
+        await self.flush()
+        stored = await self.store.spans(run_id=run_id, trace_id=trace_id)
+        if self.keeper is None:
+            return stored
+        events = await self.store.events(run_id)
+        book = TimingBook(capacity=max(len(events), 1))
+        for timing in await self.store.tool_timings(run_id):
+            book.put(timing)
+        built: list[SpanRecord] = []
+        self._builder(built.append, book).handle(events)
+        by_id = {span.span_id: span for span in built} | {span.span_id: span for span in stored}
+        return sorted(by_id.values(), key=lambda span: (span.start_ns, span.span_id))
 
     # what doors use -------------------------------------------------------------------------------
 

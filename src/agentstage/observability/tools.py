@@ -2,9 +2,10 @@
 
 The event log knows when a tool call started and ended, not how that time split between checking
 the arguments and running the tool. :class:`InstrumentedTool` wraps any tool (built-in, plugin,
-MCP) and notes both, keyed by run and call id, in :data:`TIMINGS`; the trace builder takes them
-when it turns the call's events into an ``execute_tool`` span with ``tool.validate`` and
-``tool.run`` children. Nothing else changes: the wrapper answers every question about the tool
+MCP) and notes both, keyed by run and call id, in :data:`TIMINGS`; observation takes them when
+the call's result is committed and keeps them in the store, where the trace of the run — derived
+from its events — finds them for the ``tool.validate`` and ``tool.run`` children of its
+``execute_tool`` span. Nothing else changes: the wrapper answers every question about the tool
 exactly as the tool does.
 """
 
@@ -13,19 +14,10 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from contextvars import ContextVar
-from dataclasses import dataclass
 from typing import Any
 
+from agentstage.core.records import ToolTiming as ToolTiming
 from agentstage.core.tools import Tool, ToolContext
-
-
-@dataclass(frozen=True, slots=True)
-class ToolTiming:
-    validate_start_ns: int
-    validate_end_ns: int
-    run_start_ns: int
-    run_end_ns: int
-    failed: bool  # the tool raised
 
 
 class TimingBook:
@@ -35,8 +27,8 @@ class TimingBook:
         self.capacity = capacity
         self._entries: OrderedDict[tuple[str, str], ToolTiming] = OrderedDict()
 
-    def put(self, run_id: str, call_id: str, timing: ToolTiming) -> None:
-        self._entries[(run_id, call_id)] = timing
+    def put(self, timing: ToolTiming) -> None:
+        self._entries[(timing.run_id, timing.call_id)] = timing
         while len(self._entries) > self.capacity:
             self._entries.popitem(last=False)
 
@@ -99,7 +91,7 @@ class InstrumentedTool:
             end = time.time_ns()
             if context.run_id and context.call_id:  # a tool run outside a run has no span to join
                 checked = validated or (start, start)
-                TIMINGS.put(context.run_id, context.call_id, ToolTiming(*checked, start, end, failed))
+                TIMINGS.put(ToolTiming(context.run_id, context.call_id, *checked, start, end, failed))
 
 
 def instrument(tool: Tool) -> Tool:

@@ -15,9 +15,11 @@ run into a span tree that follows the GenAI semantic conventions::
 
 Span ids are the step span ids the events already carry, so log lines and events point at real
 spans; the root's id is derived from the run id, and its parent is the caller's span when the run
-continued a caller's trace. Every span is built when it ends and handed to ``emit`` (the store
-copy, and the OTLP exporter when one is configured). Message content is left off spans unless
-``capture_content`` is on, and then it is masked like everything else.
+continued a caller's trace. Every span is built when it ends and handed to ``emit``. The same
+builder serves twice: fed live by the event sink when an OTLP collector is configured (the spans go
+to the exporter), and fed a run's stored events when its trace is read (the store keeps no copy
+of spans its events can give). Message content is left off spans unless ``capture_content`` is
+on, and then it is masked like everything else.
 """
 
 from __future__ import annotations

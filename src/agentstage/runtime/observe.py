@@ -22,6 +22,8 @@ from typing import Protocol
 
 from opentelemetry import trace
 
+from agentstage.core.records import SpanRecord
+
 TRACEPARENT = re.compile(r"^[0-9a-f]{2}-(?P<trace>[0-9a-f]{32})-(?P<span>[0-9a-f]{16})-[0-9a-f]{2}$")
 _ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
 
@@ -109,6 +111,11 @@ class Telemetry(Protocol):
 
     async def flush(self) -> None:
         """Make every span finished so far visible in the store."""
+        ...
+
+    async def spans(self, run_id: str, trace_id: str | None = None) -> list[SpanRecord]:
+        """The spans of a run's trace kept so far (and the door spans of ``trace_id`` that
+        started it), oldest first."""
         ...
 
     def capture_logs(self) -> AbstractContextManager[list[str]]:

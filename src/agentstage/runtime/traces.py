@@ -1,8 +1,9 @@
 """Reading a run's trace back from the store: its spans, arranged as a tree.
 
-Spans are kept in the store by observation (see ``agentstage.observability``), so a trace can be
-shown with no collector running. A run's trace is its own spans plus the door spans of its trace
-that led to it (the HTTP request that started it); another tenant's run is not found.
+Observation keeps what a trace is made of in the store — the run's events, its tool timings, the
+doors' spans — and derives the run's spans from them (see ``agentstage.observability``), so a
+trace can be shown with no collector running. A run's trace is its own spans plus the door spans
+of its trace that led to it (the HTTP request that started it); another tenant's run is not found.
 """
 
 from __future__ import annotations
@@ -44,8 +45,7 @@ class TraceService:
     async def spans(self, run_id: str, tenant: str | None = None) -> list[SpanRecord]:
         """Every span of the run (and the door spans that started it), oldest first."""
         record = await self.runs.status(run_id, tenant)
-        await self.telemetry.flush()
-        return await self.runs.store.spans(run_id=run_id, trace_id=record.trace_id)
+        return await self.telemetry.spans(run_id, record.trace_id)
 
     async def tree(self, run_id: str, tenant: str | None = None) -> list[SpanNode]:
         return arrange(await self.spans(run_id, tenant))

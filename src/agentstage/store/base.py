@@ -15,6 +15,7 @@ from agentstage.core.records import (
     MessageRecord,
     RunRecord,
     SpanRecord,
+    ToolTiming,
 )
 from agentstage.errors import StoreError
 from agentstage.types import RunStatus
@@ -248,5 +249,14 @@ class RunStore(Protocol):
         ...
 
     async def spans(self, *, run_id: str | None = None, trace_id: str | None = None) -> list[SpanRecord]:
-        """A run's spans, or a trace's, oldest first (both: the run's and its trace's door spans)."""
+        """Spans kept as rows (door spans; a run's own spans are derived from its events), of a run
+        or of a trace, oldest first (both: the run's and its trace's door spans)."""
+        ...
+
+    async def add_tool_timings(self, timings: Sequence[ToolTiming]) -> None:
+        """Keep how tool calls' time split between validation and work; one seen before is kept once."""
+        ...
+
+    async def tool_timings(self, run_id: str) -> list[ToolTiming]:
+        """The timings of a run's tool calls."""
         ...

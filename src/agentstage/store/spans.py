@@ -1,4 +1,9 @@
-"""The store's span table: every finished span, so a trace can be shown with nothing else running.
+"""The store's span tables: what a trace is made of, so it can be shown with nothing else running.
+
+A run's own spans are not rows: they are derived from the run's events when its trace is read
+(``agentstage.observability``). Kept here are what events do not hold: each tool call's timings
+(``tool_timings``: its validation and its work), and whole spans that belong to no run's events
+(the doors' server spans; and the spans runs wrote before their spans were derived).
 
 Kept apart from the run tables like :mod:`agentstage.store.security`; ``SqlRunStore`` inherits
 these methods. On SQLite, spans are written by the store's one write thread and connection (the
@@ -21,9 +26,9 @@ from sqlalchemy import insert, or_, select
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from agentstage.core.records import SpanRecord
+from agentstage.core.records import SpanRecord, ToolTiming
 from agentstage.store.crypto import Keyring, dump
-from agentstage.store.tables import spans
+from agentstage.store.tables import spans, tool_timings
 
 _COLUMNS = ("trace_id", "span_id", "parent_span_id", "run_id", "name", "kind", "start_ns", "end_ns", "status",
             "status_message", "attributes", "events")  # fmt: skip
@@ -85,6 +90,25 @@ def _sealed_row(span: SpanRecord, keys: Keyring) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
+_TIMING_COLUMNS = ("run_id", "call_id", "validate_start_ns", "validate_end_ns", "run_start_ns", "run_end_ns",
+                   "failed")  # fmt: skip
+_INSERT_TIMINGS = (
+    f"INSERT OR IGNORE INTO tool_timings ({', '.join(_TIMING_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(_TIMING_COLUMNS))})"
+)
+assert set(_TIMING_COLUMNS) == {c.name for c in tool_timings.columns}, "the timing insert names every column"
+
+
+def _timing_row(timing: ToolTiming) -> tuple[Any, ...]:
+    return (timing.run_id, timing.call_id, timing.validate_start_ns, timing.validate_end_ns,
+            timing.run_start_ns, timing.run_end_ns, timing.failed)  # fmt: skip
+
+
+def sqlite_insert_tool_timings(connection: sqlite3.Connection, timings: Sequence[ToolTiming]) -> None:
+    """Insert on the SQLite write connection (a call's timing seen twice is kept once)."""
+    connection.executemany(_INSERT_TIMINGS, [_timing_row(timing) for timing in timings])
+
+
 def _span(row: Row[Any], keys: Keyring) -> SpanRecord:
     data = dict(row._mapping)
     name = row_name(data["trace_id"], data["span_id"])
@@ -107,6 +131,24 @@ class SpanTables:
         """Every database but SQLite (which writes on its write thread, see ``SqlRunStore``)."""
         async with self.engine.begin() as connection:
             await connection.execute(insert(spans), [_row(span, self.keys) for span in records])
+
+    async def _insert_tool_timings(self, timings: Sequence[ToolTiming]) -> None:
+        """Every database but SQLite; a call's timing seen twice is kept once."""
+        rows = [dict(zip(_TIMING_COLUMNS, _timing_row(timing), strict=True)) for timing in timings]
+        async with self.engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                from sqlalchemy.dialects.postgresql import insert as upsert
+
+                await connection.execute(upsert(tool_timings).on_conflict_do_nothing(), rows)
+            else:
+                await connection.execute(insert(tool_timings), rows)
+
+    async def tool_timings(self, run_id: str) -> list[ToolTiming]:
+        """The timings of a run's tool calls (any order)."""
+        query = select(tool_timings).where(tool_timings.c.run_id == run_id)
+        async with self.engine.connect() as connection:
+            rows = await connection.execute(query)
+            return [ToolTiming(**dict(row._mapping)) for row in rows]
 
     async def spans(self, *, run_id: str | None = None, trace_id: str | None = None) -> list[SpanRecord]:
         """The spans of a run, or of a whole trace, oldest first. With both: the run's spans and

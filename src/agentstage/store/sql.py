@@ -40,6 +40,7 @@ from agentstage.core.records import (
     MessageRecord,
     RunRecord,
     SpanRecord,
+    ToolTiming,
 )
 from agentstage.errors import ConfigError, StoreError
 from agentstage.store import migrations
@@ -320,6 +321,18 @@ class SqlRunStore(KeyMaintenance, SecurityTables, LeaseTables, SpanTables):
             return
         try:
             await self._insert_spans(records)
+        except SQLAlchemyError as error:
+            raise _classify(error) from None
+
+    async def add_tool_timings(self, timings: Sequence[ToolTiming]) -> None:
+        """Keep tool calls' timings (observability): on SQLite through the write thread, like runs."""
+        if not timings:
+            return
+        if self._sqlite is not None:
+            await self._on_write_thread(self._sqlite.add_tool_timings, list(timings))
+            return
+        try:
+            await self._insert_tool_timings(timings)
         except SQLAlchemyError as error:
             raise _classify(error) from None
 

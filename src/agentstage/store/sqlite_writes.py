@@ -22,12 +22,12 @@ from typing import Any
 
 from sqlalchemy import JSON, Boolean, DateTime, Table
 
-from agentstage.core.records import SpanRecord
+from agentstage.core.records import SpanRecord, ToolTiming
 from agentstage.errors import StoreError
 from agentstage.store.base import Batch, RunWrites
 from agentstage.store.crypto import Keyring
 from agentstage.store.leases import fenced_error
-from agentstage.store.spans import sqlite_insert_spans
+from agentstage.store.spans import sqlite_insert_spans, sqlite_insert_tool_timings
 from agentstage.store.tables import conversation_messages, run_events, runs, snapshots, store_probe
 
 _FULL = {sqlite3.SQLITE_FULL}
@@ -161,6 +161,13 @@ class SqliteWrites:
         """Spans (observability) on the same connection as every run write: no lock contention."""
         try:
             self._transaction(lambda c: sqlite_insert_spans(c, records, self.keys))
+        except (sqlite3.Error, ValueError, TypeError, OverflowError) as error:
+            raise self.classify(error) from None
+
+    def add_tool_timings(self, timings: list[ToolTiming]) -> None:
+        """Tool timings (observability), on the same connection as every run write."""
+        try:
+            self._transaction(lambda c: sqlite_insert_tool_timings(c, timings))
         except (sqlite3.Error, ValueError, TypeError, OverflowError) as error:
             raise self.classify(error) from None
 

@@ -203,6 +203,20 @@ spans = Table(
     Index("ix_spans_run", "run_id", "start_ns"),
 )
 
+# How each tool call's time split between validation and work (the run's events do not say):
+# with the run's events, what its tool.validate and tool.run spans are made of.
+tool_timings = Table(
+    "tool_timings",
+    metadata,
+    Column("run_id", String(36), primary_key=True),
+    Column("call_id", Text, primary_key=True),
+    Column("validate_start_ns", BigInteger, nullable=False),
+    Column("validate_end_ns", BigInteger, nullable=False),
+    Column("run_start_ns", BigInteger, nullable=False),
+    Column("run_end_ns", BigInteger, nullable=False),
+    Column("failed", Boolean, nullable=False),
+)
+
 # Admissions of runs to a tenant limited in `reject` mode: a slot taken in the same transaction
 # that counts the tenant's runs, before the run itself is stored (see store/leases.py).
 run_admissions = Table(

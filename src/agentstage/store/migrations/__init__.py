@@ -6,5 +6,5 @@ instead of loading Alembic; a test checks it matches the newest file in ``versio
 
 from pathlib import Path
 
-HEAD = "q17b"
+HEAD = "r9a"
 DIRECTORY = Path(__file__).parent
