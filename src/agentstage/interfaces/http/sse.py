@@ -87,7 +87,9 @@ class _EventStream(StreamingResponse):
             await super().__call__(scope, receive, send)
             return
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-        await send({"type": "http.response.body", "body": self.head, "more_body": True})
+        head, self.head = self.head, b""  # not kept for the stream's life (idle streams are many)
+        await send({"type": "http.response.body", "body": head, "more_body": True})
+        del head
 
         async def rest(message: Message) -> None:
             if message["type"] != "http.response.start":  # already sent
