@@ -101,16 +101,21 @@ def start_bare_server(body: str) -> tuple[subprocess.Popen[bytes], str]:
     return process, url
 
 
+def raw_run_request(host: str, path: str, headers: dict[str, str]) -> bytes:
+    """The bytes of one ``POST`` of a chat run, for the minimal raw HTTP/1.1 client below."""
+    body = json.dumps({"input": "hi", "mode": "chat"}).encode()
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n{head}"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
 async def throughput(url: str, headers: dict[str, str], total: int, concurrency: int) -> float:
     """Requests/s over ``concurrency`` keep-alive connections, with a minimal raw HTTP/1.1 client
     (httpx itself tops out near 300 req/s on this machine and would measure only the client)."""
     host, port = url.removeprefix("http://").split(":")
-    body = json.dumps({"input": "hi", "mode": "chat"}).encode()
-    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-    request = (
-        f"POST /api/v1/agent/run HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n{head}"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    ).encode() + body
+    request = raw_run_request(host, "/api/v1/agent/run", headers)
     remaining = total
 
     async def connection() -> None:
@@ -141,12 +146,7 @@ async def first_event_latencies(url: str, headers: dict[str, str], samples: int)
     (httpx adds about 2.5 ms of its own to each stream on this machine: the client's time, not
     the server's)."""
     host, port = url.removeprefix("http://").split(":")
-    body = json.dumps({"input": "hi", "mode": "chat"}).encode()
-    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-    request = (
-        f"POST /api/v1/agent/run/stream HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-        f"{head}Content-Length: {len(body)}\r\n\r\n"
-    ).encode() + body
+    request = raw_run_request(host, "/api/v1/agent/run/stream", headers)
     latencies = []
     reader, writer = await asyncio.open_connection(host, int(port))
     try:
