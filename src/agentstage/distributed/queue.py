@@ -166,6 +166,14 @@ class ProcrastinateQueue:
         except AlreadyEnqueued:
             log.debug("run %s is already in the queue", record.id)
 
+    async def withdraw(self, run_id: str) -> None:
+        from procrastinate.jobs import Status
+
+        manager = self.app.job_manager
+        for job in await manager.list_jobs_async(queueing_lock=run_id, status=Status.TODO.value):
+            if job.id is not None:  # a job a worker claims meanwhile is not cancelled: it finds the run ended
+                await manager.cancel_job_by_id_async(job.id, delete_job=True)
+
     async def settle_stalled_jobs(self, stalled_after: float) -> int:
         """Fail the jobs of workers that stopped heartbeating (their runs are handled through the
         runs table): a dead worker's job must not hold its conversation's lock forever."""

@@ -183,6 +183,9 @@ class InProcessWorker:
     async def enqueue(self, record: RunRecord) -> None:
         await self.queue.enqueue(record)
 
+    async def withdraw(self, run_id: str) -> None:
+        await self.queue.withdraw(run_id)
+
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()

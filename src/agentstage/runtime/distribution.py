@@ -29,6 +29,11 @@ class RunQueue(Protocol):
         """Hand a durably queued run to the workers. Enqueuing a run twice is harmless."""
         ...
 
+    async def withdraw(self, run_id: str) -> None:
+        """Take a run that ended before any worker claimed it out of the queue, so no worker
+        spends a claim (and a run slot) on it. Harmless if a worker has it or it is gone."""
+        ...
+
 
 class EventBus(Protocol):
     async def open(self) -> None: ...

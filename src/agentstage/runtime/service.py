@@ -734,6 +734,10 @@ class RunService:
         live = self._claimed(claim.record)
         live.control.cancel(reason)
         await self._execute(live)
+        try:
+            await self.queue.withdraw(run_id)  # type: ignore[union-attr]  # only called with a queue
+        except Exception as error:  # the job then finds its run ended: a wasted claim, nothing worse
+            log.warning("run %s: its job stays in the queue: %s: %s", run_id, type(error).__name__, error)
         return True
 
     def _claimed(self, record: RunRecord) -> LiveRun:
