@@ -70,7 +70,9 @@ async def test_a_result_no_store_can_encode_touches_no_other_run(tmp_path: Path)
 
 
 async def test_tool_limits_hold_and_the_server_keeps_answering(tmp_path: Path) -> None:
-    server = server_with(tmp_path, []).start()
+    # A short SQL budget: the huge printf below must outlast it on any machine (a fast one
+    # finishes it in about 4 s, inside the default 5 s, with SQLite's NULL for a value too big).
+    server = server_with(tmp_path, [], {"tools": {"sql_timeout": 1.0}}).start()
     bombs = [
         "(10**10000)**1000",
         "pow(2, 10**10000)",
