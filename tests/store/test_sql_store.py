@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import sqlite3
@@ -74,3 +75,47 @@ async def test_a_seq_can_never_be_written_twice(tmp_path: Path) -> None:
     assert "UNIQUE" in refused["r1"].message
     assert [e.data for e in await store.events("r1")] == [{}]
     await store.close()
+
+
+def _rows_in_database_file(path: Path, tmp_path: Path) -> int:
+    """Runs in the database file alone, as if its write-ahead log were lost: what was checkpointed."""
+    alone = tmp_path / "alone.db"
+    alone.write_bytes(path.read_bytes())
+    with sqlite3.connect(alone) as connection:
+        try:
+            return int(connection.execute("SELECT count(*) FROM runs").fetchone()[0])
+        except sqlite3.OperationalError:  # not even the schema has reached the file yet
+            return 0
+
+
+async def test_writes_reach_the_database_file_soon_after_commit_without_a_commit_doing_it(
+    tmp_path: Path,
+) -> None:
+    """The write connection never checkpoints in a commit (its automatic checkpoints are off);
+    the store's checkpoint thread copies what was written into the database file shortly after."""
+    path = tmp_path / "s.db"
+    store = SqlRunStore(f"sqlite+aiosqlite:///{path}")
+    await store.open()
+    try:
+        batch = Batch()
+        batch.of("r1").new_run = RunRecord(
+            id="r1",
+            status=RunStatus.RUNNING,
+            input="x",
+            mode="chat",
+            profile="p",
+            created_at=utc_now(),
+            worker_id=f"{socket.gethostname()}:{os.getpid()}",  # a live process owns it
+        )
+        batch.of("r1").events.append(RunEvent("r1", 1, utc_now(), type="run.queued", data={}))
+        assert await store.write(batch) == {}
+        writes = store._sqlite
+        assert writes is not None and writes._connection is not None
+        assert writes._connection.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
+        # One small run is far below SQLite's own 1,000-page threshold: only our thread moves it.
+        deadline = asyncio.get_running_loop().time() + 10
+        while _rows_in_database_file(path, tmp_path) == 0:
+            assert asyncio.get_running_loop().time() < deadline, "the write never reached the database file"
+            await asyncio.sleep(0.05)
+    finally:
+        await store.close()

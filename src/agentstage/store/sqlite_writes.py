@@ -25,6 +25,7 @@ from sqlalchemy import JSON, Boolean, DateTime, Table
 from agentstage.core.records import SpanRecord, ToolTiming
 from agentstage.errors import StoreError
 from agentstage.store.base import Batch, RunWrites
+from agentstage.store.checkpoints import WalCheckpointer
 from agentstage.store.crypto import Keyring
 from agentstage.store.leases import fenced_error
 from agentstage.store.spans import sqlite_insert_spans, sqlite_insert_tool_timings
@@ -106,6 +107,7 @@ class SqliteWrites:
         self.keys = keys or Keyring()
         self.busy_timeout_ms = max(int(busy_timeout * 1000), 1)
         self._connection: sqlite3.Connection | None = None
+        self.checkpointer: WalCheckpointer | None = None
 
     def _open(self) -> sqlite3.Connection:
         if self._connection is None:
@@ -114,6 +116,8 @@ class SqliteWrites:
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=NORMAL")
             connection.execute("PRAGMA foreign_keys=ON")
+            connection.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints run off this path
+            self.checkpointer = WalCheckpointer(self.path, self.busy_timeout_ms)
             self._connection = connection
         return self._connection
 
@@ -121,6 +125,9 @@ class SqliteWrites:
         if self._connection is not None:
             self._connection.close()
             self._connection = None
+        if self.checkpointer is not None:
+            self.checkpointer.stop()
+            self.checkpointer = None
 
     def write(self, batch: Batch) -> dict[str, StoreError]:
         parts = [writes for writes in batch.runs.values() if writes]
@@ -181,6 +188,8 @@ class SqliteWrites:
             if connection.in_transaction:
                 connection.execute("ROLLBACK")
             raise
+        if self.checkpointer is not None:
+            self.checkpointer.wrote()
 
     def _write_all(self, connection: sqlite3.Connection, parts: list[RunWrites]) -> None:
         keys = self.keys

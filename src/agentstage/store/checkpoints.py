@@ -1,0 +1,74 @@
+"""SQLite write-ahead-log checkpoints, off the write path.
+
+By default SQLite checkpoints inside the commit that pushes the log past 1,000 pages: that commit
+copies the log into the database file and syncs it to disk, which took a run's write several
+milliseconds longer once every hundred runs or so, and was most of the slow tail of the time to a
+stream's first event. The store's write connection turns automatic checkpoints off and this
+thread, with its own connection, checkpoints soon after writes instead. A ``PASSIVE`` checkpoint
+never waits for a writer or a reader and never makes them wait, and SQLite lets go of the GIL
+while it works, so nothing on the event loop or the write thread waits for the disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from pathlib import Path
+
+log = logging.getLogger("agentstage.store")
+
+# How long written pages may wait in the log: writes in this window share one checkpoint.
+CHECKPOINT_DELAY = 0.25
+
+
+class WalCheckpointer:
+    """One daemon thread per write connection; :meth:`wrote` after each commit, :meth:`stop` at close."""
+
+    def __init__(self, path: Path, busy_timeout_ms: int, delay: float = CHECKPOINT_DELAY):
+        self.path = path
+        self.busy_timeout_ms = busy_timeout_ms
+        self.delay = delay
+        self.checkpoints = 0  # how many ran (read by tests and diagnostics)
+        self._pending = threading.Event()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="agentstage-checkpoint", daemon=True)
+        self._thread.start()
+
+    def wrote(self) -> None:
+        """The write connection committed: pages wait in the log until the next checkpoint."""
+        self._pending.set()
+
+    def stop(self) -> None:
+        """Checkpoint what is left and end the thread."""
+        self._stopping.set()
+        self._pending.set()
+        self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        connection: sqlite3.Connection | None = None
+        try:
+            while True:
+                self._pending.wait()
+                if not self._stopping.is_set():
+                    self._stopping.wait(self.delay)  # let a burst of commits finish first
+                self._pending.clear()
+                connection = connection or self._connect()
+                self._checkpoint(connection)
+                if self._stopping.is_set():
+                    return
+        finally:
+            if connection is not None:
+                connection.close()
+
+    def _connect(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        connection.execute(f"PRAGMA busy_timeout={self.busy_timeout_ms}")
+        return connection
+
+    def _checkpoint(self, connection: sqlite3.Connection) -> None:
+        try:
+            connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            self.checkpoints += 1
+        except sqlite3.Error as error:  # the next write tries again; the log only grows meanwhile
+            log.warning("checkpoint of %s failed (retried after the next write): %s", self.path, error)
