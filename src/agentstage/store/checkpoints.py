@@ -20,15 +20,29 @@ log = logging.getLogger("agentstage.store")
 
 # How long written pages may wait in the log: writes in this window share one checkpoint.
 CHECKPOINT_DELAY = 0.25
+# Past this many pages in the log (SQLite's own automatic threshold), it is rewound to its start
+# when no commit came in during the checkpoint.
+RESTART_FRAMES = 1000
+# Under writes that never pause, the log is rewound anyway past this many pages (~40 MB).
+FORCE_RESTART_FRAMES = 10_000
 
 
 class WalCheckpointer:
     """One daemon thread per write connection; :meth:`wrote` after each commit, :meth:`stop` at close."""
 
-    def __init__(self, path: Path, busy_timeout_ms: int, delay: float = CHECKPOINT_DELAY):
+    def __init__(
+        self,
+        path: Path,
+        busy_timeout_ms: int,
+        delay: float = CHECKPOINT_DELAY,
+        restart_frames: int = RESTART_FRAMES,
+        force_restart_frames: int = FORCE_RESTART_FRAMES,
+    ):
         self.path = path
         self.busy_timeout_ms = busy_timeout_ms
         self.delay = delay
+        self.restart_frames = restart_frames
+        self.force_restart_frames = force_restart_frames
         self.checkpoints = 0  # how many ran (read by tests and diagnostics)
         self._pending = threading.Event()
         self._stopping = threading.Event()
@@ -68,7 +82,15 @@ class WalCheckpointer:
 
     def _checkpoint(self, connection: sqlite3.Connection) -> None:
         try:
-            connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            row = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             self.checkpoints += 1
+            frames = int(row[1]) if row is not None else 0
+            quiet = not self._pending.is_set()  # no commit came in while it copied
+            if frames >= self.restart_frames and (quiet or frames >= self.force_restart_frames):
+                # The log is only rewound when a checkpoint has copied all of it, which a PASSIVE
+                # one racing a steady stream of commits never quite does: under load it grew past
+                # 300 MB. RESTART takes the write lock for what came in since the PASSIVE one:
+                # nothing when the writer was quiet meanwhile, so usually no commit waits at all.
+                connection.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
         except sqlite3.Error as error:  # the next write tries again; the log only grows meanwhile
             log.warning("checkpoint of %s failed (retried after the next write): %s", self.path, error)

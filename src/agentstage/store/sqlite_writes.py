@@ -34,6 +34,7 @@ from agentstage.store.tables import conversation_messages, run_events, runs, sna
 _FULL = {sqlite3.SQLITE_FULL}
 _UNAVAILABLE = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PROTOCOL}
 LOW_SPACE_BYTES = 1 << 20
+WAL_SIZE_LIMIT = 64 << 20
 
 
 def sqlite_timestamp(value: datetime) -> str:
@@ -117,6 +118,7 @@ class SqliteWrites:
             connection.execute("PRAGMA synchronous=NORMAL")
             connection.execute("PRAGMA foreign_keys=ON")
             connection.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints run off this path
+            connection.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")  # the log file after a burst
             self.checkpointer = WalCheckpointer(self.path, self.busy_timeout_ms)
             self._connection = connection
         return self._connection

@@ -1,0 +1,71 @@
+"""The store's checkpoint thread: what is written reaches the database file, and the write-ahead log
+is rewound even under commits that never pause (a PASSIVE checkpoint alone never catches up)."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+from agentstage.store.checkpoints import WalCheckpointer
+
+PAGE = 4096
+
+
+def writer(path: Path) -> sqlite3.Connection:
+    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=NORMAL")
+    connection.execute("PRAGMA wal_autocheckpoint=0")
+    connection.execute("CREATE TABLE t (v TEXT)")
+    return connection
+
+
+def write_steadily(
+    connection: sqlite3.Connection, checkpointer: WalCheckpointer | None, seconds: float
+) -> int:
+    """Commit a page-sized row after another for ``seconds``; the log's largest size meanwhile."""
+    largest = 0
+    wal = Path(f"{connection.execute('PRAGMA database_list').fetchone()[2]}-wal")
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        connection.execute("INSERT INTO t VALUES (?)", ("x" * PAGE,))
+        if checkpointer is not None:
+            checkpointer.wrote()
+        largest = max(largest, wal.stat().st_size)
+    return largest
+
+
+def test_the_log_is_rewound_under_commits_that_never_pause(tmp_path: Path) -> None:
+    without = writer(tmp_path / "without.db")
+    grown = write_steadily(without, None, 1.0)
+    connection = writer(tmp_path / "with.db")
+    checkpointer = WalCheckpointer(
+        tmp_path / "with.db", busy_timeout_ms=1000, delay=0.01, restart_frames=20, force_restart_frames=100
+    )
+    try:
+        largest = write_steadily(connection, checkpointer, 1.0)
+    finally:
+        checkpointer.stop()
+    rows = connection.execute("SELECT count(*) FROM t").fetchone()[0]
+    # With nothing to rewind it the log holds every commit; with the thread, about the forced
+    # restart's 100 pages plus what came in while it copied.
+    assert grown > 1000 * PAGE, f"the baseline wrote too little to tell ({grown} bytes)"
+    assert largest < grown / 3, f"the log grew to {largest} bytes ({rows} rows; {grown} without the thread)"
+    assert checkpointer.checkpoints > 0
+    without.close()
+    connection.close()
+
+
+def test_stop_leaves_everything_in_the_database_file(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    connection = writer(path)
+    checkpointer = WalCheckpointer(path, busy_timeout_ms=1000, delay=3600)  # only stop() checkpoints
+    connection.execute("INSERT INTO t VALUES ('kept')")
+    checkpointer.wrote()
+    checkpointer.stop()
+    alone = tmp_path / "alone.db"
+    alone.write_bytes(path.read_bytes())  # the database file without its log
+    with sqlite3.connect(alone) as copy:
+        assert copy.execute("SELECT v FROM t").fetchall() == [("kept",)]
+    connection.close()
