@@ -268,9 +268,10 @@ class SqlRunStore(KeyMaintenance, SecurityTables, LeaseTables, SpanTables):
         try:
             async with self.engine.begin() as connection:
                 fenced = await _fenced(connection, parts)
-                for writes in parts:
-                    if writes.run_id not in fenced:
-                        await _write_run(connection, writes, self.keys)
+                kept = [writes for writes in parts if writes.run_id not in fenced]
+                for writes in kept:
+                    await _write_run(connection, writes, self.keys, events=False)
+                await _insert_events(connection, kept, self.keys)
             return fenced
         except SQLAlchemyError as error:
             failure = _classify(error)
@@ -662,8 +663,39 @@ async def _fenced(connection: AsyncConnection, parts: list[RunWrites]) -> dict[s
     }
 
 
-async def _write_run(connection: AsyncConnection, writes: RunWrites, keys: Keyring) -> None:
-    """One run's writes through SQLAlchemy (the path for databases other than SQLite)."""
+# Every event of a batch in one statement (one array per column), whatever the batch holds: the
+# text never changes, so the server plans it once, and an event costs the server an array element
+# instead of a statement of its own (a third of PostgreSQL's time per run went to single-row inserts).
+_INSERT_EVENTS = (
+    f"INSERT INTO {run_events.name} (run_id, seq, type, ts, data, trace_id, span_id) "
+    "SELECT * FROM unnest(%s::varchar[], %s::integer[], %s::varchar[], %s::timestamptz[], %s::json[], "
+    "%s::varchar[], %s::varchar[])"
+)
+
+
+async def _insert_events(connection: AsyncConnection, parts: list[RunWrites], keys: Keyring) -> None:
+    """The events of ``parts`` (PostgreSQL): their data goes as the JSON text recorded with them."""
+    events = [event_ for writes in parts for event_ in writes.events]
+    if not events:
+        return
+    columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [])
+    run_ids, seqs, types, times, data, trace_ids, span_ids = columns
+    for event_ in events:
+        run_ids.append(event_.run_id)
+        seqs.append(event_.seq)
+        types.append(event_.type)
+        times.append(event_.ts)
+        data.append(keys.put_json(event_.data_json, "run_events.data", f"{event_.run_id}:{event_.seq}"))
+        trace_ids.append(event_.trace_id)
+        span_ids.append(event_.span_id)
+    await connection.exec_driver_sql(_INSERT_EVENTS, columns)
+
+
+async def _write_run(
+    connection: AsyncConnection, writes: RunWrites, keys: Keyring, *, events: bool = True
+) -> None:
+    """One run's writes through SQLAlchemy (the path for databases other than SQLite); its events
+    too unless ``events`` is False (the caller then writes a whole batch's at once)."""
     from agentstage.core.events import utc_now
 
     if writes.new_run is not None:
@@ -676,8 +708,8 @@ async def _write_run(connection: AsyncConnection, writes: RunWrites, keys: Keyri
                 [{"hash": digest, "schema_version": int(body.get("schema_version", 1)),
                   "body": keys.put_json_value(body, "snapshots.body", digest), "created_at": utc_now()}],
             )  # fmt: skip
-    if writes.events:
-        await connection.execute(insert(run_events), [_event_row(e, keys) for e in writes.events])
+    if events:
+        await _insert_events(connection, [writes], keys)
     if writes.updates:
         await connection.execute(
             update(runs)
@@ -705,23 +737,6 @@ async def _write_run(connection: AsyncConnection, writes: RunWrites, keys: Keyri
                 for offset, (role, content) in enumerate(turn.messages)
             ],
         )  # fmt: skip
-
-
-def _event_row(event_: RunEvent, keys: Keyring) -> dict[str, Any]:
-    data: Any = (
-        keys.seal(event_.data_json, "run_events.data", f"{event_.run_id}:{event_.seq}")
-        if keys.encrypting
-        else event_.data
-    )
-    return {
-        "run_id": event_.run_id,
-        "seq": event_.seq,
-        "type": event_.type,
-        "ts": event_.ts,
-        "data": data,
-        "trace_id": event_.trace_id,
-        "span_id": event_.span_id,
-    }
 
 
 def _upgrade(connection: Connection) -> None:
