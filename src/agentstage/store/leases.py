@@ -15,13 +15,15 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, exists, func, insert, or_, select, text, update
+from sqlalchemy import String, and_, any_, bindparam, delete, exists, func, insert, or_, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import ColumnElement
 
 from agentstage.core.records import RunRecord
 from agentstage.errors import StoreError
 from agentstage.store.base import Claim
+from agentstage.store.claim_batches import ClaimBatcher
 from agentstage.store.crypto import Keyring
 from agentstage.store.tables import run_admissions, run_events, runs
 from agentstage.types import RunStatus
@@ -42,6 +44,28 @@ _CLAIM = (
     .where(runs.c.id == bindparam("claimed_run"), runs.c.worker_id.is_(None), runs.c.status.in_(_ACTIVE))
     .values(worker_id=bindparam("claiming_worker"), heartbeat_at=bindparam("claimed_at"))
     .returning(*_RUN_RETURNING)
+)
+
+# PostgreSQL: the claims a worker asks for together (store/claim_batches.py), as one statement.
+_CLAIM_MANY = (
+    update(runs)
+    .where(
+        runs.c.id == any_(bindparam("claimed_runs", type_=ARRAY(String))),
+        runs.c.worker_id.is_(None),
+        runs.c.status.in_(_ACTIVE),
+    )
+    .values(worker_id=bindparam("claiming_worker"), heartbeat_at=bindparam("claimed_at"))
+    .returning(*_RUN_RETURNING)
+)
+# A claim nobody will use, given back untouched (no event of it was written).
+_UNCLAIM = (
+    update(runs)
+    .where(
+        runs.c.id == bindparam("claimed_run"),
+        runs.c.worker_id == bindparam("claiming_worker"),
+        runs.c.status == RunStatus.QUEUED.value,
+    )
+    .values(worker_id=None, heartbeat_at=None)
 )
 
 
@@ -117,10 +141,25 @@ class LeaseTables:
     async def _claim_at_once(self, run_id: str, worker_id: str, at: datetime) -> Claim:
         from agentstage.store.sql import _run_from_row  # the one decoder of a runs row
 
-        async with self.engine.begin() as connection:
-            values = {"claimed_run": run_id, "claiming_worker": worker_id, "claimed_at": at}
-            row = (await connection.execute(_CLAIM, values)).first()
+        if self.is_sqlite:
+            async with self.engine.begin() as connection:
+                values = {"claimed_run": run_id, "claiming_worker": worker_id, "claimed_at": at}
+                row = (await connection.execute(_CLAIM, values)).first()
+        else:
+            batcher = self.__dict__.get("_claims")
+            if batcher is None:
+                batcher = self.__dict__["_claims"] = ClaimBatcher(self._claim_many, self._unclaim)
+            row = await batcher.claim(run_id, worker_id, at)
         return Claim(record=_run_from_row(row, self.keys)) if row is not None else Claim()
+
+    async def _claim_many(self, run_ids: Sequence[str], worker_id: str, at: datetime) -> dict[str, Any]:
+        values = {"claimed_runs": list(run_ids), "claiming_worker": worker_id, "claimed_at": at}
+        async with self.engine.begin() as connection:
+            return {row.id: row for row in await connection.execute(_CLAIM_MANY, values)}
+
+    async def _unclaim(self, run_id: str, worker_id: str) -> None:
+        async with self.engine.begin() as connection:
+            await connection.execute(_UNCLAIM, {"claimed_run": run_id, "claiming_worker": worker_id})
 
     async def requeue_run(self, run_id: str, attempt: int) -> bool:
         """Take the run from whoever holds ``attempt`` and make it claimable as the next attempt."""
