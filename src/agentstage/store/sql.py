@@ -678,6 +678,9 @@ async def _insert_events(connection: AsyncConnection, parts: list[RunWrites], ke
     events = [event_ for writes in parts for event_ in writes.events]
     if not events:
         return
+    if connection.dialect.name != "postgresql":  # other databases: plain rows (SQLAlchemy encodes)
+        await connection.execute(insert(run_events), [_event_row(event_, keys) for event_ in events])
+        return
     columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [])
     run_ids, seqs, types, times, data, trace_ids, span_ids = columns
     for event_ in events:
@@ -737,6 +740,19 @@ async def _write_run(
                 for offset, (role, content) in enumerate(turn.messages)
             ],
         )  # fmt: skip
+
+
+def _event_row(event_: RunEvent, keys: Keyring) -> dict[str, Any]:
+    data = keys.put_json_value(event_.data, "run_events.data", f"{event_.run_id}:{event_.seq}")
+    return {
+        "run_id": event_.run_id,
+        "seq": event_.seq,
+        "type": event_.type,
+        "ts": event_.ts,
+        "data": data,
+        "trace_id": event_.trace_id,
+        "span_id": event_.span_id,
+    }
 
 
 def _upgrade(connection: Connection) -> None:
