@@ -25,6 +25,8 @@ CHECKPOINT_DELAY = 0.25
 RESTART_FRAMES = 1000
 # Under writes that never pause, the log is rewound anyway past this many pages (~40 MB).
 FORCE_RESTART_FRAMES = 10_000
+# PASSIVE checkpoints tried, each copying what came in during the one before, for a quiet moment.
+QUIET_TRIES = 3
 
 
 class WalCheckpointer:
@@ -82,15 +84,29 @@ class WalCheckpointer:
 
     def _checkpoint(self, connection: sqlite3.Connection) -> None:
         try:
-            row = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            self.checkpoints += 1
-            frames = int(row[1]) if row is not None else 0
-            quiet = not self._pending.is_set()  # no commit came in while it copied
-            if frames >= self.restart_frames and (quiet or frames >= self.force_restart_frames):
-                # The log is only rewound when a checkpoint has copied all of it, which a PASSIVE
-                # one racing a steady stream of commits never quite does: under load it grew past
-                # 300 MB. RESTART takes the write lock for what came in since the PASSIVE one:
-                # nothing when the writer was quiet meanwhile, so usually no commit waits at all.
-                connection.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+            frames = self._passive(connection)
+            if frames < self.restart_frames:
+                return
+            # The log is only rewound when a checkpoint has copied all of it, which a PASSIVE one
+            # racing a steady stream of commits never quite does: under load it grew past 300 MB.
+            # RESTART holds the write lock while it copies what is left, so it is run when a
+            # PASSIVE one saw no commit come in (nothing left: no commit waits at all); each try
+            # copies only what came in during the one before. Past the forced size, it runs anyway.
+            for _ in range(QUIET_TRIES):
+                if not self._pending.is_set():
+                    break
+                self._pending.clear()
+                frames = self._passive(connection)
+            else:
+                if frames < self.force_restart_frames:
+                    self._pending.set()  # not rewound yet: look again after the delay
+                    return
+            connection.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
         except sqlite3.Error as error:  # the next write tries again; the log only grows meanwhile
             log.warning("checkpoint of %s failed (retried after the next write): %s", self.path, error)
+
+    def _passive(self, connection: sqlite3.Connection) -> int:
+        """Copy what the log holds without waiting for anyone; the log's size in pages."""
+        row = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        self.checkpoints += 1
+        return int(row[1]) if row is not None else 0
