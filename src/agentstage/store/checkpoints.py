@@ -23,7 +23,7 @@ CHECKPOINT_DELAY = 0.25
 # Past this many pages in the log (SQLite's own automatic threshold), it is rewound to its start
 # when no commit came in during the checkpoint.
 RESTART_FRAMES = 1000
-# Under writes that never pause, the log is rewound anyway past this many pages (~40 MB).
+# Past this many pages (~40 MB) the writer's own commit checkpoints (see ``attach``).
 FORCE_RESTART_FRAMES = 10_000
 # PASSIVE checkpoints tried, each copying what came in during the one before, for a quiet moment.
 QUIET_TRIES = 3
@@ -50,6 +50,16 @@ class WalCheckpointer:
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="agentstage-checkpoint", daemon=True)
         self._thread.start()
+
+    def attach(self, writer: sqlite3.Connection) -> None:
+        """Set up the write connection: no checkpoint in its commits, except past the hard limit.
+
+        Past ``force_restart_frames`` pages SQLite's own checkpoint runs in the commit again. It is
+        the bound this thread cannot give: under commits that never pause, the write lock is not
+        handed out fairly, and the thread can wait for it for as long as the writer keeps it busy.
+        The writer's checkpoint then only copies what came in since this thread's last one, and
+        the writer's next transaction rewinds the log."""
+        writer.execute(f"PRAGMA wal_autocheckpoint={self.force_restart_frames}")
 
     def wrote(self) -> None:
         """The write connection committed: pages wait in the log until the next checkpoint."""
@@ -91,16 +101,15 @@ class WalCheckpointer:
             # racing a steady stream of commits never quite does: under load it grew past 300 MB.
             # RESTART holds the write lock while it copies what is left, so it is run when a
             # PASSIVE one saw no commit come in (nothing left: no commit waits at all); each try
-            # copies only what came in during the one before. Past the forced size, it runs anyway.
+            # copies only what came in during the one before.
             for _ in range(QUIET_TRIES):
                 if not self._pending.is_set():
                     break
                 self._pending.clear()
-                frames = self._passive(connection)
+                self._passive(connection)
             else:
-                if frames < self.force_restart_frames:
-                    self._pending.set()  # not rewound yet: look again after the delay
-                    return
+                self._pending.set()  # no quiet moment yet: look again after the delay
+                return
             connection.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
         except sqlite3.Error as error:  # the next write tries again; the log only grows meanwhile
             log.warning("checkpoint of %s failed (retried after the next write): %s", self.path, error)

@@ -117,9 +117,9 @@ class SqliteWrites:
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=NORMAL")
             connection.execute("PRAGMA foreign_keys=ON")
-            connection.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints run off this path
             connection.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")  # the log file after a burst
             self.checkpointer = WalCheckpointer(self.path, self.busy_timeout_ms)
+            self.checkpointer.attach(connection)  # checkpoints run off this path
             self._connection = connection
         return self._connection
 
