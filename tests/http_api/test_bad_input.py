@@ -34,6 +34,7 @@ def assert_problem(response: httpx.Response, status: int, code: str, mentions: s
         (b'{"input": "hi", "conversation_id": "nope"}', 404, "conversation_not_found", "'nope'"),
         (b"[1, 2]", 422, "invalid_request", ""),
         (b'{"input": "' + b"x" * 100_001 + b'"}', 422, "input_too_long", "100000"),
+        (b'{"input": "a\\u0000b"}', 422, "input_has_nul", "U+0000"),
     ],
 )
 def test_bad_run_requests(http: httpx.Client, content: bytes, status: int, code: str, mentions: str) -> None:

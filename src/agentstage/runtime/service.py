@@ -340,6 +340,11 @@ class RunService:
             raise InvalidInputError(
                 "the input is empty; give the agent a question or task", code="empty_input"
             )
+        if "\x00" in text:  # PostgreSQL cannot keep it in text; refused alike on every store
+            raise InvalidInputError(
+                f"the input contains a NUL character (U+0000) at position {text.index(chr(0))}; remove it",
+                code="input_has_nul",
+            )
         limit = self.settings.runtime.max_input_chars
         if len(text) > limit:
             raise InvalidInputError(

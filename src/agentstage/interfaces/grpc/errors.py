@@ -40,6 +40,7 @@ Metadata = tuple[tuple[str, str | bytes], ...]
 FIELD_BY_CODE = {
     "empty_input": "input",
     "input_too_long": "input",
+    "input_has_nul": "input",
     "unknown_mode": "mode",
     "unknown_profile": "profile",
 }

@@ -49,6 +49,7 @@ _STATUS_BY_CODE = {
     "unknown_profile": 422,
     "empty_input": 422,
     "input_too_long": 422,
+    "input_has_nul": 422,
     "invalid_input": 422,
     "empty_batch": 422,
     "invalid_parallel": 422,
