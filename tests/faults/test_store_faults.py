@@ -60,6 +60,7 @@ async def ended(http: httpx.AsyncClient, run_id: str, within: float) -> dict[str
         await asyncio.sleep(0.1)
 
 
+@pytest.mark.sqlite_only  # reads, edits or locks the SQLite file itself
 async def test_a_locked_store_refuses_new_runs_quickly_and_recovers(tmp_path: Path) -> None:
     server = server_with(tmp_path, [SLOW], {"store": {"write_timeout": 2}}).start()
     try:
@@ -120,6 +121,7 @@ def fill(directory: Path) -> Path:
     return filler
 
 
+@pytest.mark.sqlite_only  # reads, edits or locks the SQLite file itself
 async def test_a_full_disk_refuses_runs_with_507_and_recovers_when_space_returns(
     small_disk: Path, tmp_path: Path
 ) -> None:

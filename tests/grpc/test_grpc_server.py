@@ -216,6 +216,7 @@ async def test_reflection_lists_and_describes_the_services(home: Path) -> None:
         assert files and b"ExecuteStream" in files[0] and b"agentstage.v1" in files[0]
 
 
+@pytest.mark.sqlite_only  # reads, edits or locks the SQLite file itself
 async def test_internal_errors_say_nothing_of_the_internals(home: Path) -> None:
     async with gateway(home, http={"auth": "off"}) as server, channel(server) as opened:
         database = sqlite3.connect(home / "agentstage.db", isolation_level=None)
@@ -317,6 +318,7 @@ def test_serve_refuses_unusable_grpc_flags(tmp_path: Path) -> None:
     assert free_port() != port
 
 
+@pytest.mark.sqlite_only  # reads, edits or locks the SQLite file itself
 async def test_a_locked_store_answers_a_status_without_internals(home: Path) -> None:
     async with (
         gateway(home, store={"write_timeout": 0.5}, http={"auth": "off"}) as server,

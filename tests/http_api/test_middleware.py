@@ -7,6 +7,7 @@ import json
 import time
 
 import httpx
+import pytest
 
 from .conftest import Server
 
@@ -23,6 +24,7 @@ def test_requests_need_a_valid_key_but_health_stays_open(server: Server) -> None
             assert anonymous.get(open_path).status_code == 200, open_path
 
 
+@pytest.mark.sqlite_only  # reads, edits or locks the SQLite file itself
 def test_keys_are_stored_hashed_and_can_be_revoked(server: Server) -> None:
     key = server.agent("keys", "create", "--name", "temporary").strip()
     assert key.startswith("ags_")

@@ -7,6 +7,8 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from conftest import AGENT, Cli
 
 ANSWER = {"responses": [{"text": "Fine."}]}
@@ -23,7 +25,8 @@ def test_config_set_profile_use_and_config_path(cli: Cli) -> None:
     path = cli("config", "path")
     assert path.returncode == 0 and path.stdout.strip() == str(cli.home / "config.json")
     assert cli("config", "path", "home").stdout.strip() == str(cli.home)
-    assert cli("config", "path", "store").stdout.strip().endswith("agentstage.db")
+    store = cli("config", "path", "store").stdout.strip()
+    assert store.endswith("agentstage.db") or store.startswith("postgresql+psycopg://"), store  # --store
     done = cli("config", "set", "runtime.max_input_chars", "500")
     assert done.returncode == 0 and "runtime.max_input_chars = 500" in done.stderr, done.stderr
     done = cli("profile", "use", "fast")
@@ -63,6 +66,7 @@ def test_profile_list_prints_whole_model_names(cli: Cli) -> None:
     assert "openai/gpt-4o-mini → anthropic/claude-sonnet-4-5 → local" in listing
 
 
+@pytest.mark.sqlite_only  # reads, edits or locks the SQLite file itself
 def test_a_malformed_config_file_is_named_with_line_and_column(cli: Cli) -> None:
     cli.script(ANSWER)
     before = json.loads(cli("run", "before the damage", "--json").stdout)["run_id"]

@@ -11,6 +11,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from conftest import AGENT, Cli
 
 LONG = " ".join(f"word{i}" for i in range(60))
@@ -190,6 +192,7 @@ def test_runs_list_searches_inputs_and_outputs(cli: Cli) -> None:
     assert "no runs match" in cli("runs", "list", "-q", "nowhere").stderr
 
 
+@pytest.mark.sqlite_only  # reads, edits or locks the SQLite file itself
 def test_runs_list_searches_encrypted_runs_too(cli: Cli, tmp_path: Path) -> None:
     from agentstage.store.crypto import generate_key
 

@@ -21,6 +21,7 @@ from .conftest import ObservedServer, Receiver, scripted
 pytestmark = pytest.mark.timeout(180)
 
 
+@pytest.mark.sqlite_only  # reads, edits or locks the SQLite file itself
 def test_the_canary_never_reaches_a_log_span_event_or_snapshot(
     receiver: tuple[Receiver, int], tmp_path: Path
 ) -> None:

@@ -103,6 +103,7 @@ def worker_pids(server: ObservedServer) -> set[str]:
         return {row[0].rsplit(":", 1)[-1] for row in db.execute("SELECT worker_id FROM runs")}
 
 
+@pytest.mark.sqlite_only  # reads, edits or locks the SQLite file itself
 def test_prometheus_reads_every_workers_runs_back(workers: ObservedServer, tmp_path: Path) -> None:
     monitor = workers.new_key("monitor", "prometheus")
     prometheus = Prometheus(tmp_path, f"127.0.0.1:{workers.port}", monitor)

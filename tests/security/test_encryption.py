@@ -104,6 +104,7 @@ def wait_done(http: httpx.Client, path: str, timeout: float = 20) -> dict[str, A
     raise AssertionError(f"{path} never finished")
 
 
+@pytest.mark.sqlite_only  # reads, edits or locks the SQLite file itself
 def test_no_plaintext_reaches_the_database_file(sealed: Server) -> None:
     with sealed.client() as http:
         chat = http.post("/api/v1/agent/run", json={"input": f"chat- {INPUT_CHAT}", "mode": "chat"}).json()
@@ -214,6 +215,7 @@ def assert_one_red_line(done: subprocess.CompletedProcess[str], *fragments: str)
         assert fragment in lines[0]
 
 
+@pytest.mark.sqlite_only  # reads, edits or locks the SQLite file itself
 def test_a_wrong_or_missing_key_is_one_clear_error(tmp_path: Path) -> None:
     key_a, key_b = write_key(tmp_path / "a.key"), write_key(tmp_path / "b.key")
     asyncio.run(_make_runs(tmp_path, {"encryption_key": f"file:{key_a}"}, [(f"chat- {INPUT_CHAT}", "chat")]))
@@ -318,6 +320,7 @@ async def _report_and_run(home: Path, store: dict[str, Any], run_id: str) -> tup
         await opened.close()
 
 
+@pytest.mark.sqlite_only  # reads, edits or locks the SQLite file itself
 def test_rotate_key_encrypts_rotates_and_decrypts_the_whole_store(tmp_path: Path) -> None:
     home = tmp_path
     inputs = [
@@ -388,6 +391,7 @@ async def _keep_span(home: Path, store: dict[str, Any], run_id: str, content: st
         await opened.close()
 
 
+@pytest.mark.sqlite_only  # reads, edits or locks the SQLite file itself
 def test_span_content_is_sealed_and_trace_show_still_shows_it(tmp_path: Path) -> None:
     """With content capture on, spans carry the prompt, tool arguments and answers. A run's spans
     are derived from its events (sealed like all of a run's content) when read; spans kept as rows
@@ -465,6 +469,7 @@ async def test_rotation_is_resumable_after_an_interruption(tmp_path: Path) -> No
 
 
 @pytest.mark.anyio
+@pytest.mark.sqlite_only  # reads, edits or locks the SQLite file itself
 async def test_a_value_moved_to_another_row_is_refused_not_misread(tmp_path: Path) -> None:
     key = write_key(tmp_path / "a.key")
     store_config = {"encryption_key": f"file:{key}"}

@@ -164,6 +164,7 @@ def test_config_changes_cannot_steal_keys_or_read_files(secure: SecureServer, li
     assert len(denied(secure, "config.write")) >= len(cases) - 1
 
 
+@pytest.mark.sqlite_only  # reads, edits or locks the SQLite file itself
 def test_the_store_is_never_the_sql_database(permissive: SecureServer) -> None:
     with permissive.as_role("admin") as admin:
         response = admin.put(

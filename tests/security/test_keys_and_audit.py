@@ -169,6 +169,7 @@ async def test_requests_in_flight_share_one_read_of_a_stale_key(tmp_path: Path) 
         await store.close()
 
 
+@pytest.mark.sqlite_only  # reads, edits or locks the SQLite file itself
 def test_audit_verify_names_a_row_edited_in_the_database(secure: SecureServer) -> None:
     with httpx.Client(base_url=secure.url) as anonymous:
         anonymous.get("/api/v1/config")  # denied: audited
@@ -208,6 +209,7 @@ def test_audit_verify_names_a_row_edited_in_the_database(secure: SecureServer) -
     assert truncated.returncode == 1 and "rows were removed" in truncated.stderr
 
 
+@pytest.mark.sqlite_only  # reads, edits or locks the SQLite file itself
 def test_a_sensitive_change_is_durable_before_its_answer_and_a_lost_row_is_logged_and_counted(
     secure: SecureServer,
 ) -> None:
