@@ -3,8 +3,9 @@
 By default SQLite checkpoints inside the commit that pushes the log past 1,000 pages: that commit
 copies the log into the database file and syncs it to disk, which took a run's write several
 milliseconds longer once every hundred runs or so, and was most of the slow tail of the time to a
-stream's first event. The store's write connection turns automatic checkpoints off and this
-thread, with its own connection, checkpoints soon after writes instead. A ``PASSIVE`` checkpoint
+stream's first event. The store's write connection keeps automatic checkpoints only as a hard
+bound, past 10,000 pages, and this thread, with its own connection, checkpoints soon after writes
+instead. A ``PASSIVE`` checkpoint
 never waits for a writer or a reader and never makes them wait, and SQLite lets go of the GIL
 while it works, so nothing on the event loop or the write thread waits for the disk.
 """
