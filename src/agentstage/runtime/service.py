@@ -340,9 +340,10 @@ class RunService:
             raise InvalidInputError(
                 "the input is empty; give the agent a question or task", code="empty_input"
             )
-        if "\x00" in text:  # PostgreSQL cannot keep it in text; refused alike on every store
+        nul = text.find("\x00")
+        if nul >= 0:  # PostgreSQL cannot keep it in text; refused alike on every store
             raise InvalidInputError(
-                f"the input contains a NUL character (U+0000) at position {text.index(chr(0))}; remove it",
+                f"the input contains a NUL character (U+0000) at position {nul}; remove it",
                 code="input_has_nul",
             )
         limit = self.settings.runtime.max_input_chars
@@ -740,7 +741,8 @@ class RunService:
         live.control.cancel(reason)
         await self._execute(live)
         try:
-            await self.queue.withdraw(run_id)  # type: ignore[union-attr]  # only called with a queue
+            if self.queue is not None:
+                await self.queue.withdraw(run_id)
         except Exception as error:  # the job then finds its run ended: a wasted claim, nothing worse
             log.warning("run %s: its job stays in the queue: %s: %s", run_id, type(error).__name__, error)
         return True

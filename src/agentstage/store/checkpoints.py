@@ -5,9 +5,9 @@ copies the log into the database file and syncs it to disk, which took a run's w
 milliseconds longer once every hundred runs or so, and was most of the slow tail of the time to a
 stream's first event. The store's write connection keeps automatic checkpoints only as a hard
 bound, past 10,000 pages, and this thread, with its own connection, checkpoints soon after writes
-instead. A ``PASSIVE`` checkpoint
-never waits for a writer or a reader and never makes them wait, and SQLite lets go of the GIL
-while it works, so nothing on the event loop or the write thread waits for the disk.
+instead. A ``PASSIVE`` checkpoint never waits for a writer or a reader and never makes them wait,
+and SQLite lets go of the GIL while it works, so nothing on the event loop or the write thread
+waits for the disk.
 """
 
 from __future__ import annotations
@@ -64,7 +64,8 @@ class WalCheckpointer:
 
     def wrote(self) -> None:
         """The write connection committed: pages wait in the log until the next checkpoint."""
-        self._pending.set()
+        if not self._pending.is_set():  # once per commit: skip the event's lock when already set
+            self._pending.set()
 
     def stop(self) -> None:
         """Checkpoint what is left and end the thread."""

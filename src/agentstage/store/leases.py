@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from functools import cached_property
 from typing import Any
 
 from sqlalchemy import String, and_, any_, bindparam, delete, exists, func, insert, or_, select, text, update
@@ -146,11 +147,12 @@ class LeaseTables:
                 values = {"claimed_run": run_id, "claiming_worker": worker_id, "claimed_at": at}
                 row = (await connection.execute(_CLAIM, values)).first()
         else:
-            batcher = self.__dict__.get("_claims")
-            if batcher is None:
-                batcher = self.__dict__["_claims"] = ClaimBatcher(self._claim_many, self._unclaim)
-            row = await batcher.claim(run_id, worker_id, at)
+            row = await self._claims.claim(run_id, worker_id, at)
         return Claim(record=_run_from_row(row, self.keys)) if row is not None else Claim()
+
+    @cached_property
+    def _claims(self) -> ClaimBatcher:
+        return ClaimBatcher(self._claim_many, self._unclaim)
 
     async def _claim_many(self, run_ids: Sequence[str], worker_id: str, at: datetime) -> dict[str, Any]:
         values = {"claimed_runs": list(run_ids), "claiming_worker": worker_id, "claimed_at": at}
