@@ -13,7 +13,11 @@ Stored forms, the same for both write paths and every database:
   that itself starts with ``"\\x01"`` is stored with one more ``"\\x01"`` in front, so text a user
   typed can never pass for a sealed value (nor the other way round);
 - a JSON column holds that token as a JSON string: plaintext JSON columns always hold an object
-  or an array, so a string there is always sealed.
+  or an array, so a string there is always sealed;
+- a plaintext value holding a NUL character (U+0000), which PostgreSQL's text columns cannot hold
+  (and SQLite's text functions stop at), is stored escaped: ``"\\x01e"``, then the value with each
+  ``"\\x01"`` doubled and each NUL written ``"\\x010"``. The text around the NULs stays as it was,
+  so a search still finds it.
 
 Metadata (ids, status, tenant, timestamps, usage, cost) stays in the clear, so lists and filters
 work without the key.
@@ -40,6 +44,8 @@ NONCE_BYTES = 12
 MARK = "\x01"
 VERSION = "v1"
 PREFIX = f"{MARK}{VERSION}:"
+ESCAPED = f"{MARK}e"  # a plaintext value with NUL in it (see the module docstring)
+_ESCAPE_PAIR = re.compile(f"{MARK}(.)", re.DOTALL)
 KEY_ID_CHARS = 8
 _TOKEN_HEAD = len(PREFIX) + KEY_ID_CHARS + 1  # prefix, key id, ":"
 _HEX = re.compile(r"[0-9a-fA-F]{64}")
@@ -164,6 +170,8 @@ class Keyring:
         """What a text column stores for ``value``."""
         if self._sealer is not None:
             return self.seal(value, column, row)
+        if "\x00" in value:
+            return escape_nul(value)
         return MARK + value if value.startswith(MARK) else value
 
     def put_optional_text(self, value: str | None, column: str, row: str) -> str | None:
@@ -175,6 +183,8 @@ class Keyring:
             return stored
         if stored.startswith(PREFIX):
             return self.open(stored, column, row)
+        if stored.startswith(ESCAPED):
+            return _ESCAPE_PAIR.sub(_unescaped, stored[len(ESCAPED) :])
         return stored[1:] if stored.startswith(MARK + MARK) else stored
 
     def put_json(self, json_text: str, column: str, row: str) -> str:
@@ -199,6 +209,21 @@ class Keyring:
     def get_json(self, stored: Any, column: str, row: str) -> Any:
         sealed = self.get_json_text(stored, column, row)
         return stored if sealed is None else json.loads(sealed)
+
+
+def escape_nul(text: str) -> str:
+    """The stored form of plaintext ``text`` that holds a NUL character (no NUL in it)."""
+    return ESCAPED + text.replace(MARK, MARK + MARK).replace("\x00", MARK + "0")
+
+
+def escape_nul_needle(text: str) -> str:
+    """What a search for ``text`` looks for among stored values: text with a NUL in it can only be
+    part of a value that holds one, so it is looked for in that value's escaped form."""
+    return text.replace(MARK, MARK + MARK).replace("\x00", MARK + "0") if "\x00" in text else text
+
+
+def _unescaped(pair: re.Match[str]) -> str:
+    return "\x00" if pair.group(1) == "0" else pair.group(1)
 
 
 # One encoder for every value: ``json.dumps`` with options builds a new encoder per call, and span

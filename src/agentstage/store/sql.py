@@ -45,7 +45,7 @@ from agentstage.core.records import (
 from agentstage.errors import ConfigError, StoreError
 from agentstage.store import migrations
 from agentstage.store.base import Batch, RunWrites
-from agentstage.store.crypto import Keyring
+from agentstage.store.crypto import Keyring, escape_nul_needle
 from agentstage.store.leases import LeaseTables, fenced_error
 from agentstage.store.rekey import KeyMaintenance
 from agentstage.store.security import SecurityTables
@@ -376,10 +376,11 @@ class SqlRunStore(KeyMaintenance, SecurityTables, LeaseTables, SpanTables):
         if text and self.keys.key_ids:  # sealed text can only be matched once it is opened
             return await self._search_sealed(query, text, limit, offset)
         if text:
+            needle = escape_nul_needle(text)
             query = query.where(
                 or_(
-                    runs.c.input.icontains(text, autoescape=True),
-                    runs.c.output.icontains(text, autoescape=True),
+                    runs.c.input.icontains(needle, autoescape=True),
+                    runs.c.output.icontains(needle, autoescape=True),
                 )
             )
         async with self.engine.connect() as connection:
