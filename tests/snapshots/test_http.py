@@ -131,7 +131,8 @@ def test_a_replay_runs_and_streams_like_any_run(tenants: Tenants, runs: dict[str
         assert replay["events"] == f"/api/v1/agent/runs/{replay['run_id']}/events"
         ended = wait_for(acme, replay["run_id"])
         assert ended["status"] == "completed" and ended["output"] == ANSWER
-        assert acme.get(f"/api/v1/snapshots/{replay['run_id']}").json()["replay_of"] == first
+        shown = acme.get(f"/api/v1/snapshots/{replay['run_id']}")
+        assert shown.status_code == 200 and shown.json()["replay_of"] == first, shown.text
 
         original = [
             e["event"] for e in sse_events(acme.get(f"/api/v1/agent/runs/{first}/events").iter_lines())
@@ -153,7 +154,9 @@ def test_a_replay_runs_and_streams_like_any_run(tenants: Tenants, runs: dict[str
         )
         assert live.status_code == 202, live.text
         assert wait_for(acme, live.json()["run_id"])["status"] == "completed"
-        chain = acme.get(f"/api/v1/snapshots/{live.json()['run_id']}").json()["profile"]["chain"]
+        shown = acme.get(f"/api/v1/snapshots/{live.json()['run_id']}")
+        assert shown.status_code == 200, shown.text
+        chain = shown.json()["profile"]["chain"]
         assert chain[0]["model"] == "m2" and chain[0]["provider"] == "s"
 
 

@@ -248,6 +248,7 @@ class Snapshots:
         store = self.service.store
         config: dict[str, Any] | None = None
         events: list[RunEvent] = []
+        await self.service.settled(record.id)
         if record.snapshot_hash is not None:
             config, events = await asyncio.gather(
                 store.snapshot(record.snapshot_hash), store.events(record.id)

@@ -341,7 +341,7 @@ class RunService:
                 "the input is empty; give the agent a question or task", code="empty_input"
             )
         nul = text.find("\x00")
-        if nul >= 0:  # PostgreSQL cannot keep it in text; refused alike on every store
+        if nul >= 0:  # a prompt with NUL in it is a client bug (a C string, pasted bytes), not a question
             raise InvalidInputError(
                 f"the input contains a NUL character (U+0000) at position {nul}; remove it",
                 code="input_has_nul",
@@ -550,6 +550,15 @@ class RunService:
             raise NotFoundError(f"unknown run {run_id!r}", code="run_not_found")
         return record
 
+    async def settled(self, run_id: str) -> None:
+        """Wait until what a run executing here has handed to the store is committed. Its record
+        (what :meth:`status` answers) runs ahead of the store by one write batch; a read of the
+        store that must agree with it (the snapshot, the whole log) waits for this first."""
+        live = self._live.get(run_id)
+        if live is not None:
+            with contextlib.suppress(StoreError):  # what could not be kept is read as missing
+                await live.recorder.durable()
+
     def durable_events(self, run_id: str, after: int = 0) -> list[RunEvent]:
         """The events after ``after`` of a run executing in this process that are durable now
         (for a run just started: its ``run.queued``); empty for any other run. A door sends these
@@ -676,6 +685,7 @@ class RunService:
         record = await self.status(run_id, tenant)
         if record.snapshot_hash is None:
             return None
+        await self.settled(run_id)
         config = await self.store.snapshot(record.snapshot_hash)
         if config is None:
             return None
