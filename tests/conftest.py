@@ -40,11 +40,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """On PostgreSQL, tests about the SQLite file itself are deselected (not skipped)."""
+    """On PostgreSQL, tests about the SQLite file itself are deselected (not skipped), and so are
+    those that start a PostgreSQL of their own: they ran as they are in the SQLite pass."""
     if config.getoption("--store") != "postgresql":
         return
-    keep = [item for item in items if item.get_closest_marker("sqlite_only") is None]
-    dropped = [item for item in items if item.get_closest_marker("sqlite_only") is not None]
+
+    def once(item: pytest.Item) -> bool:
+        return any(item.get_closest_marker(name) for name in ("sqlite_only", "own_postgres"))
+
+    keep = [item for item in items if not once(item)]
+    dropped = [item for item in items if once(item)]
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = keep

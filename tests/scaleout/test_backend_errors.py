@@ -9,9 +9,13 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from devcluster import agent_executable, free_port
 
 from .conftest import Running
+
+# Its own PostgreSQL whatever --store says: it runs once, in the SQLite pass.
+pytestmark = pytest.mark.own_postgres
 
 
 def agent(home: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -18,6 +18,9 @@ from devcluster import Cluster
 
 from .conftest import API
 
+# Its own PostgreSQL whatever --store says: it runs once, in the SQLite pass.
+pytestmark = pytest.mark.own_postgres
+
 SCRIPT: dict[str, Any] = {
     "rules": [{"match": "long", "deltas": [f"w{i} " for i in range(600)], "delta_delay": 0.05}],
     "responses": [{"text": "Hello."}],

@@ -11,8 +11,12 @@ import time
 from typing import Any
 
 import httpx
+import pytest
 
 from .conftest import API, Client, Running, in_thread
+
+# Its own PostgreSQL whatever --store says: it runs once, in the SQLite pass.
+pytestmark = pytest.mark.own_postgres
 
 
 def seqs(events: list[dict[str, Any]]) -> list[int]:
