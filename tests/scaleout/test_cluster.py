@@ -323,3 +323,25 @@ def test_readiness_names_redis_and_postgresql_problems(cluster: Running) -> None
         time.sleep(0.2)
     run_id = node.start("brief")  # and the cluster works again
     assert node.wait(run_id)["status"] == "completed"
+
+
+def test_workers_ride_out_a_database_outage(cluster: Running) -> None:
+    """A database away for several heartbeats, claims and polls stops no worker: each keeps its
+    place and executes runs again once the database is back."""
+    workers = list(cluster.cluster.workers)
+    logged = {worker.pid: len(worker.log()) for worker in workers}
+    postgres = cluster.cluster.postgres
+    postgres.stop_server()
+    try:
+        time.sleep(3)  # a heartbeat every 0.75 s, a claim poll every 0.5 s: all of them fail
+    finally:
+        postgres.start_server()
+    node = cluster.api(0)
+    run_ids = [node.start("brief") for _ in range(6)]
+    assert [node.wait(run_id)["status"] for run_id in run_ids] == ["completed"] * 6
+    for worker in workers:
+        since = worker.log()[logged[worker.pid] :]
+        assert worker.process is not None and worker.process.poll() is None, since
+        assert "worker stopping" not in since and "the database is back" in since, since
+    owners = {cluster.sql(f"SELECT worker_id FROM runs WHERE id = '{r}'").rpartition(":")[2] for r in run_ids}
+    assert owners <= {str(worker.pid) for worker in workers}  # executed by the workers that were there

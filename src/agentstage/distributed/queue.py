@@ -11,6 +11,12 @@ queued runs one at a time, a poll interval apart. :class:`BatchClaimWorker` clai
 it has free slots in one statement (procrastinate's own claim function, once per slot) and never
 loses a wake-up.
 
+procrastinate's worker also stops at the first failed heartbeat, claim or listen, and leaves a job
+"doing" when its end cannot be written: a database restart or failover would stop every worker
+(cancelling their runs with reason ``shutdown``) and hold conversations' locks. Our worker rides an
+outage out instead: what failed is tried again, the outage is logged once, and the worker carries
+on when the database is back.
+
 - Deferring is idempotent: the queueing lock is the run id, so a run is in the queue at most once.
 - Per-conversation ordering: the job's lock is the conversation, so two messages to one
   conversation run one after the other, in order, on any workers.
@@ -26,7 +32,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, LiteralString
 
-from procrastinate import job_context, jobs, utils
+from procrastinate import job_context, jobs, retry, utils
 from procrastinate import worker as procrastinate_worker
 
 from agentstage.core.records import RunRecord
@@ -38,6 +44,7 @@ TASK = "agentstage.execute_run"
 QUEUE = "runs"
 TENANT_BUSY_RETRY_SECONDS = 1  # procrastinate waits whole seconds
 POLL_SECONDS = 0.5  # retried jobs (a busy tenant) wake no listener: they are found by polling
+OUTAGE_RETRY_SECONDS = (0.1, 2.0)  # first and longest wait before trying the database again
 
 # procrastinate's claim function, called once per free slot within one statement: each call sees
 # the jobs the earlier ones took (a volatile function's statements see the transaction's own
@@ -61,8 +68,114 @@ def libpq_url(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
+def database_unreachable(error: BaseException) -> bool:
+    """Whether ``error`` says the database could not be reached (a connection refused or cut, no
+    pooled connection in time), as opposed to a statement the database refused."""
+    import psycopg
+
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, psycopg.OperationalError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+class _Outage:
+    """Says once that the database is unreachable (and what for), and once that it is back."""
+
+    def __init__(self) -> None:
+        self.since: float | None = None
+
+    def seen(self, what: str, error: BaseException) -> None:
+        if self.since is None:
+            self.since = time.monotonic()
+            cause = error.__cause__ or error
+            reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+            log.warning(
+                "the database is unreachable (%s: %s); the worker retries until it is back", what, reason
+            )
+
+    def over(self) -> None:
+        if self.since is not None:
+            log.warning(
+                "the database is back after %.1f s; the worker carries on", time.monotonic() - self.since
+            )
+            self.since = None
+
+
 class BatchClaimWorker(procrastinate_worker.Worker):
-    """procrastinate's worker, claiming all the jobs its free slots can take at once."""
+    """procrastinate's worker, claiming all the jobs its free slots can take at once, and riding
+    out a database outage (see the module docstring)."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._outage = _Outage()
+
+    def _start_side_tasks(self) -> list[asyncio.Task[Any]]:
+        # procrastinate's own, less the periodic deferrer (no periodic tasks here), with a heartbeat
+        # and a listener that survive the database going away.
+        return [
+            asyncio.create_task(self._update_heartbeat(), name="update_heartbeats"),
+            asyncio.create_task(
+                self._poll_jobs_to_abort(),  # type: ignore[no-untyped-call]  # procrastinate's, unannotated
+                name="poll_jobs_to_abort",
+            ),
+            asyncio.create_task(self._listen(), name="listener"),
+        ]
+
+    async def _update_heartbeat(self) -> None:
+        assert self.worker_id is not None
+        while True:
+            await asyncio.sleep(self.update_heartbeat_interval)
+            try:
+                await self.app.job_manager.update_heartbeat(self.worker_id)
+            except Exception as error:
+                if not database_unreachable(error):
+                    raise
+                self._outage.seen("heartbeat", error)
+            else:
+                self._outage.over()
+
+    async def _listen(self) -> None:
+        delay = OUTAGE_RETRY_SECONDS[0]
+        while True:
+            listening = time.monotonic()
+            try:
+                await self.app.job_manager.listen_for_jobs(
+                    on_notification=self._handle_notification, queues=self.queues
+                )
+            except Exception as error:
+                if not database_unreachable(error):
+                    raise
+                self._outage.seen("listening for new runs", error)
+            self._new_job_event.set()  # runs deferred while it was not listening: look for them
+            if time.monotonic() - listening > 10 * OUTAGE_RETRY_SECONDS[1]:
+                delay = OUTAGE_RETRY_SECONDS[0]  # a new outage, not the same one going on
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, OUTAGE_RETRY_SECONDS[1])
+
+    async def _persist_job_status(
+        self,
+        job: jobs.Job,
+        status: jobs.Status,
+        retry_decision: retry.RetryDecision | None,
+        context: job_context.JobContext,
+        job_result: job_context.JobResult | None,
+    ) -> None:
+        """Write the job's end, trying again while the database is unreachable: a job left "doing"
+        would hold its conversation's lock for as long as this worker lives."""
+        delay = OUTAGE_RETRY_SECONDS[0]
+        while True:
+            try:
+                await super()._persist_job_status(job, status, retry_decision, context, job_result)
+                return
+            except Exception as error:
+                if not database_unreachable(error):
+                    raise
+                self._outage.seen("ending a job", error)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, OUTAGE_RETRY_SECONDS[1])
 
     async def _fetch_and_process_jobs(self) -> None:
         """Claim jobs until the queue has none ready or we are asked to stop."""
@@ -84,10 +197,15 @@ class BatchClaimWorker(procrastinate_worker.Worker):
             self._new_job_event.clear()
             try:
                 claimed = await self._claim(free)
-            except BaseException:
+            except BaseException as error:
                 for _ in range(free):
                     self._job_semaphore.release()
-                raise
+                if not isinstance(error, Exception) or not database_unreachable(error):
+                    raise
+                self._outage.seen("claiming runs", error)
+                self._new_job_event.set()  # look again once the database is back
+                await asyncio.sleep(OUTAGE_RETRY_SECONDS[0])
+                return
             for _ in range(free - len(claimed)):
                 self._job_semaphore.release()
             for job in claimed:
