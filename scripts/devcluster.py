@@ -327,6 +327,11 @@ class Cluster:
         self.apis: list[AgentProcess] = []
         self.workers: list[AgentProcess] = []
         self.nginx: Nginx | None = None
+        self._started = {"api": 0, "worker": 0}  # every process ever started: each has its own log
+
+    def _name(self, kind: str) -> str:
+        self._started[kind] += 1
+        return f"{kind}-{self._started[kind]}"
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_")}
@@ -353,14 +358,13 @@ class Cluster:
 
     def add_api(self, *extra: str) -> AgentProcess:
         port = free_port()
-        api = AgentProcess(f"api-{len(self.apis) + 1}", ["serve", "--port", str(port), *extra],
-                           self.env(), self.root)  # fmt: skip
+        api = AgentProcess(self._name("api"), ["serve", "--port", str(port), *extra], self.env(), self.root)
         api.port = port
         self.apis.append(api.start())
         return api
 
     def add_worker(self, *extra: str) -> AgentProcess:
-        worker = AgentProcess(f"worker-{len(self.workers) + 1}", ["worker", *extra], self.env(), self.root)
+        worker = AgentProcess(self._name("worker"), ["worker", *extra], self.env(), self.root)
         self.workers.append(worker.start())
         return worker
 

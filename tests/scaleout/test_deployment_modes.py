@@ -190,7 +190,9 @@ def onprem_settings(home: Path, nodes: list[str], certs: dict[str, Path], **tls:
             "inhouse": {
                 "nodes": nodes,
                 "load_balancing": "round-robin",
-                "health_check": {"interval": 0.5, "timeout": 1, "cooldown": 30},
+                # A generous timeout: a node busy generating on a loaded machine is slow, not down
+                # (a refusing node answers at once, a dead one refuses the connection at once).
+                "health_check": {"interval": 0.5, "timeout": 5, "cooldown": 30},
                 "tls": {"ca": str(certs["ca"]), **tls},
             }
         },
