@@ -10,7 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +111,34 @@ def stored_bytes(home: Path) -> bytes:
     dump = POSTGRES._run(str(PG_BIN / "pg_dump"), "-h", "127.0.0.1", "-p", str(POSTGRES.port),
                          "-U", POSTGRES.user, "-d", name)  # fmt: skip
     return str(dump.stdout).encode()
+
+
+def create_key(env: Mapping[str, str], name: str, *, role: str = "operator", tenant: str = "default") -> str:
+    """A new API key in the store of the home ``env`` names, made in this process by the code
+    behind ``agent keys create`` (tests/security runs the command itself). Fixtures make hundreds
+    of keys, and each ``agent`` process costs about a second of CPU."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from agentstage.interfaces.cli.keys import create_key as create_and_audit
+    from agentstage.runtime.keys import KeyService
+    from agentstage.runtime.security import AuditTrail
+    from agentstage.runtime.wiring import build_store
+
+    async def make() -> str:
+        settings = load_settings(environ=dict(env))
+        store = build_store(settings, executes_runs=False)
+        await store.open()
+        try:
+            key, _ = await create_and_audit(
+                KeyService(store, settings), AuditTrail(store), name, role=role, tenant=tenant
+            )
+        finally:
+            await store.close()
+        return key
+
+    with ThreadPoolExecutor(1) as thread:  # callers may be inside an event loop
+        return thread.submit(asyncio.run, make()).result()
 
 
 @pytest.fixture

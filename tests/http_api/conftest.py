@@ -15,7 +15,7 @@ from typing import Any, Self
 import httpx
 import pytest
 
-from conftest import AGENT, with_store
+from conftest import AGENT, create_key, with_store
 
 SCRIPT: dict[str, Any] = {
     "rules": [
@@ -52,8 +52,12 @@ class Server:
         (home / "config.json").write_text(
             json.dumps(with_store({**base, **(config or {})}, home)), encoding="utf-8"
         )
-        self.key = self.agent("keys", "create", "--name", "tests", "--role", "admin").strip()
+        self.key = self.create_key("tests", role="admin")
         self.headers = {"Authorization": f"Bearer {self.key}"}
+
+    def create_key(self, name: str, *, role: str = "operator", tenant: str = "default") -> str:
+        """What ``agent keys create`` makes, made in this process (see ``conftest.create_key``)."""
+        return create_key(self.env, name, role=role, tenant=tenant)
 
     def agent(self, *args: str) -> str:
         done = subprocess.run(

@@ -149,7 +149,7 @@ class ObservedServer(Server):
         raise AssertionError("the server did not start:\n" + self.log_path.read_text())
 
     def new_key(self, role: str, name: str) -> str:
-        return self.agent("keys", "create", "--name", name, "--role", role).strip()
+        return self.create_key(name, role=role)
 
     def log_lines(self) -> list[dict[str, Any]]:
         """The server's JSON log lines (anything else on stderr is skipped)."""

@@ -23,10 +23,7 @@ class SecureServer(Server):
 
     def __init__(self, home: Path, config: dict[str, Any] | None = None):
         super().__init__(home, config)
-        self.keys = {
-            role: self.agent("keys", "create", "--name", f"k-{role}", "--role", role).strip()
-            for role in ROLES
-        }
+        self.keys = {role: self.create_key(f"k-{role}", role=role) for role in ROLES}
 
     def as_role(self, role: str | None, **kwargs: Any) -> httpx.Client:
         headers = {"Authorization": f"Bearer {self.keys[role]}"} if role else {}

@@ -18,13 +18,8 @@ from .conftest import SecureServer
 def tenants(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SecureServer, dict[str, str]]]:
     config: dict[str, Any] = {"security": {"tenants": {"default": {}, "acme": {}, "globex": {}}}}
     server = SecureServer(tmp_path_factory.mktemp("tenants"), config)
-    keys = {
-        tenant: server.agent("keys", "create", "--name", f"op-{tenant}", "--tenant", tenant).strip()
-        for tenant in ("acme", "globex")
-    }
-    keys["admin-acme"] = server.agent(
-        "keys", "create", "--name", "admin-acme", "--tenant", "acme", "--role", "admin"
-    ).strip()
+    keys = {tenant: server.create_key(f"op-{tenant}", tenant=tenant) for tenant in ("acme", "globex")}
+    keys["admin-acme"] = server.create_key("admin-acme", tenant="acme", role="admin")
     server.start()
     yield server, keys
     server.stop()

@@ -56,11 +56,9 @@ def tenants(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tenants]:
     }
     server = Server(home, config)
     keys = {
-        "acme": server.agent("keys", "create", "--name", "op-acme", "--tenant", "acme").strip(),
-        "acme-viewer": server.agent(
-            "keys", "create", "--name", "v-acme", "--tenant", "acme", "--role", "viewer"
-        ).strip(),
-        "globex": server.agent("keys", "create", "--name", "op-globex", "--tenant", "globex").strip(),
+        "acme": server.create_key("op-acme", tenant="acme"),
+        "acme-viewer": server.create_key("v-acme", tenant="acme", role="viewer"),
+        "globex": server.create_key("op-globex", tenant="globex"),
         "admin": server.key,
     }
     server.env["OPENAI_API_KEY"] = CANARY_ENV

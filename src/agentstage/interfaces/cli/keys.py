@@ -4,13 +4,18 @@ Every change is written to the audit log as made by the local user."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from agentstage.interfaces.cli.common import command_group, load_settings, note, open_services, run_command
 from agentstage.interfaces.cli.output import JsonFlag, choose_format, print_columns, print_json_lines
 from agentstage.interfaces.cli.suggest import complete_formats
+
+if TYPE_CHECKING:
+    from agentstage.core.records import ApiKeyRecord
+    from agentstage.runtime.keys import KeyService
+    from agentstage.runtime.security import AuditTrail
 
 app = command_group("Create, rotate, list and revoke API keys for `agent serve`.")
 
@@ -62,11 +67,16 @@ def create(
 
     async def make() -> tuple[str, Any]:
         async with open_services() as services:
-            made = await services.keys.create(
-                name, rate, role=role, tenant=tenant, scopes=scope, expires=expires
+            return await create_key(
+                services.keys,
+                services.audit,
+                name,
+                rate,
+                role=role,
+                tenant=tenant,
+                scopes=scope,
+                expires=expires,
             )
-            await services.audit.record("keys.manage", f"create key {name}", _row(made[1]))
-            return made
 
     key, record = run_command(make)
     print(key)
@@ -76,6 +86,23 @@ def create(
         err=True,
         dim=True,
     )
+
+
+async def create_key(
+    keys: KeyService,
+    audit: AuditTrail,
+    name: str,
+    rate: int | None = None,
+    *,
+    role: str = "operator",
+    tenant: str = "default",
+    scopes: list[str] | None = None,
+    expires: str | None = None,
+) -> tuple[str, ApiKeyRecord]:
+    """Create a key and write the audit row for it (made by the local user)."""
+    made = await keys.create(name, rate, role=role, tenant=tenant, scopes=scopes, expires=expires)
+    await audit.record("keys.manage", f"create key {name}", _row(made[1]))
+    return made
 
 
 @app.command("rotate")
