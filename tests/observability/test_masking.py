@@ -142,6 +142,26 @@ def test_configured_logging_writes_through_its_thread_at_the_level_asked() -> No
     assert [line["message"] for line in lines] == ["shown with Bearer ***"]
 
 
+def test_a_librarys_warnings_are_our_lines_and_its_chatter_is_not() -> None:
+    stream = io.StringIO()
+    root = logging.getLogger("agentstage")
+    before = (list(root.handlers), root.level, root.propagate, log_lines._listener)
+    configure_logging("info", "json", stream=stream)
+    try:
+        pool = logging.getLogger("psycopg.pool")
+        pool.info("connection added")  # a library's own chatter stays out
+        pool.warning("error connecting in 'pool-1': password Bearer abcdefghijkl")
+    finally:
+        stop_logging()
+        root.handlers[:], root.level, root.propagate, log_lines._listener = before
+        if log_lines._listener is not None:
+            log_lines._listener.start()
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [(line["logger"], line["level"]) for line in lines] == [("psycopg.pool", "WARN")]
+    assert lines[0]["message"] == "error connecting in 'pool-1': password Bearer ***"
+    assert not any(isinstance(h, log_lines._Forward) for h in logging.getLogger().handlers)
+
+
 def test_the_log_writer_writes_every_line_in_order_a_batch_at_a_time() -> None:
     class Counting(io.StringIO):
         writes = 0

@@ -223,6 +223,30 @@ class LineWriter:
 
 
 _listener: LineWriter | None = None
+_libraries: logging.Handler | None = None  # on the root logger: see _route_library_warnings
+
+
+class _Forward(logging.Handler):
+    """Hands records at ``level`` and above to another handler (its filters, format and thread)."""
+
+    def __init__(self, target: logging.Handler, level: int):
+        super().__init__(level)
+        self.target = target
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.target.handle(record)
+
+
+def _route_library_warnings(handler: logging.Handler) -> None:
+    """Warnings of the libraries underneath (the database pool, the job queue, Redis) go out as
+    our lines, in the same format: left alone, Python prints them as bare text among the JSON
+    lines, which a log pipeline then fails to parse."""
+    global _libraries
+    top = logging.getLogger()
+    if _libraries is not None:
+        top.removeHandler(_libraries)
+    _libraries = _Forward(handler, logging.WARNING)
+    top.addHandler(_libraries)
 
 
 def configure_logging(
@@ -244,11 +268,15 @@ def configure_logging(
     root.handlers[:] = [handler]
     root.setLevel(LEVELS.get(level, logging.INFO))
     root.propagate = False
+    _route_library_warnings(handler)
 
 
 def stop_logging() -> None:
     """Write what is queued and stop the writer thread (at exit)."""
-    global _listener
+    global _listener, _libraries
+    if _libraries is not None:
+        logging.getLogger().removeHandler(_libraries)
+        _libraries = None
     if _listener is not None:
         _listener.stop()
         _listener = None
