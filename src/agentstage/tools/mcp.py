@@ -214,7 +214,8 @@ class McpServer:
             params = StdioServerParameters(
                 command=self.spec.command, args=list(self.spec.args), env=child_environment(self.spec.env)
             )
-            self._errlog = open(os.devnull, "w")
+            if self._errlog is None:  # one for the connection's life: a reconnect reuses it
+                self._errlog = open(os.devnull, "w")  # closed by close()
             return stdio_client(params, errlog=self._errlog)
         return _http_transport(self.spec.url, self._egress, self.timeout)
 
