@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import getpass
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from agentstage.access.apikeys import KEY_PREFIX, KeyVerifier
 from agentstage.access.config import SecuritySettings
-from agentstage.access.jwt import JwtVerifier
 from agentstage.access.permissions import PERMISSIONS, RoleTable
 from agentstage.errors import ForbiddenError, UnauthorizedError
+
+if TYPE_CHECKING:
+    from agentstage.access.jwt import JwtVerifier
 
 Kind = Literal["api_key", "jwt", "certificate", "local", "anonymous"]
 
@@ -69,7 +71,11 @@ class Authenticator:
         self.keys = keys
         self.enabled = enabled
         self.roles = RoleTable(settings.roles)
-        self.jwt = JwtVerifier(settings.jwt, settings.key_cache_size) if settings.jwt.enabled else None
+        self.jwt: JwtVerifier | None = None
+        if settings.jwt.enabled:  # PyJWT is imported only where JWTs are accepted (0.1 s per CLI command)
+            from agentstage.access.jwt import JwtVerifier
+
+            self.jwt = JwtVerifier(settings.jwt, settings.key_cache_size)
 
     async def authenticate(self, credentials: Credentials) -> Principal:
         """The caller's principal, or 401 (who are you?) / 403 (unknown role or tenant)."""
