@@ -36,6 +36,7 @@ from procrastinate import job_context, jobs, retry, utils
 from procrastinate import worker as procrastinate_worker
 
 from agentstage.core.records import RunRecord
+from agentstage.distributed.job_ends import JobEnds
 from agentstage.runtime.distribution import TenantBusy
 
 log = logging.getLogger("agentstage.distributed")
@@ -111,6 +112,7 @@ class BatchClaimWorker(procrastinate_worker.Worker):
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self._outage = _Outage()
+        self._ends = JobEnds(self.app.connector, database_unreachable)
 
     def _start_side_tasks(self) -> list[asyncio.Task[Any]]:
         # procrastinate's own, less the periodic deferrer (no periodic tasks here), with a heartbeat
@@ -163,12 +165,18 @@ class BatchClaimWorker(procrastinate_worker.Worker):
         context: job_context.JobContext,
         job_result: job_context.JobResult | None,
     ) -> None:
-        """Write the job's end, trying again while the database is unreachable: a job left "doing"
+        """Write the job's end (with the ends of the jobs that finish at the same moment, see
+        :mod:`.job_ends`), trying again while the database is unreachable: a job left "doing"
         would hold its conversation's lock for as long as this worker lives."""
         delay = OUTAGE_RETRY_SECONDS[0]
         while True:
             try:
-                await super()._persist_job_status(job, status, retry_decision, context, job_result)
+                if retry_decision is not None:
+                    await super()._persist_job_status(job, status, retry_decision, context, job_result)
+                    return
+                assert job.id is not None
+                await self._ends.finish(job.id, status.value, delete=self._deletes(status))
+                self._job_ids_to_abort.pop(job.id, None)
                 return
             except Exception as error:
                 if not database_unreachable(error):
@@ -176,6 +184,13 @@ class BatchClaimWorker(procrastinate_worker.Worker):
                 self._outage.seen("ending a job", error)
             await asyncio.sleep(delay)
             delay = min(delay * 2, OUTAGE_RETRY_SECONDS[1])
+
+    def _deletes(self, status: jobs.Status) -> bool:
+        """Whether a job that ended with ``status`` is deleted (procrastinate's ``delete_jobs``)."""
+        condition = self.delete_jobs
+        if condition == jobs.DeleteJobCondition.SUCCESSFUL:
+            return status == jobs.Status.SUCCEEDED
+        return condition == jobs.DeleteJobCondition.ALWAYS
 
     async def _fetch_and_process_jobs(self) -> None:
         """Claim jobs until the queue has none ready or we are asked to stop."""
