@@ -21,6 +21,10 @@ Uses the scripted provider (no model cost) and a private PostgreSQL and Redis (s
   processes and the workers share this machine's cores, so once the processes need more CPU than
   the machine has, adding workers adds nothing: the figures say where that happens, not what a
   cluster with a core per worker would do.
+- Work efficiency = CPU per run with n workers / CPU per run with 2n: whether more workers make
+  each run cost more (contention on the queue, the database, Redis). At 1.0 twice the workers do
+  twice the runs wherever the CPU for them is there; it is the figure that carries over to a
+  bigger machine, where the scaling efficiency above is bounded by this one's cores.
 """
 
 from __future__ import annotations
@@ -358,6 +362,7 @@ def main() -> None:
     )
     counts = [int(n) for n in args.workers.split(",")]
     rates: dict[int, float] = {}
+    total_cpu: dict[int, float] = {}
     latency: dict[str, Any] | None = None
     for workers in counts:
         measure_latency = latency is None and workers >= 2
@@ -379,6 +384,17 @@ def main() -> None:
             line += f", scaling efficiency {rates[workers] / (2 * rates[workers // 2]):.2f}"
         print(line, flush=True)
         print(f"  {cpu_line(figures['cpu'])}", flush=True)
+        total_cpu[workers] = sum(figures["cpu"].values())
+        half = workers // 2
+        if half in total_cpu and workers % 2 == 0:
+            # What the doubling would give if the cores did not run out: the same work per run means
+            # twice the workers do twice the runs, given the CPU.
+            print(
+                f"  CPU per run {total_cpu[half]:.1f} ms with {half} worker(s), {total_cpu[workers]:.1f} ms with "
+                f"{workers}: work efficiency {total_cpu[half] / total_cpu[workers]:.2f} (the scaling a cluster "
+                "with a core for each worker and enough for PostgreSQL would see)",
+                flush=True,
+            )
         if "fan_out" in figures:
             latency = figures
     print(f"embedded: {latency_line(base)}")
