@@ -12,9 +12,12 @@ Uses the scripted provider (no model cost) and a private PostgreSQL and Redis (s
   accept runs is a separate matter (printed as "accepted/s"). While waiting, the benchmark asks
   PostgreSQL only whether the queue is empty, so its own queries cost next to nothing.
 - runs/s, embedded: a batch through `agent serve`, from the request to the last run's end.
-- Each rate is measured --repeats times in a row on the same processes and the median is kept
-  (a single measurement of a few hundred runs lasts about a second and moved by ±25 % with what
-  else the machine did during it).
+- Every worker count runs on one cluster of the largest count (the workers a count does not use
+  stay paused), in rounds that go through the counts in turn, --repeats rounds; the median rate of
+  each count is kept, and a doubling's efficiency is the median of its within-round ratios. A
+  single measurement of a few hundred runs lasts about a second, and a shared machine's speed
+  drifts by a third between minutes: counts measured one after the other, each on a cluster of
+  its own, gave efficiencies from 0.71 to 1.35 for the same code.
 - CPU ms per run: the CPU time each kind of process spent during the measured runs (from /proc),
   divided by the runs. On a shared machine this, not the wall clock, says where the time goes.
 - Scaling efficiency = rate(2n workers) / (2 x rate(n workers)). PostgreSQL, Redis, the API
@@ -240,14 +243,18 @@ def embedded(runs: int, cancels: int, fan_out_runs: int, repeats: int) -> dict[s
         shutil.rmtree(cluster.root, ignore_errors=True)
 
 
-def scale_out(workers: int, runs: int, cancels: int, fan_out_runs: int, repeats: int) -> dict[str, Any]:
+def scale_out(counts: list[int], runs: int, cancels: int, fan_out_runs: int, repeats: int) -> dict[str, Any]:
+    """Every worker count measured on one cluster of ``max(counts)`` workers, in rounds that go
+    through the counts in turn (the workers a count does not use stay paused, SIGSTOP): a slow
+    spell of a shared machine then hits each count alike instead of the one measured during it,
+    and each doubling's efficiency is taken within a round."""
     cluster = Cluster(config=CONFIG)
     try:
         cluster.start_services()
         key = cluster.agent("keys", "create", "--name", "b", "--role", "admin").strip()
         for _ in range(2):
             cluster.add_api()
-        for _ in range(workers):
+        for _ in range(max(counts)):
             cluster.add_worker("--concurrency", str(CONCURRENCY))
         cluster.wait_ready(timeout=300)  # a busy machine starts processes slowly
         target = Target([f"http://127.0.0.1:{api.port}" for api in cluster.apis], key)
@@ -283,42 +290,56 @@ def scale_out(workers: int, runs: int, cancels: int, fan_out_runs: int, repeats:
             assert row is not None and row[0] is not None
             return float(row[0])
 
-        target.wait_all(target.submit(20), ended)  # warm up every process
+        def only(active: int) -> None:
+            """Let the first ``active`` workers go; pause the others."""
+            for index, worker in enumerate(cluster.workers):
+                worker.signal(signal.SIGCONT if index < active else signal.SIGSTOP)
+
+        # Warm up every process, and wait for the queue to settle too: a job whose end is still being
+        # written when its worker is paused below would hold the queue "doing" for the whole round.
+        target.wait_all(target.submit(20), drained)
         postmaster = int((cluster.postgres.data / "postmaster.pid").read_text().split()[0])
-        rates, accepted_rates, spent = [], [], []
-        for _ in range(repeats):
-            for worker in cluster.workers:
-                worker.signal(signal.SIGSTOP)
-            try:
-                submitted = time.perf_counter()
-                run_ids = target.submit(runs)
-                accepted_rates.append(runs / (time.perf_counter() - submitted))
-            finally:
-                groups = {
-                    "workers": [w.pid for w in cluster.workers],
-                    "API processes": [a.pid for a in cluster.apis],
-                    "PostgreSQL": children_of(postmaster),
-                    "Redis": [cluster.redis.process.pid] if cluster.redis.process else [],
-                }
-                meter = Meter(groups)
-                started = time.time()
-                for worker in cluster.workers:
-                    worker.signal(signal.SIGCONT)
-            target.wait_all(run_ids, drained)
-            spent.append(meter.spent())
-            rates.append(runs / (last_end(run_ids) - started))
-        figures: dict[str, Any] = {
-            "runs_per_s": statistics.median(rates),
-            "rates": rates,
-            "accepted_per_s": statistics.median(accepted_rates),
-            "cpu": {name: sum(s[name] for s in spent) / (runs * repeats) * 1000 for name in spent[0]},
+        figures: dict[int, dict[str, Any]] = {
+            count: {"rates": [], "accepted": [], "spent": []} for count in counts
         }
-        if fan_out_runs:
-            figures["fan_out"] = target.fan_out(fan_out_runs)
-        if cancels:
-            figures["cancel"] = target.cancels(cancels)
+        for _ in range(repeats):
+            for count in counts:
+                only(0)
+                try:
+                    submitted = time.perf_counter()
+                    run_ids = target.submit(runs)
+                    figures[count]["accepted"].append(runs / (time.perf_counter() - submitted))
+                finally:
+                    groups = {
+                        "workers": [w.pid for w in cluster.workers],
+                        "API processes": [a.pid for a in cluster.apis],
+                        "PostgreSQL": children_of(postmaster),
+                        "Redis": [cluster.redis.process.pid] if cluster.redis.process else [],
+                    }
+                    meter = Meter(groups)
+                    started = time.time()
+                    only(count)
+                target.wait_all(run_ids, drained)
+                figures[count]["spent"].append(meter.spent())
+                figures[count]["rates"].append(runs / (last_end(run_ids) - started))
+        result: dict[str, Any] = {}
+        for count, measured in figures.items():
+            spent = measured["spent"]
+            result[count] = {
+                "runs_per_s": statistics.median(measured["rates"]),
+                "rates": measured["rates"],
+                "accepted_per_s": statistics.median(measured["accepted"]),
+                "cpu": {name: sum(s[name] for s in spent) / (runs * repeats) * 1000 for name in spent[0]},
+            }
+        only(min(2, max(counts)))
+        result["latency"] = {
+            "workers": min(2, max(counts)),
+            "fan_out": target.fan_out(fan_out_runs),
+            "cancel": target.cancels(cancels),
+        }
+        only(max(counts))
         watcher.close()
-        return figures
+        return result
     finally:
         cluster.stop()
 
@@ -360,46 +381,42 @@ def main() -> None:
         f"{', '.join(f'{r:.0f}' for r in base['rates'])}; {cpu_line(base['cpu'])}",
         flush=True,
     )
-    counts = [int(n) for n in args.workers.split(",")]
-    rates: dict[int, float] = {}
-    total_cpu: dict[int, float] = {}
-    latency: dict[str, Any] | None = None
-    for workers in counts:
-        measure_latency = latency is None and workers >= 2
-        figures = scale_out(
-            workers,
-            args.runs,
-            args.cancels if measure_latency else 0,
-            args.fan_out_runs if measure_latency else 0,
-            args.repeats,
-        )
-        rates[workers] = figures["runs_per_s"]
+    counts = sorted({int(n) for n in args.workers.split(",")})
+    figures = scale_out(counts, args.runs, args.cancels, args.fan_out_runs, args.repeats)
+    for count in counts:
+        measured = figures[count]
         line = (
-            f"scale-out, {workers} worker(s) x concurrency {CONCURRENCY}: {rates[workers]:.1f} runs/s, median of "
-            f"{', '.join(f'{r:.0f}' for r in figures['rates'])} "
-            f"({rates[workers] / base['runs_per_s']:.2f}x embedded; accepted {figures['accepted_per_s']:.1f}/s"
-            " by 2 API processes)"
+            f"scale-out, {count} worker(s) x concurrency {CONCURRENCY}: {measured['runs_per_s']:.1f} runs/s, "
+            f"median of {', '.join(f'{r:.0f}' for r in measured['rates'])} "
+            f"({measured['runs_per_s'] / base['runs_per_s']:.2f}x embedded; accepted "
+            f"{measured['accepted_per_s']:.1f}/s by 2 API processes)"
         )
-        if workers // 2 in rates and workers % 2 == 0:
-            line += f", scaling efficiency {rates[workers] / (2 * rates[workers // 2]):.2f}"
+        half = count // 2
+        if half in figures and count % 2 == 0:
+            # Within each round: the two counts ran minutes apart at most, on the same processes.
+            paired = [
+                more / (2 * fewer)
+                for more, fewer in zip(measured["rates"], figures[half]["rates"], strict=True)
+            ]
+            line += (
+                f", scaling efficiency {statistics.median(paired):.2f} "
+                f"(rounds: {', '.join(f'{p:.2f}' for p in paired)})"
+            )
         print(line, flush=True)
-        print(f"  {cpu_line(figures['cpu'])}", flush=True)
-        total_cpu[workers] = sum(figures["cpu"].values())
-        half = workers // 2
-        if half in total_cpu and workers % 2 == 0:
+        print(f"  {cpu_line(measured['cpu'])}", flush=True)
+        if half in figures and count % 2 == 0:
+            fewer_cpu, more_cpu = sum(figures[half]["cpu"].values()), sum(measured["cpu"].values())
             # What the doubling would give if the cores did not run out: the same work per run means
             # twice the workers do twice the runs, given the CPU.
             print(
-                f"  CPU per run {total_cpu[half]:.1f} ms with {half} worker(s), {total_cpu[workers]:.1f} ms with "
-                f"{workers}: work efficiency {total_cpu[half] / total_cpu[workers]:.2f} (the scaling a cluster "
-                "with a core for each worker and enough for PostgreSQL would see)",
+                f"  CPU per run {fewer_cpu:.1f} ms with {half} worker(s), {more_cpu:.1f} ms with {count}: "
+                f"work efficiency {fewer_cpu / more_cpu:.2f} (the scaling a cluster with a core for each "
+                "worker and enough for PostgreSQL would see)",
                 flush=True,
             )
-        if "fan_out" in figures:
-            latency = figures
     print(f"embedded: {latency_line(base)}")
-    if latency is not None:
-        print(f"scale-out (2 API, 2 workers): {latency_line(latency)}")
+    latency = figures["latency"]
+    print(f"scale-out (2 API, {latency['workers']} workers): {latency_line(latency)}")
     print(f"load average {os.getloadavg()[0]:.2f} at the end", flush=True)
 
 
