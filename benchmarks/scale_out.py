@@ -243,11 +243,14 @@ def embedded(runs: int, cancels: int, fan_out_runs: int, repeats: int) -> dict[s
         shutil.rmtree(cluster.root, ignore_errors=True)
 
 
-def scale_out(counts: list[int], runs: int, cancels: int, fan_out_runs: int, repeats: int) -> dict[str, Any]:
-    """Every worker count measured on one cluster of ``max(counts)`` workers, in rounds that go
-    through the counts in turn (the workers a count does not use stay paused, SIGSTOP): a slow
-    spell of a shared machine then hits each count alike instead of the one measured during it,
-    and each doubling's efficiency is taken within a round."""
+def scale_out(
+    counts: list[int], runs: int, cancels: int, fan_out_runs: int, repeats: int
+) -> tuple[dict[int, dict[str, Any]], dict[str, Any]]:
+    """The figures of each worker count, and the latencies (with 2 workers). Every count is
+    measured on one cluster of ``max(counts)`` workers, in rounds that go through the counts in
+    turn (the workers a count does not use stay paused, SIGSTOP): a slow spell of a shared machine
+    then hits each count alike instead of the one measured during it, and each doubling's
+    efficiency is taken within a round."""
     cluster = Cluster(config=CONFIG)
     try:
         cluster.start_services()
@@ -322,7 +325,7 @@ def scale_out(counts: list[int], runs: int, cancels: int, fan_out_runs: int, rep
                 target.wait_all(run_ids, drained)
                 figures[count]["spent"].append(meter.spent())
                 figures[count]["rates"].append(runs / (last_end(run_ids) - started))
-        result: dict[str, Any] = {}
+        result: dict[int, dict[str, Any]] = {}
         for count, measured in figures.items():
             spent = measured["spent"]
             result[count] = {
@@ -332,14 +335,14 @@ def scale_out(counts: list[int], runs: int, cancels: int, fan_out_runs: int, rep
                 "cpu": {name: sum(s[name] for s in spent) / (runs * repeats) * 1000 for name in spent[0]},
             }
         only(min(2, max(counts)))
-        result["latency"] = {
+        latency = {
             "workers": min(2, max(counts)),
             "fan_out": target.fan_out(fan_out_runs),
             "cancel": target.cancels(cancels),
         }
         only(max(counts))
         watcher.close()
-        return result
+        return result, latency
     finally:
         cluster.stop()
 
@@ -382,7 +385,7 @@ def main() -> None:
         flush=True,
     )
     counts = sorted({int(n) for n in args.workers.split(",")})
-    figures = scale_out(counts, args.runs, args.cancels, args.fan_out_runs, args.repeats)
+    figures, latency = scale_out(counts, args.runs, args.cancels, args.fan_out_runs, args.repeats)
     for count in counts:
         measured = figures[count]
         line = (
@@ -392,7 +395,8 @@ def main() -> None:
             f"{measured['accepted_per_s']:.1f}/s by 2 API processes)"
         )
         half = count // 2
-        if half in figures and count % 2 == 0:
+        doubling = count % 2 == 0 and half in figures
+        if doubling:
             # Within each round: the two counts ran minutes apart at most, on the same processes.
             paired = [
                 more / (2 * fewer)
@@ -404,7 +408,7 @@ def main() -> None:
             )
         print(line, flush=True)
         print(f"  {cpu_line(measured['cpu'])}", flush=True)
-        if half in figures and count % 2 == 0:
+        if doubling:
             fewer_cpu, more_cpu = sum(figures[half]["cpu"].values()), sum(measured["cpu"].values())
             # What the doubling would give if the cores did not run out: the same work per run means
             # twice the workers do twice the runs, given the CPU.
@@ -415,7 +419,6 @@ def main() -> None:
                 flush=True,
             )
     print(f"embedded: {latency_line(base)}")
-    latency = figures["latency"]
     print(f"scale-out (2 API, {latency['workers']} workers): {latency_line(latency)}")
     print(f"load average {os.getloadavg()[0]:.2f} at the end", flush=True)
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
 
 import pytest
 from devcluster import Postgres
+from procrastinate.jobs import Status
 
 from agentstage.distributed.job_ends import JobEnds
 from agentstage.distributed.queue import QUEUE, TASK, ProcrastinateQueue, database_unreachable
@@ -85,7 +85,7 @@ async def test_ends_that_arrive_together_are_written_in_one_transaction(
 async def test_a_refused_end_fails_alone(queue: ProcrastinateQueue, postgres: Postgres) -> None:
     ids = await claimed_jobs(queue, 5, "refused")
     # The third job was ended meanwhile (by a stalled-job sweeper, say): ending it again is refused.
-    await queue.app.job_manager.finish_job_by_id_async(ids[2], status=_status("failed"), delete_job=False)
+    await queue.app.job_manager.finish_job_by_id_async(ids[2], status=Status.FAILED, delete_job=False)
     ends = JobEnds(queue.app.connector, database_unreachable)
     outcomes = await asyncio.gather(
         *(ends.finish(job_id, "failed", delete=False) for job_id in ids), return_exceptions=True
@@ -117,9 +117,3 @@ async def test_an_end_on_its_own_is_written_at_once_and_a_cancelled_caller_loses
             break
         await asyncio.sleep(0.05)
     assert [status for status, _ in rows(postgres, [job_id])] == ["aborted"]
-
-
-def _status(value: str) -> Any:
-    from procrastinate.jobs import Status
-
-    return Status(value)
