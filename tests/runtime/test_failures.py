@@ -233,7 +233,7 @@ async def test_a_config_change_keeps_what_breakers_learned(
     monkeypatch.setenv("AGENT_HOME", str(home))
     async with build_service(load_settings()) as service:
         first, _ = await run_and_log(service, input="hi", mode="chat")
-        reconfigure(service, {"pricing": {"b/scripted-model": {"input": 1.0, "output": 1.0}}})
+        await reconfigure(service, {"pricing": {"b/scripted-model": {"input": 1.0, "output": 1.0}}})
         second, events = await run_and_log(service, input="hi", mode="chat")
     assert first.status == second.status == "completed"
     fallback = next(e for e in events if e.type == "model.fallback")

@@ -23,6 +23,10 @@ SCRIPT: dict[str, Any] = {
         {"match": "long", "deltas": [f"w{i} " for i in range(300)], "delta_delay": 0.05},
         {"match": "slow", "deltas": [f"s{i} " for i in range(30)], "delta_delay": 0.05},
         {"match": "brief", "deltas": ["a ", "b ", "c "], "delta_delay": 0.1},
+        {
+            "match": "what time",
+            "tool_calls": [{"name": "time.get_current_time", "arguments": {"timezone": "UTC"}}],
+        },
     ],
     "responses": [{"text": "Hello from the cluster."}],
 }
@@ -38,7 +42,11 @@ CONFIG: dict[str, Any] = {
         "drain_timeout": 1.0,
         "tenant_limits": {"limited": 2},
     },
-    "security": {"tenants": {"default": {}, "limited": {}}},
+    "security": {
+        "tenants": {"default": {}, "limited": {}},
+        # MCP servers registered over HTTP may run this Python (mcp-server-time), nothing else.
+        "mcp": {"allow_commands": True, "executables": [sys.executable], "timeout": 30},
+    },
     "logging": {"level": "warning"},
 }
 API = "/api/v1/agent"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import statistics
+import sys
 import threading
 import time
 from typing import Any
@@ -345,3 +346,81 @@ def test_workers_ride_out_a_database_outage(cluster: Running) -> None:
         assert "worker stopping" not in since and "the database is back" in since, since
     owners = {cluster.sql(f"SELECT worker_id FROM runs WHERE id = '{r}'").rpartition(":")[2] for r in run_ids}
     assert owners <= {str(worker.pid) for worker in workers}  # executed by the workers that were there
+
+
+def wait_until(check: Any, what: str, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"not within {timeout} s: {what}"
+        time.sleep(0.05)
+
+
+def on_one_worker(cluster: Running, index: int, client: Client, body: dict[str, Any]) -> dict[str, Any]:
+    """Run ``body`` through ``client`` while only worker ``index`` may claim it (the others are
+    paused); its final status."""
+    others = [w for i, w in enumerate(cluster.cluster.workers) if i != index]
+    for worker in others:
+        worker.signal(signal.SIGSTOP)
+    try:
+        with client.http() as http:
+            answer = http.post(f"{API}/run", json=body)
+        assert answer.status_code == 200, answer.text
+        return client.wait(answer.json()["run_id"])
+    finally:
+        for worker in others:
+            worker.signal(signal.SIGCONT)
+
+
+def test_a_config_change_on_one_node_reaches_the_other_and_every_worker_without_a_restart(
+    cluster: Running,
+) -> None:
+    a, b = cluster.api(0), cluster.api(1)
+    # A profile added through node A: node B lists it and admits runs for it, and each worker runs them.
+    with a.http() as http:
+        added = http.post(
+            "/api/v1/config/profiles",
+            json={"name": "shared-p", "chain": [{"provider": "s"}], "description": "added on A"},
+        )
+    assert added.status_code == 201, added.text
+
+    def b_lists_profile() -> bool:
+        with b.http() as http:
+            return "shared-p" in {p["name"] for p in http.get("/api/v1/config/profiles").json()}
+
+    wait_until(b_lists_profile, "node B lists the profile added on node A")
+    time.sleep(0.5)  # the workers hear of it the same way, through the store
+    for index in range(len(cluster.cluster.workers)):
+        status = on_one_worker(cluster, index, b, {"input": "brief", "profile": "shared-p"})
+        assert status["status"] == "completed" and status["profile"] == "shared-p", status
+
+    # An MCP server registered through node A: node B lists its tools, each worker calls them in runs.
+    with a.http() as http:
+        registered = http.post(
+            "/api/v1/tools/register",
+            json={"name": "time", "command": sys.executable, "args": ["-m", "mcp_server_time"]},
+        )
+    assert registered.status_code == 201, registered.text
+
+    def b_lists_tool() -> bool:
+        with b.http() as http:
+            return "time.get_current_time:mcp" in {t["id"] for t in http.get("/api/v1/tools").json()}
+
+    wait_until(b_lists_tool, "node B lists the MCP tools registered on node A")
+    time.sleep(1.0)  # the workers start the server too
+    body = {"input": "what time is it?", "mode": "react", "options": {"max_steps": 2}}
+    for index in range(len(cluster.cluster.workers)):
+        # The script calls the tool at every step (its rule matches the question), so the run
+        # ends at max_steps; what matters is the tool's result, produced on this worker.
+        status = on_one_worker(cluster, index, b, body)
+        result = next(e for e in b.events(status["run_id"]) if e["event"] == "tool.result")["data"]["data"]
+        assert result["tool"] == "time.get_current_time:mcp" and result["output"]["timezone"] == "UTC", result
+
+    # Removed through node B: node A drops it too.
+    with b.http() as http:
+        assert http.delete("/api/v1/tools/time").status_code == 204
+
+    def a_dropped_tool() -> bool:
+        with a.http() as http:
+            return not [t for t in http.get("/api/v1/tools").json() if t["category"] == "mcp:time"]
+
+    wait_until(a_dropped_tool, "node A drops the MCP server removed on node B")

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from agentstage.core.messages import ToolCall, new_call_id
 from agentstage.core.tools import Tool, ToolContext, ToolOutcome, Toolset, tool_id
-from agentstage.errors import ConfigError, ConflictError, NotFoundError
+from agentstage.errors import AgentstageError, ConfigError, ConflictError, NotFoundError
+
+log = logging.getLogger("agentstage.runtime")
 
 
 def schema_hash(tool: Tool) -> str:
@@ -115,6 +118,28 @@ class ToolCatalog:
 
     def servers(self) -> list[ToolServerSpec]:
         return [spec for spec, _ in self._servers.values()]
+
+    async def sync(self, entries: Iterable[dict[str, Any]]) -> None:
+        """Make the connected tool servers those of ``entries`` (``tools.mcp_servers``): connect
+        the missing, drop the ones no longer listed, reconnect a changed one. A server that cannot
+        be connected is logged and skipped, not fatal: the others still serve."""
+        wanted: dict[str, ToolServerSpec] = {}
+        for entry in entries:
+            try:
+                spec = ToolServerSpec.model_validate(entry)
+            except ValidationError as error:
+                log.warning("tool server %r not connected: %s", entry.get("name"), error)
+                continue
+            wanted[spec.name] = spec
+        for spec in self.servers():
+            if wanted.get(spec.name) != spec:
+                await self.disconnect(spec.name)
+        for name, spec in wanted.items():
+            if name not in self._servers:
+                try:
+                    await self.connect(spec)
+                except AgentstageError as error:
+                    log.warning("tool server %r not connected: %s", name, error)
 
     async def disconnect(self, name: str) -> None:
         spec_source = self._servers.pop(name, None)

@@ -74,18 +74,31 @@ def literal_secrets(changes: Any, path: str = "") -> list[str]:
 
 def apply_changes(settings: Settings, changes: dict[str, Any]) -> tuple[Settings, list[str]]:
     """Validate ``changes`` on top of the effective configuration, persist them, return the result."""
+    candidate, restart = check_changes(changes)
+    persist_changes(settings, changes)
+    return candidate, restart
+
+
+def check_changes(
+    changes: dict[str, Any], *, shared: dict[str, Any] | None = None
+) -> tuple[Settings, list[str]]:
+    """The configuration ``changes`` would give (with ``shared``, the changes a scale-out deployment
+    shares, see :mod:`agentstage.distributed.shared_config`), and the sections that need a restart;
+    a ConfigError if it would not be valid."""
     secrets = literal_secrets(changes)
     if secrets:
         raise ConfigError(
             f"secrets are referenced, never stored: give {', '.join(secrets)} as 'env:VARIABLE'",
             code="config_invalid",
         )
-    candidate = validate_settings(deep_merge(load_layers(), changes))
+    candidate = validate_settings(deep_merge(deep_merge(load_layers(), shared or {}), changes))
+    return candidate, sorted(section for section in changes if section in RESTART_SECTIONS)
+
+
+def persist_changes(settings: Settings, changes: dict[str, Any]) -> None:
+    """Merge ``changes`` into the user's config file."""
     path = user_config_path(settings)
-    current = _read_user_file(path)
-    _write_atomically(path, deep_merge(current, changes))
-    restart = sorted(section for section in changes if section in RESTART_SECTIONS)
-    return candidate, restart
+    _write_atomically(path, deep_merge(_read_user_file(path), changes))
 
 
 def _read_user_file(path: Path) -> dict[str, Any]:
@@ -106,20 +119,40 @@ def _write_atomically(path: Path, data: dict[str, Any]) -> None:
     os.replace(temporary, path)
 
 
-def reconfigure(service: RunService, changes: dict[str, Any]) -> list[str]:
-    """Apply validated, persisted changes to a running service: new runs use them at once.
+async def reconfigure(service: RunService, changes: dict[str, Any]) -> list[str]:
+    """Apply validated, persisted changes to a running service: new runs use them at once; in a
+    scale-out deployment every other process applies them too (``service.config_feed``).
     Returns the sections that only take effect after a restart."""
-    from agentstage.runtime.wiring import rebuild_models
-
-    settings, restart = apply_changes(service.settings, changes)
-    rebuild_models(service, settings)
+    feed = service.config_feed
+    if feed is None:
+        settings, restart = apply_changes(service.settings, changes)
+    else:  # checked first, then shared (refused whole if the store cannot take it), then kept here
+        _, restart = check_changes(changes, shared=(await feed.current())[1])
+        settings = validate_settings(deep_merge(load_layers(), await feed.publish(changes)))
+        persist_changes(service.settings, changes)
+    _use(service, settings)
     return restart
 
 
-def remember_tool_servers(service: RunService) -> None:
+async def adopt_shared(service: RunService, document: dict[str, Any]) -> None:
+    """Apply the changes another process made (the shared document) on top of this process's own
+    layers: profiles and providers for new runs, MCP servers connected or dropped to match."""
+    _use(service, validate_settings(deep_merge(load_layers(), document)))
+    await service.catalog.sync(service.settings.tools.mcp_servers)
+
+
+def _use(service: RunService, settings: Settings) -> None:
+    from agentstage.runtime.wiring import rebuild_models
+
+    # The runtime section takes effect at a restart; what this process runs with (its run slots
+    # follow a worker's concurrency) stays as it is.
+    rebuild_models(service, settings.model_copy(update={"runtime": service.settings.runtime}))
+
+
+async def remember_tool_servers(service: RunService) -> None:
     """Keep the catalog's MCP servers in the user config so they reconnect at the next start."""
     servers = [spec.model_dump(exclude_defaults=True) for spec in service.catalog.servers()]
-    reconfigure(service, {"tools": {"mcp_servers": servers}})
+    await reconfigure(service, {"tools": {"mcp_servers": servers}})
 
 
 # tracing and metrics: where spans go and who may scrape are host decisions, like the store.
@@ -201,7 +234,7 @@ def check_sql_database(settings: Settings) -> None:
         )
 
 
-def reconfigure_remote(
+async def reconfigure_remote(
     service: RunService, changes: dict[str, Any], permissions: frozenset[str]
 ) -> list[str]:
     """:func:`reconfigure` for a change that came over the network: guarded first (nothing applied
@@ -209,4 +242,4 @@ def reconfigure_remote(
     check_remote_change(service.settings, changes, permissions)
     if isinstance(changes.get("tools"), dict) and "sql_database" in changes["tools"]:
         check_sql_database(validate_settings(deep_merge(load_layers(), changes)))
-    return reconfigure(service, changes)
+    return await reconfigure(service, changes)

@@ -2,14 +2,15 @@
 
 The embedded mode has neither: runs execute in the process that accepted them and followers are
 fed in memory. With PostgreSQL and Redis (``agent serve`` + ``agent worker``), ``runtime/wiring.py``
-hands the service a :class:`RunQueue` (queued runs go to whichever worker claims them) and an
-:class:`EventBus` (committed events reach whichever API process a client is connected to). Both are
+hands the service a :class:`RunQueue` (queued runs go to whichever worker claims them), an
+:class:`EventBus` (committed events reach whichever API process a client is connected to) and a
+:class:`ConfigFeed` (a configuration change made through one process reaches all). They are
 implemented in ``agentstage.distributed``; the service sees only these protocols.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from agentstage.core.events import RunEvent
 from agentstage.core.records import RunRecord
@@ -52,6 +53,23 @@ class EventBus(Protocol):
         """Events of the run after seq ``after`` as they arrive, waiting up to ``wait`` seconds for
         the first; [] if none came, None if the bus cannot be reached (read the store instead).
         What the bus holds may have gaps (it is not the source of truth): callers check seqs."""
+        ...
+
+
+class ConfigFeed(Protocol):
+    """Configuration changes shared by every process of a deployment."""
+
+    async def open(self) -> None:
+        """Apply the changes made so far, and follow those to come."""
+
+    async def close(self) -> None: ...
+
+    async def current(self) -> tuple[int, dict[str, Any]]:
+        """The shared changes, merged, and their revision."""
+        ...
+
+    async def publish(self, changes: dict[str, Any]) -> dict[str, Any]:
+        """Add ``changes`` for every process; returns all the shared changes, merged."""
         ...
 
 

@@ -22,7 +22,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from pydantic import ValidationError
 from uuid6 import uuid7
 
 from agentstage.core.events import (
@@ -47,9 +46,9 @@ from agentstage.errors import (
     TooManyRequestsError,
 )
 from agentstage.runtime import observe
-from agentstage.runtime.catalog import ToolCatalog, ToolServerSpec
+from agentstage.runtime.catalog import ToolCatalog
 from agentstage.runtime.collector import tune_for_runs
-from agentstage.runtime.distribution import EventBus, RunQueue, Sweeper, TenantBusy
+from agentstage.runtime.distribution import ConfigFeed, EventBus, RunQueue, Sweeper, TenantBusy
 from agentstage.runtime.execution import LIMITS, ConfigSnapshots, ExecutionDeps, ModelFactory, RunExecution
 from agentstage.runtime.live import LiveRun
 from agentstage.runtime.recorder import RunRecorder
@@ -119,12 +118,15 @@ class RunService:
         bus: EventBus | None = None,
         sweeper: Sweeper | None = None,
         replay_parts: ReplayParts | None = None,
+        config_feed: ConfigFeed | None = None,
     ):
         """``queue``/``bus``: the scale-out mode (see runtime/distribution.py). With a queue, runs
         are recorded here and executed by whichever process claims them (:meth:`execute_queued`);
         with a bus, this process publishes its committed events and streams other processes' runs
-        from it."""
+        from it; with a config feed, configuration changes made through any process reach this
+        one (see runtime/config_view.py)."""
         self.settings = settings
+        self.config_feed = config_feed
         self.queue = queue
         self.bus = bus
         self.store = store
@@ -168,20 +170,14 @@ class RunService:
         if self.queue is not None:
             await self.queue.open()
         await self._sweeper.sweep(at_startup=True)
-        await self._connect_tool_servers()
+        await self.catalog.sync(self.settings.tools.mcp_servers)
+        if self.config_feed is not None:
+            await self.config_feed.open()  # the changes other processes made, now and to come
         self._writer.start()
         self._heartbeat = asyncio.create_task(self._heartbeat_loop(), name="agentstage-heartbeat")
         self._repairer = asyncio.create_task(self._repair_loop(), name="agentstage-repairs")
         self._opened = True
         tune_for_runs()
-
-    async def _connect_tool_servers(self) -> None:
-        """Connect the configured MCP servers; one that fails is logged and skipped, not fatal."""
-        for entry in self.settings.tools.mcp_servers:
-            try:
-                await self.catalog.connect(ToolServerSpec.model_validate(entry))
-            except (AgentstageError, ValidationError) as error:
-                log.warning("tool server %r not connected: %s", entry.get("name"), error)
 
     async def close(self) -> None:
         if not self._opened:
@@ -204,6 +200,8 @@ class RunService:
         for sink in self._closing_sinks:
             with contextlib.suppress(Exception):
                 await sink.aclose()
+        if self.config_feed is not None:
+            await self.config_feed.close()
         await self.catalog.close()
         if self.queue is not None:
             await self.queue.close()

@@ -240,10 +240,13 @@ def _observed_service(settings: Settings, *, worker: bool = False) -> tuple[RunS
         )
         return service, _observe(service, store, settings)
     from agentstage.distributed.bus import RedisEventBus
-    from agentstage.distributed.queue import ProcrastinateQueue
+    from agentstage.distributed.queue import ProcrastinateQueue, libpq_url
+    from agentstage.distributed.shared_config import SharedConfig
     from agentstage.distributed.worker import InProcessWorker, StallSweeper
+    from agentstage.runtime.config_view import adopt_shared
 
     queue = ProcrastinateQueue(settings.store_url())
+    shared = SharedConfig(store, libpq_url(settings.store_url()))
     bus = RedisEventBus(
         settings.redis_url() or "", maxlen=settings.redis.stream_maxlen, ttl=settings.redis.stream_ttl
     )
@@ -260,7 +263,9 @@ def _observed_service(settings: Settings, *, worker: bool = False) -> tuple[RunS
         bus=bus,
         sweeper=StallSweeper(store, queue, settings),
         replay_parts=ReplayBuilders(),
+        config_feed=shared,
     )
+    shared.adopt = lambda document: adopt_shared(service, document)
     if in_process is not None:
         in_process.service = service
     return service, _observe(service, store, settings)

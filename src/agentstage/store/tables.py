@@ -227,3 +227,14 @@ run_admissions = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Index("ix_run_admissions_tenant", "tenant", "created_at"),
 )
+
+# The configuration changes made over the network in a scale-out deployment, merged into one
+# document every process applies on top of its own layers (distributed/shared_config.py).
+shared_config = Table(
+    "shared_config",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("revision", Integer, nullable=False),
+    Column("document", Text, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)

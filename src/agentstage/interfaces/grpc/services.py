@@ -111,7 +111,7 @@ class ToolService(rpc.ToolServiceServicer):
         spec = convert.tool_server(request).model_copy(update={"origin": "http"})
         tools = await self.rt.runs.catalog.connect(spec)
         try:
-            remember_tool_servers(self.rt.runs)
+            await remember_tool_servers(self.rt.runs)
         except AgentstageError:
             await self.rt.runs.catalog.disconnect(spec.name)
             raise

@@ -6,5 +6,5 @@ instead of loading Alembic; a test checks it matches the newest file in ``versio
 
 from pathlib import Path
 
-HEAD = "r9a"
+HEAD = "t17c"
 DIRECTORY = Path(__file__).parent

@@ -25,7 +25,7 @@ async def get_config(request: Request) -> dict[str, Any]:
 async def put_config(changes: dict[str, Any], request: Request) -> dict[str, Any]:
     """Merge changes into the user config; an invalid result is refused whole (nothing applied).
     Admins only; settings that guard the host, paths and unlisted `env:` variables are refused (403)."""
-    return _apply(request, changes)
+    return await _apply(request, changes)
 
 
 @router.get("/profiles", responses=problems(401, 429))
@@ -43,11 +43,11 @@ async def add_profile(body: ProfileBody, request: Request) -> dict[str, Any]:
     if body.name in runtime(request).settings.profiles:
         raise ConflictError(f"a profile named {body.name!r} already exists", code="profile_exists")
     profile = body.model_dump(exclude={"name"})
-    _apply(request, {"profiles": {body.name: profile}})
+    await _apply(request, {"profiles": {body.name: profile}})
     return {"name": body.name, **profile}
 
 
-def _apply(request: Request, changes: dict[str, Any]) -> dict[str, Any]:
+async def _apply(request: Request, changes: dict[str, Any]) -> dict[str, Any]:
     rt = runtime(request)
-    restart = reconfigure_remote(rt.runs, changes, request.state.principal.permissions)
+    restart = await reconfigure_remote(rt.runs, changes, request.state.principal.permissions)
     return {"config": masked_config(rt.settings), "restart_required": restart}

@@ -34,7 +34,7 @@ async def register(spec: ToolServerSpec, request: Request) -> list[dict[str, Any
     spec = spec.model_copy(update={"origin": "http"})  # checked against security.mcp, now and at every start
     tools = await rt.runs.catalog.connect(spec)
     try:
-        remember_tool_servers(rt.runs)
+        await remember_tool_servers(rt.runs)
     except AgentstageError:
         await rt.runs.catalog.disconnect(spec.name)  # nothing half-applied
         raise
@@ -68,7 +68,7 @@ async def remove(tool_id: str, request: Request) -> Response:
     catalog = rt.runs.catalog
     if tool_id in {spec.name for spec in catalog.servers()}:
         await catalog.disconnect(tool_id)
-        remember_tool_servers(rt.runs)
+        await remember_tool_servers(rt.runs)
     else:
         catalog.unregister(tool_id)
     return Response(status_code=204)
