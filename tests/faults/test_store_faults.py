@@ -111,7 +111,9 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 def fill(directory: Path) -> Path:
     filler = directory / "filler"
-    with filler.open("wb") as file:
+    # Unbuffered: a buffered file would still hold the part that did not fit, and closing it would
+    # fail with "no space left" (depending on how the free space happened to end).
+    with filler.open("wb", buffering=0) as file:
         try:
             while True:
                 file.write(b"\0" * 65536)
