@@ -341,6 +341,13 @@ def test_workers_ride_out_a_database_outage(cluster: Running) -> None:
     run_ids = [node.start("brief") for _ in range(6)]
     assert [node.wait(run_id)["status"] for run_id in run_ids] == ["completed"] * 6
     for worker in workers:
+        # "back" is said at the worker's first heartbeat that succeeds (every 0.75 s), which may
+        # come after the runs above have ended.
+        deadline = time.monotonic() + 10
+        while (
+            "the database is back" not in worker.log()[logged[worker.pid] :] and time.monotonic() < deadline
+        ):
+            time.sleep(0.1)
         since = worker.log()[logged[worker.pid] :]
         assert worker.process is not None and worker.process.poll() is None, since
         assert "worker stopping" not in since and "the database is back" in since, since
