@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from agentstage.core.model import ModelRequest, ModelResponse
 from agentstage.errors import ModelError
 from agentstage.providers.openai import OpenAIModel
 from agentstage.providers.pool import EndpointPool, HealthCheck, PoolOptions
+from threaded_server import ThreadedServer
 
 pytestmark = pytest.mark.anyio
 
@@ -47,22 +47,11 @@ class Node:
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self.calls = 0
-        self.loop = asyncio.new_event_loop()
-        self.ready = threading.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-        assert self.ready.wait(10)
+        self.server = ThreadedServer(self._connection)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    def _serve(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.server = self.loop.run_until_complete(asyncio.start_server(self._connection, "127.0.0.1", 0))
-        self.port = self.server.sockets[0].getsockname()[1]
-        self.ready.set()
-        self.loop.run_forever()
+        return f"http://127.0.0.1:{self.server.port}/v1"
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -91,10 +80,7 @@ class Node:
             writer.close()
 
     def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.server.close)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
+        self.server.stop()
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
-import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
@@ -22,6 +21,7 @@ from agentstage.core.messages import Message
 from agentstage.core.model import ModelRequest, ModelResponse
 from agentstage.providers.anthropic import AnthropicModel
 from agentstage.providers.openai import OpenAIModel
+from threaded_server import ThreadedServer
 
 
 def recorded_body(name: str) -> tuple[str, bytes]:
@@ -40,18 +40,8 @@ class KeepAliveServer:
         self.opened = 0
         self.closed = 0
         self.requests = 0
-        self.loop = asyncio.new_event_loop()
-        self.ready = threading.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-        assert self.ready.wait(10)
-
-    def _serve(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.server = self.loop.run_until_complete(asyncio.start_server(self._connection, "127.0.0.1", 0))
-        self.port = self.server.sockets[0].getsockname()[1]
-        self.ready.set()
-        self.loop.run_forever()
+        self.server = ThreadedServer(self._connection)
+        self.port = self.server.port
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.opened += 1
@@ -84,10 +74,7 @@ class KeepAliveServer:
         assert self.closed == count, f"{self.closed} of {self.opened} connections closed"
 
     def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.server.close)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
+        self.server.stop()
 
 
 @pytest.fixture(scope="module")
