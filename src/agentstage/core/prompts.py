@@ -31,6 +31,7 @@ class PromptLibrary:
             trim_blocks=True,
             lstrip_blocks=True,
             autoescape=False,
+            auto_reload=False,  # read once per process, like source_hash: a run's snapshot names what it used
         )
         self._env.filters["tojson_compact"] = _tojson_compact
         self._hashes: dict[str, str] = {}

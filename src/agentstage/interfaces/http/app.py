@@ -61,7 +61,7 @@ Every route and frame type needs a permission (roles `viewer`, `operator`, `admi
 """
 
 
-def listed_route(connection: HTTPConnection) -> None:
+async def listed_route(connection: HTTPConnection) -> None:
     """Fail closed: a route the permission table does not name is refused for everyone."""
     route = connection.scope.get("route")
     template = str(getattr(route, "path", ""))
