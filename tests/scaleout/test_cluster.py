@@ -3,6 +3,7 @@ private PostgreSQL and Redis, the scripted provider streaming slowly."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import statistics
@@ -431,3 +432,104 @@ def test_a_config_change_on_one_node_reaches_the_other_and_every_worker_without_
             return not [t for t in http.get("/api/v1/tools").json() if t["category"] == "mcp:time"]
 
     wait_until(a_dropped_tool, "node A drops the MCP server removed on node B")
+
+
+def profiles_of(client: Client) -> set[str]:
+    with client.http() as http:
+        answer = http.get("/api/v1/config/profiles")
+    assert answer.status_code == 200, answer.text
+    return {profile["name"] for profile in answer.json()}
+
+
+def test_a_config_change_the_database_refuses_is_applied_nowhere_and_the_next_spreads_after_a_crash(
+    cluster: Running,
+) -> None:
+    a, b = cluster.api(0), cluster.api(1)
+    config_file = cluster.cluster.home / "config.json"
+    # A real refusal by the database (not a mock): a trigger that fails every write of the document.
+    cluster.sql(
+        "CREATE FUNCTION refuse_config() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN RAISE EXCEPTION 'configuration changes are frozen'; END $$; "
+        "CREATE TRIGGER refuse_config BEFORE INSERT OR UPDATE ON shared_config "
+        "FOR EACH ROW EXECUTE FUNCTION refuse_config()"
+    )
+    try:
+        with a.http() as http:
+            refused = http.post(
+                "/api/v1/config/profiles", json={"name": "refused-p", "chain": [{"provider": "s"}]}
+            )
+        assert refused.status_code == 500, refused.text
+        problem = refused.json()
+        assert problem["code"] == "store_write_failed", problem
+        assert "not applied" in problem["detail"] and "configuration changes are frozen" in problem["detail"]
+    finally:
+        cluster.sql("DROP TRIGGER refuse_config ON shared_config; DROP FUNCTION refuse_config()")
+    assert "refused-p" not in profiles_of(a) and "refused-p" not in profiles_of(b)
+    assert "refused-p" not in config_file.read_text(encoding="utf-8")
+
+    # A database crash cuts every process's listening connection; each listens again, so the next
+    # change still reaches the other node and both workers.
+    cluster.cluster.postgres.restart_immediate()
+    deadline = time.monotonic() + 30
+    while True:
+        with a.http() as http:
+            added = http.post(
+                "/api/v1/config/profiles", json={"name": "after-p", "chain": [{"provider": "s"}]}
+            )
+        if added.status_code != 503 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert added.status_code == 201, added.text
+    wait_until(
+        lambda: "after-p" in profiles_of(b), "node B lists the profile added on node A after the crash"
+    )
+    assert "refused-p" not in profiles_of(b)
+    time.sleep(0.5)  # the workers hear of it the same way
+    for index in range(len(cluster.cluster.workers)):
+        status = on_one_worker(cluster, index, b, {"input": "brief", "profile": "after-p"})
+        assert status["status"] == "completed" and status["profile"] == "after-p", status
+
+
+def test_a_shared_document_a_process_cannot_use_leaves_its_configuration_as_it_was(cluster: Running) -> None:
+    """A document every process but the one that wrote it would refuse (written here by hand, as a
+    node with other local layers could): each process says so in its log and keeps serving with
+    what it had; a change made on top of it is refused as invalid; a fixed document is applied."""
+    a = cluster.api(0)
+    processes = [*cluster.cluster.apis, *cluster.cluster.workers]
+    logged = {process.pid: len(process.log()) for process in processes}
+    before = cluster.sql("SELECT revision || '|' || document FROM shared_config WHERE id = 1")
+    revision, _, document = before.partition("|")
+    revision, document = revision or "0", document or "{}"  # no change made before this test
+    broken = {**json.loads(document), "default_profile": "no-such-profile"}
+
+    def share(body: dict[str, Any], at: int) -> None:
+        text = json.dumps(body).replace("'", "''")
+        cluster.sql(
+            "INSERT INTO shared_config (id, revision, document, updated_at) "
+            f"VALUES (1, {at}, '{text}', now()) ON CONFLICT (id) DO UPDATE SET "
+            "revision = EXCLUDED.revision, document = EXCLUDED.document, updated_at = EXCLUDED.updated_at; "
+            f"SELECT pg_notify('agentstage_config', '{at}')"
+        )
+
+    share(broken, int(revision) + 1)
+    try:
+        for process in processes:
+            wait_until(
+                lambda process=process: "not applied here" in process.log()[logged[process.pid] :],
+                f"{process.name} logs that it cannot apply the shared configuration",
+            )
+        assert "no-such-profile" in cluster.cluster.apis[0].log()[logged[cluster.cluster.apis[0].pid] :]
+        run_id = a.start("brief")  # still the default profile it had
+        assert a.wait(run_id)["status"] == "completed"
+        with a.http() as http:
+            change = http.post(
+                "/api/v1/config/profiles", json={"name": "on-top", "chain": [{"provider": "s"}]}
+            )
+        assert change.status_code == 422 and change.json()["code"] == "config_invalid", change.text
+        assert "no-such-profile" in change.json()["detail"]
+    finally:
+        share(json.loads(document), int(revision) + 2)
+    with a.http() as http:
+        fixed = http.post("/api/v1/config/profiles", json={"name": "on-top", "chain": [{"provider": "s"}]})
+    assert fixed.status_code == 201, fixed.text
+    wait_until(lambda: "on-top" in profiles_of(cluster.api(1)), "node B applies the fixed document")

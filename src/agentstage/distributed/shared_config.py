@@ -27,6 +27,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import SQLAlchemyError
 
 from agentstage.core.events import utc_now
+from agentstage.errors import StoreError
 from agentstage.settings import deep_merge
 from agentstage.store.sql import SqlRunStore, classify
 from agentstage.store.tables import shared_config
@@ -71,7 +72,13 @@ class SharedConfig:
         try:
             revision, document = await self._merge(changes)
         except SQLAlchemyError as error:
-            raise classify(error) from None
+            cause = classify(error)
+            raise StoreError(
+                "the configuration change was not applied: the store could not share it with the "
+                f"other nodes ({cause.message})",
+                code=cause.code,
+                retry_after=cause.retry_after,
+            ) from None
         async with self._lock:
             self.revision = max(self.revision, revision)
         return document
