@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import bindparam, delete, event, func, insert, or_, select, text, update
-from sqlalchemy.engine import Connection, Row
+from sqlalchemy import bindparam, create_engine, delete, event, func, insert, or_, select, text, update
+from sqlalchemy.engine import Connection, Engine, Row, make_url
 from sqlalchemy.exc import (
     DBAPIError,
     DisconnectionError,
@@ -30,7 +30,7 @@ from sqlalchemy.exc import (
     SQLAlchemyError,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.sql import ColumnElement
+from sqlalchemy.sql import ColumnElement, Executable
 
 from agentstage.core.events import RunEvent
 from agentstage.core.records import (
@@ -71,6 +71,9 @@ def _utc(value: datetime | None) -> datetime | None:
     if value is not None and value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value
+
+
+T = TypeVar("T")
 
 
 def _sqlite_pragmas(busy_timeout: float) -> Any:
@@ -139,6 +142,10 @@ class SqlRunStore(KeyMaintenance, SecurityTables, LeaseTables, SpanTables):
         # thread hop instead of one per statement (aiosqlite's model).
         self._sqlite: SqliteWrites | None = None
         self._write_thread: ThreadPoolExecutor | None = None
+        # SQLite reads likewise: a plain engine on two threads of their own makes a lookup one
+        # thread hop (~0.2 ms of CPU) where aiosqlite makes five (~1.1 ms) for ~0.04 ms of work.
+        self._read_engine: Engine | None = None
+        self._read_threads: ThreadPoolExecutor | None = None
 
     @property
     def location(self) -> str:
@@ -167,6 +174,10 @@ class SqlRunStore(KeyMaintenance, SecurityTables, LeaseTables, SpanTables):
             busy = max(min(self.write_timeout / 4, 1.0), 0.05)
             self._sqlite = SqliteWrites(self._sqlite_path(), busy_timeout=busy, keys=self.keys)
             self._write_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agentstage-store")
+            if self._sqlite_path().name not in ("", ":memory:"):
+                self._read_engine = create_engine(make_url(self.url).set(drivername="sqlite"))
+                event.listen(self._read_engine, "connect", _sqlite_pragmas(self.write_timeout))
+                self._read_threads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="agentstage-read")
         try:
             await self._migrate()
             await self.check_encryption(register=True)
@@ -247,6 +258,12 @@ class SqlRunStore(KeyMaintenance, SecurityTables, LeaseTables, SpanTables):
             self._write_thread.shutdown(wait=True)
             self._write_thread = None
         self._sqlite = None
+        if self._read_threads is not None:
+            self._read_threads.shutdown(wait=True)
+            self._read_threads = None
+        if self._read_engine is not None:
+            self._read_engine.dispose()
+            self._read_engine = None
         if self._engine is not None:
             await self._engine.dispose()
             self._engine = None
@@ -257,6 +274,29 @@ class SqlRunStore(KeyMaintenance, SecurityTables, LeaseTables, SpanTables):
 
     async def _on_write_thread(self, function: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._write_thread, function, *args)
+
+    # reads --------------------------------------------------------------------------------------
+
+    async def _read(self, work: Callable[[Connection], T]) -> T:
+        """Run ``work`` on a connection of its own: SQLite on the read threads, PostgreSQL on the pool."""
+        if self._read_engine is not None:
+            return await asyncio.get_running_loop().run_in_executor(self._read_threads, self._read_here, work)
+        async with self.engine.connect() as connection:
+            return await connection.run_sync(work)
+
+    def _read_here(self, work: Callable[[Connection], T]) -> T:
+        assert self._read_engine is not None
+        with self._read_engine.connect() as connection:
+            return work(connection)
+
+    async def _rows(self, query: Executable) -> list[Row[Any]]:
+        return await self._read(lambda connection: list(connection.execute(query)))
+
+    async def _first(self, query: Executable) -> Row[Any] | None:
+        return await self._read(lambda connection: connection.execute(query).first())
+
+    async def _scalar(self, query: Executable) -> Any:
+        return await self._read(lambda connection: connection.execute(query).scalar_one_or_none())
 
     async def write(self, batch: Batch) -> dict[str, StoreError]:
         if not batch:
@@ -341,8 +381,7 @@ class SqlRunStore(KeyMaintenance, SecurityTables, LeaseTables, SpanTables):
         return self._sqlite.free_bytes() if self._sqlite is not None else None
 
     async def get_run(self, run_id: str) -> RunRecord | None:
-        async with self.engine.connect() as connection:
-            row = (await connection.execute(_RUN_SELECT.where(runs.c.id == run_id))).first()
+        row = await self._first(_RUN_SELECT.where(runs.c.id == run_id))
         return _run_from_row(row, self.keys) if row else None
 
     async def list_runs(
@@ -353,8 +392,7 @@ class SqlRunStore(KeyMaintenance, SecurityTables, LeaseTables, SpanTables):
             query = query.where(runs.c.status == status.value)
         if tenant is not None:
             query = query.where(runs.c.tenant == tenant)
-        async with self.engine.connect() as connection:
-            return [_run_from_row(row, self.keys) for row in (await connection.execute(query)).all()]
+        return [_run_from_row(row, self.keys) for row in await self._rows(query)]
 
     async def search_runs(
         self,
@@ -383,8 +421,7 @@ class SqlRunStore(KeyMaintenance, SecurityTables, LeaseTables, SpanTables):
                     runs.c.output.icontains(needle, autoescape=True),
                 )
             )
-        async with self.engine.connect() as connection:
-            return [_run_from_row(row, self.keys) for row in (await connection.execute(query)).all()]
+        return [_run_from_row(row, self.keys) for row in await self._rows(query)]
 
     async def _search_sealed(self, query: Any, text: str, limit: int, offset: int) -> list[RunRecord]:
         """Match ``text`` in opened inputs and outputs, reading the newest runs a page at a time."""
@@ -415,13 +452,11 @@ class SqlRunStore(KeyMaintenance, SecurityTables, LeaseTables, SpanTables):
             query = query.where(runs.c.status == status.value)
         if tenant is not None:
             query = query.where(runs.c.tenant == tenant)
-        async with self.engine.connect() as connection:
-            return int((await connection.execute(query)).scalar_one())
+        return int(await self._scalar(query))
 
     async def unfinished_runs(self) -> list[RunRecord]:
         query = _RUN_SELECT.where(runs.c.status.not_in(_TERMINAL))
-        async with self.engine.connect() as connection:
-            return [_run_from_row(row, self.keys) for row in (await connection.execute(query)).all()]
+        return [_run_from_row(row, self.keys) for row in await self._rows(query)]
 
     async def events(self, run_id: str, *, after: int = 0, limit: int | None = None) -> list[RunEvent]:
         query = (
@@ -431,19 +466,16 @@ class SqlRunStore(KeyMaintenance, SecurityTables, LeaseTables, SpanTables):
         )
         if limit is not None:
             query = query.limit(limit)
-        async with self.engine.connect() as connection:
-            return [_event_from_row(row, self.keys) for row in await connection.execute(query)]
+        return [_event_from_row(row, self.keys) for row in await self._rows(query)]
 
     async def last_event(self, run_id: str) -> RunEvent | None:
         query = select(run_events).where(run_events.c.run_id == run_id).order_by(run_events.c.seq.desc())
-        async with self.engine.connect() as connection:
-            row = (await connection.execute(query.limit(1))).first()
+        row = await self._first(query.limit(1))
         return _event_from_row(row, self.keys) if row else None
 
     async def snapshot(self, snapshot_hash: str) -> dict[str, Any] | None:
         query = select(snapshots.c.body).where(snapshots.c.hash == snapshot_hash)
-        async with self.engine.connect() as connection:
-            body = (await connection.execute(query)).scalar_one_or_none()
+        body = await self._scalar(query)
         return dict(self.keys.get_json(body, "snapshots.body", snapshot_hash)) if body is not None else None
 
     async def heartbeat(self, run_ids: Sequence[str], at: datetime) -> None:
@@ -456,8 +488,7 @@ class SqlRunStore(KeyMaintenance, SecurityTables, LeaseTables, SpanTables):
         if not run_ids:
             return set()
         query = select(runs.c.id).where(runs.c.id.in_(list(run_ids)), runs.c.cancel_requested.is_(True))
-        async with self.engine.connect() as connection:
-            return {row[0] for row in await connection.execute(query)}
+        return {row[0] for row in await self._rows(query)}
 
     async def request_cancel(self, run_id: str, reason: str = "") -> None:
         """Record the cancel on the run's row (it survives any lost signal); on PostgreSQL, also
@@ -472,8 +503,7 @@ class SqlRunStore(KeyMaintenance, SecurityTables, LeaseTables, SpanTables):
                 )
 
     async def runs_where(self, condition: ColumnElement[bool]) -> list[RunRecord]:
-        async with self.engine.connect() as connection:
-            rows = (await connection.execute(_RUN_SELECT.where(condition))).all()
+        rows = await self._rows(_RUN_SELECT.where(condition))
         return [_run_from_row(row, self.keys) for row in rows]
 
     async def create_conversation(self, record: ConversationRecord) -> None:
@@ -481,9 +511,7 @@ class SqlRunStore(KeyMaintenance, SecurityTables, LeaseTables, SpanTables):
             await connection.execute(insert(conversations).values(**_conversation_row(record, self.keys)))
 
     async def get_conversation(self, conversation_id: str) -> ConversationRecord | None:
-        async with self.engine.connect() as connection:
-            query = select(*_CONVERSATION_COLUMNS).where(conversations.c.id == conversation_id)
-            row = (await connection.execute(query)).first()
+        row = await self._first(select(*_CONVERSATION_COLUMNS).where(conversations.c.id == conversation_id))
         return _conversation_from_row(row, self.keys) if row is not None else None
 
     async def list_conversations(
@@ -497,8 +525,7 @@ class SqlRunStore(KeyMaintenance, SecurityTables, LeaseTables, SpanTables):
         )
         if tenant is not None:
             query = query.where(conversations.c.tenant == tenant)
-        async with self.engine.connect() as connection:
-            return [_conversation_from_row(row, self.keys) for row in await connection.execute(query)]
+        return [_conversation_from_row(row, self.keys) for row in await self._rows(query)]
 
     async def delete_conversation(self, conversation_id: str) -> bool:
         async with self.engine.begin() as connection:
@@ -518,8 +545,7 @@ class SqlRunStore(KeyMaintenance, SecurityTables, LeaseTables, SpanTables):
             .where(conversation_messages.c.conversation_id == conversation_id)
             .order_by(conversation_messages.c.position)
         )
-        async with self.engine.connect() as connection:
-            rows = list(await connection.execute(query))
+        rows = await self._rows(query)
         return [
             MessageRecord(
                 conversation_id=r.conversation_id,
@@ -537,13 +563,11 @@ class SqlRunStore(KeyMaintenance, SecurityTables, LeaseTables, SpanTables):
             await connection.execute(insert(api_keys), [record.model_dump()])
 
     async def api_key_by_hash(self, key_hash: str) -> ApiKeyRecord | None:
-        async with self.engine.connect() as connection:
-            row = (await connection.execute(select(api_keys).where(api_keys.c.key_hash == key_hash))).first()
+        row = await self._first(select(api_keys).where(api_keys.c.key_hash == key_hash))
         return _key_from_row(row) if row else None
 
     async def list_api_keys(self) -> list[ApiKeyRecord]:
-        async with self.engine.connect() as connection:
-            rows = (await connection.execute(select(api_keys).order_by(api_keys.c.created_at))).all()
+        rows = await self._rows(select(api_keys).order_by(api_keys.c.created_at))
         return [_key_from_row(row) for row in rows]
 
     async def revoke_api_key(self, name: str, at: datetime) -> bool:
@@ -562,8 +586,7 @@ class SqlRunStore(KeyMaintenance, SecurityTables, LeaseTables, SpanTables):
             await connection.execute(insert(batches), [row])
 
     async def get_batch(self, batch_id: str) -> BatchRecord | None:
-        async with self.engine.connect() as connection:
-            row = (await connection.execute(select(batches).where(batches.c.id == batch_id))).first()
+        row = await self._first(select(batches).where(batches.c.id == batch_id))
         if row is None:
             return None
         data = dict(row._mapping)
