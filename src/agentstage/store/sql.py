@@ -76,6 +76,11 @@ def _utc(value: datetime | None) -> datetime | None:
 T = TypeVar("T")
 
 
+def _read_with(engine: Engine, work: Callable[[Connection], T]) -> T:
+    with engine.connect() as connection:
+        return work(connection)
+
+
 def _sqlite_pragmas(busy_timeout: float) -> Any:
     """Connection set-up; a locked store makes a statement wait at most ``busy_timeout`` seconds."""
 
@@ -258,12 +263,12 @@ class SqlRunStore(KeyMaintenance, SecurityTables, LeaseTables, SpanTables):
             self._write_thread.shutdown(wait=True)
             self._write_thread = None
         self._sqlite = None
-        if self._read_threads is not None:
-            self._read_threads.shutdown(wait=True)
-            self._read_threads = None
-        if self._read_engine is not None:
-            self._read_engine.dispose()
-            self._read_engine = None
+        read_engine, read_threads = self._read_engine, self._read_threads
+        self._read_engine = self._read_threads = None  # a read asked for from now on is refused
+        if read_threads is not None:
+            read_threads.shutdown(wait=True)  # the reads under way finish first
+        if read_engine is not None:
+            read_engine.dispose()
         if self._engine is not None:
             await self._engine.dispose()
             self._engine = None
@@ -279,15 +284,11 @@ class SqlRunStore(KeyMaintenance, SecurityTables, LeaseTables, SpanTables):
 
     async def _read(self, work: Callable[[Connection], T]) -> T:
         """Run ``work`` on a connection of its own: SQLite on the read threads, PostgreSQL on the pool."""
-        if self._read_engine is not None:
-            return await asyncio.get_running_loop().run_in_executor(self._read_threads, self._read_here, work)
+        engine, threads = self._read_engine, self._read_threads
+        if engine is not None and threads is not None:
+            return await asyncio.get_running_loop().run_in_executor(threads, _read_with, engine, work)
         async with self.engine.connect() as connection:
             return await connection.run_sync(work)
-
-    def _read_here(self, work: Callable[[Connection], T]) -> T:
-        assert self._read_engine is not None
-        with self._read_engine.connect() as connection:
-            return work(connection)
 
     async def _rows(self, query: Executable) -> list[Row[Any]]:
         return await self._read(lambda connection: list(connection.execute(query)))
