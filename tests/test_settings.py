@@ -162,3 +162,46 @@ def test_agent_serve_execute_runs_as_many_at_once_as_its_worker_claims(home: Pat
     service = build_service(settings)  # nothing is opened until the service starts
     assert service.settings.runtime.max_concurrent_runs == 32  # claimed runs are not held back
     assert getattr(service.store, "pool_size", None) == 36
+
+
+@pytest.mark.parametrize(
+    ("url", "stored"),
+    [
+        ("sqlite:///runs.db", "sqlite+aiosqlite:///runs.db"),
+        ("sqlite+aiosqlite:////var/lib/agent/runs.db", "sqlite+aiosqlite:////var/lib/agent/runs.db"),
+        ("postgres://agent:pw@db:5432/agent", "postgresql+psycopg://agent:pw@db:5432/agent"),
+        ("postgresql://agent@db/agent", "postgresql+psycopg://agent@db/agent"),
+        ("postgresql+psycopg://agent@db/agent", "postgresql+psycopg://agent@db/agent"),
+    ],
+)
+def test_store_urls_take_the_driver_the_product_ships(home: Path, url: str, stored: str) -> None:
+    assert load_settings(environ=environ(home, AGENT_STORE__URL=url)).store_url() == stored
+    with_env = load_settings(environ=environ(home, AGENT_STORE__URL="env:STORE_AT"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("STORE_AT", url)
+        assert with_env.store_url() == stored
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("mysql://root:hunter2@db/agent", "'mysql' is not a store agentstage can use"),
+        ("postgresql+asyncpg://agent@db/agent", "'postgresql+asyncpg' is not a store agentstage can use"),
+        ("runs.db", "not a URL"),
+        ("sqlite+aiosqlite:///", "an SQLite store needs a database file"),
+        ("sqlite+aiosqlite:///:memory:", "would lose every run at exit"),
+        ("sqlite://host/runs.db", "an SQLite store needs a database file"),
+    ],
+)
+def test_a_store_url_that_cannot_work_is_refused_in_one_line(home: Path, url: str, message: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        load_settings(environ=environ(home, AGENT_STORE__URL=url))
+    text = str(refused.value)
+    assert "store.url" in text and message in text and "sqlite+aiosqlite:///" in text  # says what works
+    assert "hunter2" not in text  # a URL may hold a password: the message names the scheme only
+    with_env = load_settings(environ=environ(home, AGENT_STORE__URL="env:STORE_AT"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("STORE_AT", url)
+        with pytest.raises(ConfigError, match=r"store\.url \(from STORE_AT\)") as from_env:
+            with_env.store_url()
+    assert message in str(from_env.value) and "hunter2" not in str(from_env.value)

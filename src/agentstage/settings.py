@@ -60,8 +60,47 @@ class ProfileSettings(Strict):
     limits: dict[str, Any] = Field(default_factory=dict, description="Overrides of the global limits.")
 
 
+# The store URLs the product ships a driver for, by the scheme a user may write.
+_STORE_DRIVERS = {
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+    "postgresql": "postgresql+psycopg",
+    "postgres": "postgresql+psycopg",
+    "postgresql+psycopg": "postgresql+psycopg",
+}
+_STORE_URL_FORMS = (
+    "sqlite+aiosqlite:///path/to/agentstage.db (embedded) or "
+    "postgresql+psycopg://user:password@host:5432/database"
+)
+
+
+def canonical_store_url(url: str) -> str:
+    """The store URL with the driver the product ships (``sqlite://`` and ``postgresql://`` are
+    accepted as written by most tools). A scheme with no shipped driver, or an SQLite store with no
+    file (every run would be lost at exit), is refused here in one line rather than as a driver
+    error at first use. The message names the scheme only: a URL may hold a password."""
+    scheme, separator, rest = url.partition("://")
+    driver = _STORE_DRIVERS.get(scheme.lower()) if separator else None
+    if driver is None:
+        what = f"{scheme!r} is not a store agentstage can use" if separator else "not a URL"
+        raise ValueError(f"{what}; use {_STORE_URL_FORMS}")
+    if driver == "sqlite+aiosqlite" and (
+        not rest.startswith("/") or rest[1:].split("?")[0] in ("", ":memory:")
+    ):
+        raise ValueError(
+            "an SQLite store needs a database file (sqlite+aiosqlite:///relative/path.db or "
+            "sqlite+aiosqlite:////absolute/path.db); an in-memory store would lose every run at exit"
+        )
+    return f"{driver}://{rest}"
+
+
 class StoreSettings(Strict):
-    url: str | None = Field(default=None, description="SQLAlchemy URL; default: SQLite in AGENT_HOME.")
+    url: str | None = Field(
+        default=None,
+        description="Where runs are stored: sqlite+aiosqlite:///path (embedded) or "
+        "postgresql+psycopg://user:password@host:5432/database (scale-out), or 'env:NAME' holding one. "
+        "Default: SQLite in AGENT_HOME.",
+    )
     write_timeout: float = Field(
         default=10.0,
         gt=0,
@@ -88,6 +127,13 @@ class StoreSettings(Strict):
         description="Older keys ('env:NAME' or 'file:/path') that still open data sealed before a key "
         "rotation; never used to seal. Drop one once `agent store rotate-key` has finished.",
     )
+
+    @field_validator("url")
+    @classmethod
+    def _store_url(cls, value: str | None) -> str | None:
+        if value is None or value.startswith("env:"):
+            return value  # an env: reference is checked once it is read (store_url)
+        return canonical_store_url(value)
 
     @field_validator("encryption_key")
     @classmethod
@@ -386,6 +432,10 @@ class Settings(Strict):
             url = os.environ.get(variable) or None
             if url is None:
                 raise ConfigError(f"store.url refers to {variable}, which is not set")
+            try:
+                url = canonical_store_url(url)
+            except ValueError as error:
+                raise ConfigError(f"store.url (from {variable}): {error}") from None
         return url or f"sqlite+aiosqlite:///{self.home / 'agentstage.db'}"
 
     def redis_url(self) -> str | None:
