@@ -18,7 +18,6 @@ from typing import Any
 
 from sqlalchemy import String, and_, any_, bindparam, delete, exists, func, insert, or_, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import ColumnElement
 
 from agentstage.core.records import RunRecord
@@ -26,6 +25,7 @@ from agentstage.errors import StoreError
 from agentstage.store.base import Claim
 from agentstage.store.claim_batches import ClaimBatcher
 from agentstage.store.crypto import Keyring
+from agentstage.store.reads import Reads
 from agentstage.store.tables import run_admissions, run_events, runs
 from agentstage.types import RunStatus
 
@@ -80,15 +80,11 @@ def fenced_error(run_id: str, fence: int, attempt: int | None) -> StoreError:
     )
 
 
-class LeaseTables:
+class LeaseTables(Reads):
     """Mixed into the SQL store; ``engine`` is the store's async engine."""
 
     is_sqlite: bool
     keys: Keyring
-
-    @property
-    def engine(self) -> AsyncEngine:
-        raise NotImplementedError
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         raise NotImplementedError
@@ -245,8 +241,7 @@ class LeaseTables:
         query = (
             select(func.count()).select_from(runs).where(runs.c.tenant == tenant, runs.c.status.in_(_ACTIVE))
         )
-        async with self.engine.connect() as connection:
-            return int((await connection.execute(query)).scalar_one())
+        return int(await self._scalar(query))
 
     async def owned_heartbeat(self, run_ids: Sequence[str], worker_id: str, at: datetime) -> None:
         """Heartbeat only the runs still ours: a run taken away is never kept alive by its old owner."""

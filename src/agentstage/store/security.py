@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Row
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from agentstage.store.reads import Reads
 from agentstage.store.sqlite_writes import sqlite_timestamp
 from agentstage.store.tables import api_keys, audit_head, audit_log, rate_limits
 
@@ -71,15 +72,11 @@ def audit_row(row: Row[Any]) -> dict[str, Any]:
     return data
 
 
-class SecurityTables:
+class SecurityTables(Reads):
     """Mixed into the SQL store; ``engine`` is the store's async engine."""
 
     is_sqlite: bool
     _sqlite: SqliteWrites | None
-
-    @property
-    def engine(self) -> AsyncEngine:
-        raise NotImplementedError
 
     if TYPE_CHECKING:
 
@@ -171,17 +168,14 @@ class SecurityTables:
             query = query.where(audit_log.c.action == action)
         if limit is not None:
             query = query.limit(limit)
-        async with self.engine.connect() as connection:
-            return [audit_row(row) for row in await connection.execute(query)]
+        return [audit_row(row) for row in await self._rows(query)]
 
     async def audit_chain_head(self) -> tuple[int, str] | None:
-        async with self.engine.connect() as connection:
-            row = (await connection.execute(select(audit_head.c.seq, audit_head.c.hash))).first()
+        row = await self._first(select(audit_head.c.seq, audit_head.c.hash))
         return (int(row.seq), str(row.hash)) if row else None
 
     async def audit_count(self) -> int:
-        async with self.engine.connect() as connection:
-            return int((await connection.execute(select(func.count()).select_from(audit_log))).scalar_one())
+        return int(await self._scalar(select(func.count()).select_from(audit_log)))
 
     # rate limits -----------------------------------------------------------------------------
 

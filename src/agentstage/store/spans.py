@@ -24,10 +24,10 @@ from typing import Any
 
 from sqlalchemy import insert, or_, select
 from sqlalchemy.engine import Row
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agentstage.core.records import SpanRecord, ToolTiming
 from agentstage.store.crypto import Keyring, dump
+from agentstage.store.reads import Reads
 from agentstage.store.tables import spans, tool_timings
 
 _COLUMNS = ("trace_id", "span_id", "parent_span_id", "run_id", "name", "kind", "start_ns", "end_ns", "status",
@@ -118,14 +118,10 @@ def _span(row: Row[Any], keys: Keyring) -> SpanRecord:
     return SpanRecord(**data)
 
 
-class SpanTables:
+class SpanTables(Reads):
     """Mixed into the SQL store; ``engine`` and ``keys`` are the store's."""
 
     keys: Keyring
-
-    @property
-    def engine(self) -> AsyncEngine:
-        raise NotImplementedError
 
     async def _insert_spans(self, records: Sequence[SpanRecord]) -> None:
         """Every database but SQLite (which writes on its write thread, see ``SqlRunStore``)."""
@@ -146,9 +142,7 @@ class SpanTables:
     async def tool_timings(self, run_id: str) -> list[ToolTiming]:
         """The timings of a run's tool calls (any order)."""
         query = select(tool_timings).where(tool_timings.c.run_id == run_id)
-        async with self.engine.connect() as connection:
-            rows = await connection.execute(query)
-            return [ToolTiming(**dict(row._mapping)) for row in rows]
+        return [ToolTiming(**dict(row._mapping)) for row in await self._rows(query)]
 
     async def spans(self, *, run_id: str | None = None, trace_id: str | None = None) -> list[SpanRecord]:
         """The spans of a run, or of a whole trace, oldest first. With both: the run's spans and
@@ -164,5 +158,4 @@ class SpanTables:
             query = query.where(spans.c.trace_id == trace_id)
         else:
             raise ValueError("spans() needs a run_id or a trace_id")
-        async with self.engine.connect() as connection:
-            return [_span(row, self.keys) for row in await connection.execute(query)]
+        return [_span(row, self.keys) for row in await self._rows(query)]

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import bindparam, create_engine, delete, event, func, insert, or_, select, text, update
-from sqlalchemy.engine import Connection, Engine, Row, make_url
+from sqlalchemy.engine import Connection, Row, make_url
 from sqlalchemy.exc import (
     DBAPIError,
     DisconnectionError,
@@ -30,7 +30,7 @@ from sqlalchemy.exc import (
     SQLAlchemyError,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.sql import ColumnElement, Executable
+from sqlalchemy.sql import ColumnElement
 
 from agentstage.core.events import RunEvent
 from agentstage.core.records import (
@@ -47,6 +47,7 @@ from agentstage.store import migrations
 from agentstage.store.base import Batch, RunWrites
 from agentstage.store.crypto import Keyring, escape_nul_needle
 from agentstage.store.leases import LeaseTables, fenced_error
+from agentstage.store.reads import Reads
 from agentstage.store.rekey import KeyMaintenance
 from agentstage.store.security import SecurityTables
 from agentstage.store.spans import SpanTables
@@ -71,14 +72,6 @@ def _utc(value: datetime | None) -> datetime | None:
     if value is not None and value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value
-
-
-T = TypeVar("T")
-
-
-def _read_with(engine: Engine, work: Callable[[Connection], T]) -> T:
-    with engine.connect() as connection:
-        return work(connection)
 
 
 def _sqlite_pragmas(busy_timeout: float) -> Any:
@@ -133,7 +126,7 @@ def _event_from_row(row: Row[Any], keys: Keyring) -> RunEvent:
     )
 
 
-class SqlRunStore(KeyMaintenance, SecurityTables, LeaseTables, SpanTables):
+class SqlRunStore(KeyMaintenance, SecurityTables, LeaseTables, SpanTables, Reads):
     def __init__(
         self, url: str, *, write_timeout: float = 10.0, keys: Keyring | None = None, pool_size: int = 10
     ):
@@ -147,10 +140,9 @@ class SqlRunStore(KeyMaintenance, SecurityTables, LeaseTables, SpanTables):
         # thread hop instead of one per statement (aiosqlite's model).
         self._sqlite: SqliteWrites | None = None
         self._write_thread: ThreadPoolExecutor | None = None
-        # SQLite reads likewise: a plain engine on two threads of their own makes a lookup one
-        # thread hop (~0.2 ms of CPU) where aiosqlite makes five (~1.1 ms) for ~0.04 ms of work.
-        self._read_engine: Engine | None = None
-        self._read_threads: ThreadPoolExecutor | None = None
+        # SQLite reads likewise, on threads of their own (see store/reads.py).
+        self._read_engine = None
+        self._read_threads = None
 
     @property
     def location(self) -> str:
@@ -279,25 +271,6 @@ class SqlRunStore(KeyMaintenance, SecurityTables, LeaseTables, SpanTables):
 
     async def _on_write_thread(self, function: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._write_thread, function, *args)
-
-    # reads --------------------------------------------------------------------------------------
-
-    async def _read(self, work: Callable[[Connection], T]) -> T:
-        """Run ``work`` on a connection of its own: SQLite on the read threads, PostgreSQL on the pool."""
-        engine, threads = self._read_engine, self._read_threads
-        if engine is not None and threads is not None:
-            return await asyncio.get_running_loop().run_in_executor(threads, _read_with, engine, work)
-        async with self.engine.connect() as connection:
-            return await connection.run_sync(work)
-
-    async def _rows(self, query: Executable) -> list[Row[Any]]:
-        return await self._read(lambda connection: list(connection.execute(query)))
-
-    async def _first(self, query: Executable) -> Row[Any] | None:
-        return await self._read(lambda connection: connection.execute(query).first())
-
-    async def _scalar(self, query: Executable) -> Any:
-        return await self._read(lambda connection: connection.execute(query).scalar_one_or_none())
 
     async def write(self, batch: Batch) -> dict[str, StoreError]:
         if not batch:
