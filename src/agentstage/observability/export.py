@@ -56,7 +56,7 @@ class SpanKeeper:
     def __init__(
         self, store: SpanStore, *, interval: float = 0.25, batch: int = 200, max_pending: int = 100_000
     ):
-        """``batch``: spans per transaction. On SQLite spans share the one write thread with the runs'
+        """``batch``: spans per transaction. On SQLite spans share the one write connection with the runs'
         writes, so a run's commit waits behind at most one such transaction: kept short."""
         self.store = store
         self.interval = interval

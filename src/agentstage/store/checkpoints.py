@@ -6,7 +6,7 @@ milliseconds longer once every hundred runs or so, and was most of the slow tail
 stream's first event. The store's write connection keeps automatic checkpoints only as a hard
 bound, past 10,000 pages, and this thread, with its own connection, checkpoints soon after writes
 instead. A ``PASSIVE`` checkpoint never waits for a writer or a reader and never makes them wait,
-and SQLite lets go of the GIL while it works, so nothing on the event loop or the write thread
+and SQLite lets go of the GIL while it works, so no write on the event loop or the write thread
 waits for the disk.
 """
 
@@ -47,6 +47,10 @@ class WalCheckpointer:
         self.restart_frames = restart_frames
         self.force_restart_frames = force_restart_frames
         self.checkpoints = 0  # how many ran (read by tests and diagnostics)
+        # The log held less than half the hard bound's pages at the last checkpoint: no commit
+        # comes near the bound, where the commit itself checkpoints and syncs (see ``attach``),
+        # before this thread looks again (it would take ~20 MB of new log in a quarter second).
+        self.keeping_up = True
         self._pending = threading.Event()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="agentstage-checkpoint", daemon=True)
@@ -112,7 +116,9 @@ class WalCheckpointer:
             else:
                 self._pending.set()  # no quiet moment yet: look again after the delay
                 return
-            connection.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+            row = connection.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+            if row is not None and not row[0]:  # not busy: the log starts over
+                self.keeping_up = True
         except sqlite3.Error as error:  # the next write tries again; the log only grows meanwhile
             log.warning("checkpoint of %s failed (retried after the next write): %s", self.path, error)
 
@@ -120,4 +126,6 @@ class WalCheckpointer:
         """Copy what the log holds without waiting for anyone; the log's size in pages."""
         row = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         self.checkpoints += 1
-        return int(row[1]) if row is not None else 0
+        pages = int(row[1]) if row is not None else 0
+        self.keeping_up = pages < self.force_restart_frames // 2
+        return pages

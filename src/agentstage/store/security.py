@@ -2,7 +2,7 @@
 
 Kept apart from the run tables so the run write path stays its own module; ``SqlRunStore``
 inherits these methods. Reads run on the store's async engine. On SQLite, audit rows are written
-on the store's one write thread, in a plain ``sqlite3`` transaction next to the run writes: every
+on the store's one write connection, in a plain ``sqlite3`` transaction next to the run writes: every
 audited request waits for its row, so this write is on the request path, and here it neither
 competes with the run writer for SQLite's write lock nor pays for a pooled connection and
 statement compilation per group of rows.
@@ -80,7 +80,7 @@ class SecurityTables(Reads):
 
     if TYPE_CHECKING:
 
-        async def _on_write_thread(self, function: Any, *args: Any) -> Any: ...
+        async def _on_write_connection(self, function: Any, *args: Any) -> Any: ...
 
     # API keys --------------------------------------------------------------------------------
 
@@ -108,7 +108,7 @@ class SecurityTables(Reads):
         if not entries:
             return
         if self._sqlite is not None:
-            await self._on_write_thread(self._append_audit_sqlite, self._sqlite, list(entries), chain)
+            await self._on_write_connection(self._append_audit_sqlite, self._sqlite, list(entries), chain)
             return
         async with self.engine.begin() as connection:
             seq, prev = await self._lock_head(connection, len(entries))
@@ -118,7 +118,7 @@ class SecurityTables(Reads):
 
     @staticmethod
     def _append_audit_sqlite(writes: SqliteWrites, entries: list[dict[str, Any]], chain: HeadHash) -> None:
-        """On the write thread: the same statements as below, in one ``BEGIN IMMEDIATE`` transaction
+        """On the write connection: the same statements as below, in one ``BEGIN IMMEDIATE`` transaction
         (the write lock first, so another process appending at once cannot fork the chain)."""
         count = len(entries)
 

@@ -6,7 +6,7 @@ A run's own spans are not rows: they are derived from the run's events when its 
 (the doors' server spans; and the spans runs wrote before their spans were derived).
 
 Kept apart from the run tables like :mod:`agentstage.store.security`; ``SqlRunStore`` inherits
-these methods. On SQLite, spans are written by the store's one write thread and connection (the
+these methods. On SQLite, spans are written through the store's one write connection (the
 same that writes runs), so they never contend with run writes for the database lock.
 
 With content capture on, a span's attributes and events hold prompts, answers and tool data, and
@@ -124,7 +124,7 @@ class SpanTables(Reads):
     keys: Keyring
 
     async def _insert_spans(self, records: Sequence[SpanRecord]) -> None:
-        """Every database but SQLite (which writes on its write thread, see ``SqlRunStore``)."""
+        """Every database but SQLite (which writes on its write connection, see ``SqlRunStore``)."""
         async with self.engine.begin() as connection:
             await connection.execute(insert(spans), [_row(span, self.keys) for span in records])
 

@@ -62,6 +62,7 @@ from agentstage.store.tables import (
     snapshots,
     store_probe,
 )
+from agentstage.store.write_path import SqliteWritePath
 from agentstage.types import RunStatus
 
 _TERMINAL = [s.value for s in RunStatus if s.terminal]
@@ -136,10 +137,11 @@ class SqlRunStore(KeyMaintenance, SecurityTables, LeaseTables, SpanTables, Reads
         self.write_timeout = write_timeout
         self.keys = keys or Keyring()
         self._engine: AsyncEngine | None = None
-        # SQLite writes go through one thread with a plain connection: a whole batch costs one
-        # thread hop instead of one per statement (aiosqlite's model).
+        # SQLite writes go through one plain connection, on the event loop or one write thread
+        # (store/write_path.py): a whole batch costs at most one thread hop, not one per statement
+        # (aiosqlite's model).
         self._sqlite: SqliteWrites | None = None
-        self._write_thread: ThreadPoolExecutor | None = None
+        self._write_path: SqliteWritePath | None = None
         # SQLite reads likewise, on threads of their own (see store/reads.py).
         self._read_engine = None
         self._read_threads = None
@@ -170,7 +172,7 @@ class SqlRunStore(KeyMaintenance, SecurityTables, LeaseTables, SpanTables, Reads
             event.listen(self._engine.sync_engine, "connect", _sqlite_pragmas(self.write_timeout))
             busy = max(min(self.write_timeout / 4, 1.0), 0.05)
             self._sqlite = SqliteWrites(self._sqlite_path(), busy_timeout=busy, keys=self.keys)
-            self._write_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agentstage-store")
+            self._write_path = SqliteWritePath(self._sqlite)
             if self._sqlite_path().name not in ("", ":memory:"):
                 self._read_engine = create_engine(make_url(self.url).set(drivername="sqlite"))
                 event.listen(self._read_engine, "connect", _sqlite_pragmas(self.write_timeout))
@@ -249,11 +251,9 @@ class SqlRunStore(KeyMaintenance, SecurityTables, LeaseTables, SpanTables, Reads
             return str(row[0]) if row else None
 
     async def close(self) -> None:
-        if self._write_thread is not None:
-            if self._sqlite is not None:
-                await self._on_write_thread(self._sqlite.close)
-            self._write_thread.shutdown(wait=True)
-            self._write_thread = None
+        if self._write_path is not None:
+            await self._write_path.close()
+            self._write_path = None
         self._sqlite = None
         read_engine, read_threads = self._read_engine, self._read_threads
         self._read_engine = self._read_threads = None  # a read asked for from now on is refused
@@ -269,14 +269,16 @@ class SqlRunStore(KeyMaintenance, SecurityTables, LeaseTables, SpanTables, Reads
         async with self.engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
 
-    async def _on_write_thread(self, function: Any, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._write_thread, function, *args)
+    async def _on_write_connection(self, function: Any, *args: Any) -> Any:
+        if self._write_path is None:
+            raise RuntimeError("the store is not open; call open() first")
+        return await self._write_path.run(function, *args)
 
     async def write(self, batch: Batch) -> dict[str, StoreError]:
         if not batch:
             return {}
         if self._sqlite is not None:
-            refused: dict[str, StoreError] = await self._on_write_thread(self._sqlite.write, batch)
+            refused: dict[str, StoreError] = await self._on_write_connection(self._sqlite.write, batch)
             return refused
         parts = [writes for writes in batch.runs.values() if writes]
         try:
@@ -318,7 +320,7 @@ class SqlRunStore(KeyMaintenance, SecurityTables, LeaseTables, SpanTables, Reads
         from agentstage.core.events import utc_now
 
         if self._sqlite is not None:
-            await self._on_write_thread(self._sqlite.probe, utc_now())
+            await self._on_write_connection(self._sqlite.probe, utc_now())
             return
         try:
             async with self.engine.begin() as connection:
@@ -328,11 +330,11 @@ class SqlRunStore(KeyMaintenance, SecurityTables, LeaseTables, SpanTables, Reads
             raise _classify(error) from None
 
     async def add_spans(self, records: Sequence[SpanRecord]) -> None:
-        """Keep finished spans (observability): on SQLite through the write thread, like runs."""
+        """Keep finished spans (observability): on SQLite through the write connection, like runs."""
         if not records:
             return
         if self._sqlite is not None:
-            await self._on_write_thread(self._sqlite.add_spans, list(records))
+            await self._on_write_connection(self._sqlite.add_spans, list(records))
             return
         try:
             await self._insert_spans(records)
@@ -340,11 +342,11 @@ class SqlRunStore(KeyMaintenance, SecurityTables, LeaseTables, SpanTables, Reads
             raise _classify(error) from None
 
     async def add_tool_timings(self, timings: Sequence[ToolTiming]) -> None:
-        """Keep tool calls' timings (observability): on SQLite through the write thread, like runs."""
+        """Keep tool calls' timings (observability): on SQLite through the write connection, like runs."""
         if not timings:
             return
         if self._sqlite is not None:
-            await self._on_write_thread(self._sqlite.add_tool_timings, list(timings))
+            await self._on_write_connection(self._sqlite.add_tool_timings, list(timings))
             return
         try:
             await self._insert_tool_timings(timings)

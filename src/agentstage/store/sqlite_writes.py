@@ -100,8 +100,14 @@ _MESSAGE = "conversation_messages.content"
 _PROBE = f"INSERT OR REPLACE INTO {store_probe.name} (id, at) VALUES (1, ?)"
 
 
+class WouldWait(Exception):
+    """The write lock is held elsewhere (another process, a checkpoint): this write must wait for
+    it, and so must not run on the event loop (see :mod:`agentstage.store.write_path`)."""
+
+
 class SqliteWrites:
-    """Owns the write connection; every method runs on the store's single write thread."""
+    """Owns the write connection; one method runs at a time, on the event loop or the write thread
+    (:class:`agentstage.store.write_path.SqliteWritePath` decides)."""
 
     def __init__(self, path: Path, busy_timeout: float, keys: Keyring | None = None):
         self.path = path
@@ -109,19 +115,44 @@ class SqliteWrites:
         self.busy_timeout_ms = max(int(busy_timeout * 1000), 1)
         self._connection: sqlite3.Connection | None = None
         self.checkpointer: WalCheckpointer | None = None
+        self._no_wait = False  # set while a write runs on the event loop
 
     def _open(self) -> sqlite3.Connection:
         if self._connection is None:
             connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            connection.execute(f"PRAGMA busy_timeout={self.busy_timeout_ms}")
+            connection.execute(f"PRAGMA busy_timeout={self.busy_timeout_ms}")  # while it is set up
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=NORMAL")
             connection.execute("PRAGMA foreign_keys=ON")
             connection.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")  # the log file after a burst
             self.checkpointer = WalCheckpointer(self.path, self.busy_timeout_ms)
             self.checkpointer.attach(connection)  # checkpoints run off this path
+            connection.execute("PRAGMA busy_timeout=0")  # a write waits only in ``waiting``
             self._connection = connection
         return self._connection
+
+    def may_write_now(self) -> bool:
+        """Open, and its log checkpointed in time: a commit here will not copy the log itself."""
+        return self._connection is not None and (self.checkpointer is None or self.checkpointer.keeping_up)
+
+    def now(self, function: Callable[..., Any], *args: Any) -> Any:
+        """Run a write without waiting for the write lock: :class:`WouldWait` when it is held.
+        The connection has no busy timeout outside :meth:`waiting`, so this costs nothing more."""
+        self._no_wait = True
+        try:
+            return function(*args)
+        finally:
+            self._no_wait = False
+
+    def waiting(self, function: Callable[..., Any], *args: Any) -> Any:
+        """Run a write that waits up to the busy timeout for the write lock (on the write thread)."""
+        connection = self._open()
+        connection.execute(f"PRAGMA busy_timeout={self.busy_timeout_ms}")
+        try:
+            return function(*args)
+        finally:
+            if self._connection is not None:  # not closed by ``function``
+                connection.execute("PRAGMA busy_timeout=0")
 
     def close(self) -> None:
         if self._connection is not None:
@@ -182,7 +213,12 @@ class SqliteWrites:
 
     def _transaction(self, body: Callable[[sqlite3.Connection], object]) -> None:
         connection = self._open()
-        connection.execute("BEGIN IMMEDIATE")
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as error:
+            if self._no_wait and getattr(error, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY:
+                raise WouldWait from None
+            raise
         try:
             body(connection)
             connection.execute("COMMIT")
