@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from agentstage.core.ids import new_call_id
+
 Role = Literal["system", "user", "assistant", "tool"]
-
-
-def new_call_id(prefix: str = "call") -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:16]}"
 
 
 class ToolCall(BaseModel):

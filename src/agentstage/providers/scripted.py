@@ -33,7 +33,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, Field, ValidationError
 
-from agentstage.core.messages import Message, ToolCall, Usage, new_call_id
+from agentstage.core.ids import new_call_id
+from agentstage.core.messages import Message, ToolCall, Usage
 from agentstage.core.model import ModelChunk, ModelRequest, ModelResponse, TextDelta, ToolCallChunk
 from agentstage.errors import ConfigError, ModelError
 

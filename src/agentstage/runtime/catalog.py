@@ -15,7 +15,8 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from agentstage.core.messages import ToolCall, new_call_id
+from agentstage.core.ids import new_call_id
+from agentstage.core.messages import ToolCall
 from agentstage.core.tools import Tool, ToolContext, ToolOutcome, Toolset, tool_id
 from agentstage.errors import AgentstageError, ConfigError, ConflictError, NotFoundError
 

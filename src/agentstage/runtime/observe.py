@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import secrets
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
@@ -22,6 +21,7 @@ from typing import Protocol
 
 from opentelemetry import trace
 
+from agentstage.core.ids import new_trace_id
 from agentstage.core.records import SpanRecord
 
 TRACEPARENT = re.compile(r"^[0-9a-f]{2}-(?P<trace>[0-9a-f]{32})-(?P<span>[0-9a-f]{16})-[0-9a-f]{2}$")
@@ -57,7 +57,7 @@ def origin(traceparent: str | None = None) -> Origin:
     current = trace.get_current_span().get_span_context()
     if current.is_valid:
         return Origin(door, format(current.trace_id, "032x"), format(current.span_id, "016x"))
-    return Origin(door, secrets.token_hex(16))
+    return Origin(door, new_trace_id())
 
 
 @contextmanager

@@ -13,7 +13,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from agentstage.core.events import PlanStep
-from agentstage.core.messages import ToolCall, new_call_id
+from agentstage.core.ids import new_call_id
+from agentstage.core.messages import ToolCall
 from agentstage.core.tools import Toolset
 from agentstage.errors import ModelError
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -23,8 +22,9 @@ from agentstage.core.events import (
     ToolCalled,
     ToolResulted,
 )
+from agentstage.core.ids import new_call_id, new_span_id
 from agentstage.core.limits import RunLimits
-from agentstage.core.messages import Message, ToolCall, Usage, new_call_id
+from agentstage.core.messages import Message, ToolCall, Usage
 from agentstage.core.model import (
     FallbackNotice,
     Model,
@@ -37,10 +37,6 @@ from agentstage.core.model import (
 from agentstage.core.prompts import PromptLibrary
 from agentstage.core.tools import ToolContext, ToolOutcome, Toolset
 from agentstage.errors import ModelError
-
-
-def new_span_id() -> str:
-    return secrets.token_hex(8)
 
 
 @dataclass

@@ -18,7 +18,8 @@ from typing import ClassVar
 
 from agentstage.core.events import ErrorInfo, EventDraft, PlanCreated, PlanStep
 from agentstage.core.guidance import ToolExample, examples_of, hinted, nearest_examples, quote, with_hints
-from agentstage.core.messages import Message, ToolCall, new_call_id
+from agentstage.core.ids import new_call_id
+from agentstage.core.messages import Message, ToolCall
 from agentstage.core.model import ModelRequest
 from agentstage.core.orchestrators.actions import parse_plan, plan_schema
 from agentstage.core.orchestrators.base import AgentContext, ModelCall, Step, ToolRun
