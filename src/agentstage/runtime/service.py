@@ -677,6 +677,12 @@ class RunService:
     async def count_runs(self, *, status: RunStatus | None = None, tenant: str | None = None) -> int:
         return await self.store.count_runs(status=status, tenant=tenant)
 
+    async def run_page(
+        self, *, status: RunStatus | None = None, limit: int = 50, offset: int = 0, tenant: str | None = None
+    ) -> tuple[list[RunRecord], int]:
+        """A page of runs newest first, and how many runs match in all, in one read of the store."""
+        return await self.store.run_page(status=status, limit=limit, offset=offset, tenant=tenant)
+
     async def snapshot(self, run_id: str, tenant: str | None = None) -> dict[str, Any] | None:
         """The run's whole snapshot (its configuration joined with its own facts), or None if the
         run never started."""

@@ -127,6 +127,12 @@ class RunStore(Protocol):
 
     async def count_runs(self, *, status: RunStatus | None = None, tenant: str | None = None) -> int: ...
 
+    async def run_page(
+        self, *, status: RunStatus | None = None, limit: int = 50, offset: int = 0, tenant: str | None = None
+    ) -> tuple[list[RunRecord], int]:
+        """:meth:`list_runs` and :meth:`count_runs` in one read (one connection, one hand-over)."""
+        ...
+
     async def search_runs(
         self,
         *,

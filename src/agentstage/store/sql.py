@@ -30,7 +30,7 @@ from sqlalchemy.exc import (
     SQLAlchemyError,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.sql import ColumnElement
+from sqlalchemy.sql import ColumnElement, Select
 
 from agentstage.core.events import RunEvent
 from agentstage.core.records import (
@@ -93,6 +93,14 @@ def _sqlite_pragmas(busy_timeout: float) -> Any:
 _LAST_SEQ = select(func.max(run_events.c.seq)).where(run_events.c.run_id == runs.c.id).scalar_subquery()
 _RUN_COLUMNS = [c for c in runs.columns if c.name != "last_seq"]
 _RUN_SELECT = select(*_RUN_COLUMNS, func.coalesce(_LAST_SEQ, runs.c.last_seq).label("last_seq"))
+
+
+def _runs_where(query: Select[Any], status: RunStatus | None, tenant: str | None) -> Select[Any]:
+    if status is not None:
+        query = query.where(runs.c.status == status.value)
+    if tenant is not None:
+        query = query.where(runs.c.tenant == tenant)
+    return query
 
 
 def _run_from_row(row: Row[Any] | Any, keys: Keyring) -> RunRecord:
@@ -363,12 +371,22 @@ class SqlRunStore(KeyMaintenance, SecurityTables, LeaseTables, SpanTables, Reads
     async def list_runs(
         self, *, status: RunStatus | None = None, limit: int = 50, offset: int = 0, tenant: str | None = None
     ) -> list[RunRecord]:
-        query = _RUN_SELECT.order_by(runs.c.created_at.desc(), runs.c.id.desc()).limit(limit).offset(offset)
-        if status is not None:
-            query = query.where(runs.c.status == status.value)
-        if tenant is not None:
-            query = query.where(runs.c.tenant == tenant)
+        query = _runs_where(_RUN_SELECT, status, tenant)
+        query = query.order_by(runs.c.created_at.desc(), runs.c.id.desc()).limit(limit).offset(offset)
         return [_run_from_row(row, self.keys) for row in await self._rows(query)]
+
+    async def run_page(
+        self, *, status: RunStatus | None = None, limit: int = 50, offset: int = 0, tenant: str | None = None
+    ) -> tuple[list[RunRecord], int]:
+        page = _runs_where(_RUN_SELECT, status, tenant)
+        page = page.order_by(runs.c.created_at.desc(), runs.c.id.desc()).limit(limit).offset(offset)
+        count = _runs_where(select(func.count()).select_from(runs), status, tenant)
+
+        def read(connection: Connection) -> tuple[list[Row[Any]], int]:
+            return list(connection.execute(page)), int(connection.execute(count).scalar_one())
+
+        rows, total = await self._read(read)
+        return [_run_from_row(row, self.keys) for row in rows], total
 
     async def search_runs(
         self,
@@ -380,11 +398,8 @@ class SqlRunStore(KeyMaintenance, SecurityTables, LeaseTables, SpanTables, Reads
         offset: int = 0,
         tenant: str | None = None,
     ) -> list[RunRecord]:
-        query = _RUN_SELECT.order_by(runs.c.created_at.desc(), runs.c.id.desc()).limit(limit).offset(offset)
-        if status is not None:
-            query = query.where(runs.c.status == status.value)
-        if tenant is not None:
-            query = query.where(runs.c.tenant == tenant)
+        query = _runs_where(_RUN_SELECT, status, tenant)
+        query = query.order_by(runs.c.created_at.desc(), runs.c.id.desc()).limit(limit).offset(offset)
         if id_prefix:
             query = query.where(runs.c.id.startswith(id_prefix.lower(), autoescape=True))
         if text and self.keys.key_ids:  # sealed text can only be matched once it is opened
@@ -423,12 +438,7 @@ class SqlRunStore(KeyMaintenance, SecurityTables, LeaseTables, SpanTables, Reads
         return found
 
     async def count_runs(self, *, status: RunStatus | None = None, tenant: str | None = None) -> int:
-        query = select(func.count()).select_from(runs)
-        if status is not None:
-            query = query.where(runs.c.status == status.value)
-        if tenant is not None:
-            query = query.where(runs.c.tenant == tenant)
-        return int(await self._scalar(query))
+        return int(await self._scalar(_runs_where(select(func.count()).select_from(runs), status, tenant)))
 
     async def unfinished_runs(self) -> list[RunRecord]:
         query = _RUN_SELECT.where(runs.c.status.not_in(_TERMINAL))

@@ -147,8 +147,7 @@ async def list_runs(
     """Runs, newest first."""
     runs = runtime(request).runs
     tenant = tenant_scope(request)
-    records = await runs.list_runs(status=status, limit=limit, offset=offset, tenant=tenant)
-    total = await runs.count_runs(status=status, tenant=tenant)
+    records, total = await runs.run_page(status=status, limit=limit, offset=offset, tenant=tenant)
     return {"runs": [status_body(r) for r in records], "total": total, "limit": limit, "offset": offset}
 
 
