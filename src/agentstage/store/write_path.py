@@ -65,6 +65,10 @@ class SqliteWritePath:
             self._claimed -= 1
 
     async def close(self) -> None:
-        """Close the connection after every queued write, then end the thread."""
+        """Close the connection after every queued write, then end the thread. The claim taken
+        here is never given back: a write asked for meanwhile queues behind the close on the
+        thread, and never runs on the loop against a connection being closed."""
+        with self._claims:
+            self._claimed += 1
         await asyncio.get_running_loop().run_in_executor(self._thread, self.writes.close)
         self._thread.shutdown(wait=True)
