@@ -99,7 +99,9 @@ async def test_a_write_that_must_wait_waits_on_the_write_thread_while_the_loop_s
     started = time.monotonic()
     await asyncio.wait_for(asyncio.gather(write, another), timeout=5)
     beat.cancel()
-    assert max(gaps) < 0.2, f"the event loop stood still for {max(gaps):.2f} s while a write waited for the lock"
+    assert max(gaps) < 0.2, (
+        f"the event loop stood still for {max(gaps):.2f} s while a write waited for the lock"
+    )
     assert time.monotonic() - started < 2
     # the lock is free again: the next write is back on the loop
     on_loop = path_of(store).on_loop
