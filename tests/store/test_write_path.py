@@ -34,6 +34,7 @@ connection.execute("COMMIT")
 async def store(tmp_path: Path) -> AsyncIterator[SqlRunStore]:
     store = SqlRunStore(f"sqlite+aiosqlite:///{tmp_path / 'agentstage.db'}")
     await store.open()
+    path_of(store).slow_write = float("inf")  # on a loaded machine any write may be slow (tested below)
     yield store
     await store.close()
 
@@ -144,3 +145,20 @@ async def test_a_write_cancelled_in_the_queue_gives_the_connection_back(store: S
     on_loop = path_of(store).on_loop
     await store.probe()
     assert path_of(store).on_loop == on_loop + 1, "a cancelled write kept its claim on the connection"
+
+
+async def test_after_a_slow_write_on_the_loop_the_next_second_of_writes_goes_to_the_thread(
+    store: SqlRunStore,
+) -> None:
+    """A huge batch or a disk under pressure stalls the loop once, not write after write."""
+    path = path_of(store)
+    await store.probe()
+    path.slow_write, path.slow_write_pause = 0.0, 0.5  # every write counts as slow here
+    on_loop, on_thread = path.on_loop, path.on_thread
+    await store.probe()  # on the loop, and slow
+    await store.probe()
+    await store.probe()
+    assert (path.on_loop, path.on_thread, path.slow_on_loop) == (on_loop + 1, on_thread + 2, 1)
+    await asyncio.sleep(0.6)
+    await store.probe()  # the pause is over
+    assert path.on_loop == on_loop + 2
