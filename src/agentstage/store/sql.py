@@ -103,6 +103,12 @@ def _runs_where(query: Select[Any], status: RunStatus | None, tenant: str | None
     return query
 
 
+def _newest_runs(status: RunStatus | None, tenant: str | None, limit: int, offset: int) -> Select[Any]:
+    """A page of runs, newest first: what every run listing reads."""
+    query = _runs_where(_RUN_SELECT, status, tenant)
+    return query.order_by(runs.c.created_at.desc(), runs.c.id.desc()).limit(limit).offset(offset)
+
+
 def _run_from_row(row: Row[Any] | Any, keys: Keyring) -> RunRecord:
     data = dict(row._mapping)
     for key in ("created_at", "started_at", "finished_at", "heartbeat_at"):
@@ -371,15 +377,13 @@ class SqlRunStore(KeyMaintenance, SecurityTables, LeaseTables, SpanTables, Reads
     async def list_runs(
         self, *, status: RunStatus | None = None, limit: int = 50, offset: int = 0, tenant: str | None = None
     ) -> list[RunRecord]:
-        query = _runs_where(_RUN_SELECT, status, tenant)
-        query = query.order_by(runs.c.created_at.desc(), runs.c.id.desc()).limit(limit).offset(offset)
+        query = _newest_runs(status, tenant, limit, offset)
         return [_run_from_row(row, self.keys) for row in await self._rows(query)]
 
     async def run_page(
         self, *, status: RunStatus | None = None, limit: int = 50, offset: int = 0, tenant: str | None = None
     ) -> tuple[list[RunRecord], int]:
-        page = _runs_where(_RUN_SELECT, status, tenant)
-        page = page.order_by(runs.c.created_at.desc(), runs.c.id.desc()).limit(limit).offset(offset)
+        page = _newest_runs(status, tenant, limit, offset)
         count = _runs_where(select(func.count()).select_from(runs), status, tenant)
 
         def read(connection: Connection) -> tuple[list[Row[Any]], int]:
@@ -398,8 +402,7 @@ class SqlRunStore(KeyMaintenance, SecurityTables, LeaseTables, SpanTables, Reads
         offset: int = 0,
         tenant: str | None = None,
     ) -> list[RunRecord]:
-        query = _runs_where(_RUN_SELECT, status, tenant)
-        query = query.order_by(runs.c.created_at.desc(), runs.c.id.desc()).limit(limit).offset(offset)
+        query = _newest_runs(status, tenant, limit, offset)
         if id_prefix:
             query = query.where(runs.c.id.startswith(id_prefix.lower(), autoescape=True))
         if text and self.keys.key_ids:  # sealed text can only be matched once it is opened
