@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from agentstage.core.events import utc_now
+from agentstage.core.tasks import wait_stopped
 
 log = logging.getLogger("agentstage.audit")
 GENESIS = "0" * 64
@@ -184,7 +185,6 @@ class AuditLog:
         if self._task is not None:
             self._closing = True
             self._wake.set()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await wait_stopped(self._task)
             self._task = None
         await self.flush()

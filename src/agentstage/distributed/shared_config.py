@@ -16,7 +16,6 @@ accepted the change; secrets are never in it (configuration refuses literal secr
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -27,6 +26,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import SQLAlchemyError
 
 from agentstage.core.events import utc_now
+from agentstage.core.tasks import stop_task
 from agentstage.errors import StoreError
 from agentstage.settings import deep_merge
 from agentstage.store.sql import SqlRunStore, classify
@@ -60,9 +60,7 @@ class SharedConfig:
 
     async def close(self) -> None:
         if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
+            await stop_task(self._listener)
             self._listener = None
 
     async def publish(self, changes: dict[str, Any]) -> dict[str, Any]:

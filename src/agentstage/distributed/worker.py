@@ -24,6 +24,7 @@ from datetime import timedelta
 
 from agentstage.core.events import utc_now
 from agentstage.core.records import RunRecord
+from agentstage.core.tasks import stop_task, wait_stopped
 from agentstage.distributed.queue import ProcrastinateQueue
 from agentstage.errors import AgentstageError
 from agentstage.runtime.recovery import fail_lost_run
@@ -141,12 +142,9 @@ async def run_worker(
         log.warning("worker stopping: no new runs; draining for up to %gs", runtime.drain_timeout)
         working.cancel()  # procrastinate stops fetching and waits for its running jobs
         await service.drain(runtime.drain_timeout)
-        with contextlib.suppress(asyncio.CancelledError):
-            await working
+        await wait_stopped(working)
     finally:
-        listener.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await listener
+        await stop_task(listener)
         await service.close()
 
 
@@ -190,7 +188,9 @@ class InProcessWorker:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            try:
+                await wait_stopped(task)
+            except Exception:
+                log.exception("%s ended with an error", task.get_name())
         self._tasks = []
         await self.queue.close()

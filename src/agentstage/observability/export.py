@@ -27,6 +27,7 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, Trace
 from agentstage import __version__
 from agentstage.core.events import RunEvent
 from agentstage.core.records import SpanRecord, ToolTiming
+from agentstage.core.tasks import stop_task
 from agentstage.observability import metrics
 from agentstage.observability.config import TracingSettings
 
@@ -109,9 +110,7 @@ class SpanKeeper:
 
     async def aclose(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_task(self._task)
             self._task = None
         await self.flush()
 

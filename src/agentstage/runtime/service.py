@@ -37,6 +37,7 @@ from agentstage.core.events import (
 from agentstage.core.orchestrators import parse_mode
 from agentstage.core.prompts import PromptLibrary
 from agentstage.core.records import MessageRecord, RunRecord
+from agentstage.core.tasks import stop_task
 from agentstage.errors import (
     AgentstageError,
     ConflictError,
@@ -190,9 +191,7 @@ class RunService:
             await asyncio.gather(*tasks, return_exceptions=True)
         for task in (self._heartbeat, self._repairer):
             if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await stop_task(task)
         await self._repair()
         for task in self._abandoned:
             task.cancel()
@@ -938,9 +937,7 @@ async def _acquire_unless(lock: Lock, stop: asyncio.Event) -> bool:
     finally:
         stopping.cancel()
     if not acquiring.done():
-        acquiring.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await acquiring
+        await stop_task(acquiring)
     if acquiring.cancelled():
         return False
     if stop.is_set():

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 from agentstage.core.events import RunEvent
+from agentstage.core.tasks import stop_task
 
 log = logging.getLogger("agentstage.runtime")
 
@@ -70,7 +71,5 @@ class QueuedSink:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(drain_seconds):
                 await self._queue.join()
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        await stop_task(self._task)
         self._task = None

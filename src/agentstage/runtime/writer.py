@@ -26,6 +26,7 @@ from typing import Any
 
 from agentstage.core.events import RunEvent
 from agentstage.core.records import RunRecord
+from agentstage.core.tasks import stop_task
 from agentstage.errors import StoreError
 from agentstage.runtime.sinks import EventSink
 from agentstage.store.base import Batch, ConversationTurn, RunStore
@@ -169,9 +170,7 @@ class EventWriter:
             await self.flush()
         for task in (self._task, self._probe_task):
             if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await stop_task(task)
         self._task = self._probe_task = None
 
     # the loop -------------------------------------------------------------------------------------

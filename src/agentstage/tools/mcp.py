@@ -25,6 +25,7 @@ import re
 import shutil
 from typing import Any, ClassVar, Protocol, TextIO
 
+from agentstage.core.tasks import wait_stopped
 from agentstage.core.tools import ToolContext
 from agentstage.errors import ConfigError, ForbiddenError, ToolArgumentError, ToolError
 from agentstage.tools.egress import EgressPolicy, guarded_client
@@ -231,8 +232,9 @@ class McpServer:
     async def close(self) -> None:
         self._stop.set()
         if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(self._task, 10)
+            with contextlib.suppress(Exception):  # a session that failed said so when it failed
+                async with asyncio.timeout(10):
+                    await wait_stopped(self._task)
             self._task = None
         if self._errlog is not None:
             self._errlog.close()

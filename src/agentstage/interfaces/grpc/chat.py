@@ -17,6 +17,7 @@ from typing import Any, TypeAlias
 
 import grpc
 
+from agentstage.core.tasks import stop_task
 from agentstage.errors import AgentstageError
 from agentstage.interfaces.grpc import convert
 from agentstage.interfaces.grpc.errors import CallFailed, failure_for
@@ -50,9 +51,7 @@ class ChatSession:
                 async for response in self._answer(item):
                     yield response
         finally:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
+            await stop_task(reader)
 
     async def _read(self, requests: AsyncIterator[pb.ChatRequest]) -> None:
         try:

@@ -10,7 +10,6 @@ balancers drain the server while calls in flight get ``grpc.shutdown_grace`` sec
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 from typing import Any
@@ -19,6 +18,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from agentstage.core.tasks import stop_task
 from agentstage.errors import ConfigError
 from agentstage.interfaces.grpc.gen import agent_pb2 as pb
 from agentstage.interfaces.grpc.gen import agent_pb2_grpc as rpc
@@ -137,9 +137,7 @@ class GrpcGateway:
         self.rt.stopping = True
         await self.health.enter_graceful_shutdown()
         if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
+            await stop_task(self._watcher)
         await self.server.stop(self.settings.grpc.shutdown_grace)
         self.server = None
 
