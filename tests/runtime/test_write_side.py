@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from agentstage.core.events import RunEvent
+from agentstage.core.records import RunRecord
 from agentstage.errors import StoreError
 from agentstage.runtime.requests import RunRequest
 from agentstage.runtime.service import RunService
@@ -192,3 +193,89 @@ async def test_two_messages_at_once_to_one_conversation_are_both_kept_in_order(
     ]
     messages = [m["content"] for m in later_prompt.data["messages"]]
     assert messages[-3:] == [first, answer[first], second]  # the later run saw the earlier exchange
+
+
+@pytest.mark.sqlite_only  # poisons the SQLite file itself
+async def test_a_refused_final_record_fails_that_run_alone_with_its_log_gap_free(
+    make_service: Callable[..., RunService],
+) -> None:
+    """The refusal hits the run's last commit (its ending and last events), not an event row."""
+    async with make_service(STREAMING) as service:
+        execute(
+            store_file(service),
+            "CREATE TRIGGER refuse_end BEFORE UPDATE ON runs "
+            "WHEN NEW.status = 'completed' AND instr(NEW.input, 'doomed') > 0 "
+            "BEGIN SELECT RAISE(ABORT, 'no ending for this run'); END",
+        )
+        healthy = [await service.start(RunRequest(input=f"hello {i}", mode="chat")) for i in range(20)]
+        doomed = await service.start(RunRequest(input="a doomed run", mode="chat"))
+        finals = await asyncio.gather(*(service.wait(r.id) for r in [*healthy, doomed]))
+        stored = {r.id: await service.status(r.id) for r in finals}
+        log = await service.events(doomed.id)
+    *others, bad = finals
+    assert bad.status == "failed" and bad.error_code == "store_write_failed"
+    assert "no ending for this run" in (bad.error_message or "")
+    assert stored[bad.id].status == "failed"  # what wait() said is what the store holds
+    assert gap_free(log) and log[-1].type == "run.failed"
+    assert all(e.type != "run.completed" for e in log)
+    assert all(stored[r.id].status == "completed" for r in others)
+
+
+@pytest.mark.sqlite_only  # poisons the SQLite file itself
+async def test_a_run_the_store_refuses_to_create_is_refused_at_start_and_no_other_run_is(
+    make_service: Callable[..., RunService],
+) -> None:
+    async with make_service(STREAMING) as service:
+        execute(
+            store_file(service),
+            "CREATE TRIGGER refuse_run BEFORE INSERT ON runs WHEN instr(NEW.input, 'doomed') > 0 "
+            "BEGIN SELECT RAISE(ABORT, 'no such run here'); END",
+        )
+
+        async def start(text: str) -> RunRecord:
+            return await service.start(RunRequest(input=text, mode="chat"))
+
+        started = await asyncio.gather(
+            *(start(f"hello {i}") for i in range(10)),
+            start("doomed"),
+            *(start(f"hi {i}") for i in range(10)),
+            return_exceptions=True,
+        )
+        refused = started.pop(10)
+        finals = [await service.wait(r.id) for r in started if isinstance(r, RunRecord)]
+        total = await service.count_runs()
+    assert isinstance(refused, StoreError) and refused.code == "store_write_failed"
+    assert "no such run here" in refused.message
+    assert len(finals) == 20 and all(f.status == "completed" for f in finals)
+    assert total == 20  # nothing was left behind for the refused one
+
+
+@pytest.mark.sqlite_only  # poisons the SQLite file itself
+async def test_a_refused_message_fails_its_run_and_leaves_its_conversation_usable(
+    make_service: Callable[..., RunService],
+) -> None:
+    from agentstage.runtime.conversations import ConversationService
+
+    async with make_service({"responses": [{"text": "an answer"}]}) as service:
+        execute(
+            store_file(service),
+            "CREATE TRIGGER refuse_message BEFORE INSERT ON conversation_messages "
+            "WHEN instr(NEW.content, 'doomed') > 0 BEGIN SELECT RAISE(ABORT, 'no message here'); END",
+        )
+        conversations = ConversationService(service)
+        first, second = await conversations.create(), await conversations.create()
+        runs = await asyncio.gather(
+            conversations.send(first.id, "a doomed question", mode="chat"),
+            conversations.send(second.id, "a fine question", mode="chat"),
+        )
+        bad, good = [await service.wait(r.id) for r in runs]
+        first_history = await conversations.history(first.id)
+        second_history = await conversations.history(second.id)
+        again = await service.wait((await conversations.send(first.id, "once more", mode="chat")).id)
+        after = await conversations.history(first.id)
+    assert bad.status == "failed" and bad.error_code == "store_write_failed"
+    assert good.status == "completed"
+    assert first_history == []  # the failed turn left no half of itself
+    assert [(m.position, m.content) for m in second_history] == [(0, "a fine question"), (1, "an answer")]
+    assert again.status == "completed"
+    assert [(m.position, m.content) for m in after] == [(0, "once more"), (1, "an answer")]
