@@ -1,5 +1,6 @@
 """The store's checkpoint thread: what is written reaches the database file, and the write-ahead log
-is rewound even under commits that never pause (a PASSIVE checkpoint alone never catches up)."""
+is rewound even under commits that never pause (a PASSIVE checkpoint alone never catches up), by
+the thread itself when the commits leave it no quiet moment."""
 
 from __future__ import annotations
 
@@ -22,9 +23,10 @@ def writer(path: Path) -> sqlite3.Connection:
 
 
 def write_steadily(
-    connection: sqlite3.Connection, checkpointer: WalCheckpointer | None, seconds: float
+    connection: sqlite3.Connection, checkpointer: WalCheckpointer | None, seconds: float, pause: float = 0.0
 ) -> int:
-    """Commit a page-sized row after another for ``seconds``; the log's largest size meanwhile."""
+    """Commit a page-sized row after another for ``seconds``, ``pause`` seconds apart; the log's
+    largest size meanwhile."""
     largest = 0
     wal = Path(f"{connection.execute('PRAGMA database_list').fetchone()[2]}-wal")
     deadline = time.monotonic() + seconds
@@ -33,6 +35,8 @@ def write_steadily(
         if checkpointer is not None:
             checkpointer.wrote()
         largest = max(largest, wal.stat().st_size)
+        if pause:
+            time.sleep(pause)
     return largest
 
 
@@ -54,6 +58,29 @@ def test_the_log_is_rewound_under_commits_that_never_pause(tmp_path: Path) -> No
     assert grown > 1000 * PAGE, f"the baseline wrote too little to tell ({grown} bytes)"
     assert largest < grown / 3, f"the log grew to {largest} bytes ({rows} rows; {grown} without the thread)"
     assert checkpointer.checkpoints > 0
+    without.close()
+    connection.close()
+
+
+def test_the_thread_rewinds_the_log_itself_when_commits_never_leave_a_quiet_moment(tmp_path: Path) -> None:
+    """Runs one after another: commits a fraction of a millisecond apart, never a quiet checkpoint.
+    The writer here never checkpoints (no ``attach``), so only the thread can bound the log: it
+    rewinds it once it holds half the hard bound, instead of waiting for a quiet moment."""
+    pause = 0.0003
+    without = writer(tmp_path / "without.db")
+    grown = write_steadily(without, None, 1.0, pause)
+    path = tmp_path / "with.db"
+    connection = writer(path)
+    checkpointer = WalCheckpointer(
+        path, busy_timeout_ms=1000, delay=0.01, restart_frames=20, force_restart_frames=200
+    )
+    try:
+        largest = write_steadily(connection, checkpointer, 1.0, pause)
+    finally:
+        checkpointer.stop()
+    rows = connection.execute("SELECT count(*) FROM t").fetchone()[0]
+    assert grown > 1000 * PAGE, f"the baseline wrote too little to tell ({grown} bytes)"
+    assert largest < grown / 3, f"the log grew to {largest} bytes ({rows} rows; {grown} without the thread)"
     without.close()
     connection.close()
 

@@ -105,17 +105,22 @@ class WalCheckpointer:
                 return
             # The log is only rewound when a checkpoint has copied all of it, which a PASSIVE one
             # racing a steady stream of commits never quite does: under load it grew past 300 MB.
-            # RESTART holds the write lock while it copies what is left, so it is run when a
-            # PASSIVE one saw no commit come in (nothing left: no commit waits at all); each try
-            # copies only what came in during the one before.
+            # RESTART holds the write lock while it copies what is left and syncs the database
+            # file, so it is run when a PASSIVE one saw no commit come in (nothing left: no commit
+            # waits at all); each try copies only what came in during the one before.
             for _ in range(QUIET_TRIES):
                 if not self._pending.is_set():
                     break
                 self._pending.clear()
-                self._passive(connection)
+                frames = self._passive(connection)
             else:
-                self._pending.set()  # no quiet moment yet: look again after the delay
-                return
+                if frames < self.force_restart_frames // 2:
+                    self._pending.set()  # no quiet moment yet: look again after the delay
+                    return
+                # Runs that never pause (one after another, each a few commits) leave no quiet
+                # moment. Waiting for the hard bound would send every write past half of it to
+                # the write thread (see ``keeping_up``), a third to half of them; rewinding now
+                # makes only the commits that come in during the RESTART wait, on that thread.
             row = connection.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
             if row is not None and not row[0]:  # not busy: the log starts over
                 self.keeping_up = True
