@@ -4,6 +4,8 @@ through entry points, and tools made with @tool behave like built-ins."""
 from __future__ import annotations
 
 import asyncio
+import datetime
+import enum
 import json
 import subprocess
 import sys
@@ -12,7 +14,7 @@ from pathlib import Path
 from typing import Annotated
 
 import pytest
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from agentstage.core.messages import ToolCall
 from agentstage.core.tools import ToolContext, Toolset
@@ -121,6 +123,58 @@ async def test_plain_functions_run_off_the_event_loop_and_get_their_context() ->
     assert "context" not in where.parameters["properties"]
     done = await toolset.execute(ToolCall(name="later", arguments={"seconds": 0.01}), ToolContext(run_id="r"))
     assert done.output == "done"
+
+
+class Colour(enum.Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+class Point(BaseModel):
+    x: float
+    y: float
+
+
+@tool
+def plot(
+    colour: Colour, day: datetime.date, size: tuple[int, int], at: Point, tags: list[str] | None = None
+) -> Point:
+    """Place a point."""
+    return Point(x=at.x * size[0], y=at.y * size[1])
+
+
+def test_arguments_are_read_as_json_into_the_types_the_function_declares() -> None:
+    """A model sends JSON: a date or an enum member as the string the schema names, a tuple as an
+    array. Strict validation of Python values would refuse all three."""
+    schema = plot.parameters
+    assert schema["properties"]["day"] == {"format": "date", "title": "Day", "type": "string"}
+    sent = json.loads('{"colour": "blue", "day": "2026-12-03", "size": [3, 4], "at": {"x": 1, "y": 2.5}}')
+    assert plot.validate_arguments(sent) == {
+        "colour": Colour.BLUE,
+        "day": datetime.date(2026, 12, 3),
+        "size": (3, 4),
+        "at": Point(x=1, y=2.5),
+        "tags": None,
+    }
+    wrongs: list[tuple[dict[str, object], str]] = [
+        ({"colour": "green"}, "colour"),
+        ({"day": "3 December"}, "day"),
+        ({"size": ["3", 4]}, "size.0"),
+        ({"at": {"x": "1", "y": 2}}, "at.x"),
+    ]
+    for wrong, field in wrongs:
+        with pytest.raises(ToolArgumentError) as refused:
+            plot.validate_arguments({**sent, **wrong})
+        assert refused.value.details["errors"][0]["field"] == field
+
+
+@pytest.mark.anyio
+async def test_a_function_tool_runs_with_json_arguments_and_returns_json() -> None:
+    toolset = Toolset([plot], call_timeout=5)
+    arguments = {"colour": "red", "day": "2026-12-03", "size": [2, 2], "at": {"x": 1.5, "y": 2}}
+    outcome = await toolset.execute(ToolCall(name="plot", arguments=arguments), ToolContext(run_id="r"))
+    assert outcome.error is None, outcome.error
+    assert outcome.output == {"x": 3.0, "y": 4.0}
 
 
 def test_a_function_without_type_hints_is_refused() -> None:

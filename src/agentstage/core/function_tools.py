@@ -22,10 +22,10 @@ import inspect
 from collections.abc import Callable
 from typing import Any, get_type_hints, overload
 
-from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, create_model
 
-from agentstage.core.tools import ToolContext, validation_details
-from agentstage.errors import ConfigError, ToolArgumentError
+from agentstage.core.tools import ToolContext, parse_arguments
+from agentstage.errors import ConfigError
 
 
 class FunctionTool:
@@ -54,14 +54,7 @@ class FunctionTool:
         return self.Arguments.model_json_schema()
 
     def validate_arguments(self, arguments: dict[str, Any]) -> dict[str, Any]:
-        try:
-            parsed = self.Arguments.model_validate(arguments, strict=True)
-        except ValidationError as error:
-            details = validation_details(error)
-            summary = "; ".join(f"{d['field']}: {d['message']}" for d in details)
-            raise ToolArgumentError(
-                f"invalid arguments for {self.name}:{self.version}: {summary}", details={"errors": details}
-            ) from None
+        parsed = parse_arguments(self.Arguments, arguments, f"{self.name}:{self.version}")
         return {field: getattr(parsed, field) for field in type(parsed).model_fields}
 
     async def run(self, arguments: dict[str, Any], context: ToolContext) -> Any:

@@ -16,7 +16,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel, ValidationError
 
@@ -66,6 +66,9 @@ class Tool(Protocol):
     async def run(self, arguments: dict[str, Any], context: ToolContext) -> Any: ...
 
 
+ArgumentsModel = TypeVar("ArgumentsModel", bound=BaseModel)
+
+
 def tool_id(tool: Tool) -> str:
     return f"{tool.name}:{tool.version}"
 
@@ -80,6 +83,26 @@ def validation_details(error: ValidationError) -> list[dict[str, Any]]:
         }
         for item in error.errors(include_url=False)
     ]
+
+
+def parse_arguments(model: type[ArgumentsModel], arguments: dict[str, Any], tool: str) -> ArgumentsModel:
+    """A tool call's arguments, validated as the JSON the model sent them in.
+
+    Strict, as the JSON schema promises (``"5"`` is not an integer), and in JSON terms: a date, an
+    enum member, a UUID or a tuple arrives as the string or array its schema asks for, which
+    strict validation of Python values would refuse."""
+    try:
+        text = json.dumps(arguments, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise ToolArgumentError(f"invalid arguments for {tool}: not JSON ({error})") from None
+    try:
+        return model.model_validate_json(text, strict=True)
+    except ValidationError as error:
+        details = validation_details(error)
+        summary = "; ".join(f"{d['field']}: {d['message']}" for d in details)
+        raise ToolArgumentError(
+            f"invalid arguments for {tool}: {summary}", details={"errors": details}
+        ) from None
 
 
 @functools.cache
@@ -105,16 +128,7 @@ class ArgumentsTool(ABC):
         return _schema_of(self.Arguments)
 
     def validate_arguments(self, arguments: dict[str, Any]) -> dict[str, Any]:
-        try:
-            parsed = self.Arguments.model_validate(arguments, strict=True)
-        except ValidationError as error:
-            details = validation_details(error)
-            summary = "; ".join(f"{d['field']}: {d['message']}" for d in details)
-            raise ToolArgumentError(
-                f"invalid arguments for {self.name}:{self.version}: {summary}",
-                details={"errors": details},
-            ) from None
-        return parsed.model_dump()
+        return parse_arguments(self.Arguments, arguments, f"{self.name}:{self.version}").model_dump()
 
     @abstractmethod
     async def run(self, arguments: dict[str, Any], context: ToolContext) -> Any:
