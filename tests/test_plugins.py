@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated
 
@@ -175,6 +176,44 @@ async def test_a_function_tool_runs_with_json_arguments_and_returns_json() -> No
     outcome = await toolset.execute(ToolCall(name="plot", arguments=arguments), ToolContext(run_id="r"))
     assert outcome.error is None, outcome.error
     assert outcome.output == {"x": 3.0, "y": 4.0}
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("my tool!", "letters, digits"),
+        (".hidden", "letters, digits"),
+        ("text..count", "letters, digits"),
+        ("text__count", "'__' is how a '.' is sent"),
+        ("a" * 60 + ".b.c", "longer than the 64 characters"),
+    ],
+)
+def test_a_name_no_model_api_accepts_is_refused_when_the_tool_is_made(name: str, why: str) -> None:
+    with pytest.raises(ConfigError, match=why):
+
+        @tool(name=name)
+        def anything(text: str) -> str:
+            """Echo."""
+            return text
+
+
+def test_names_with_dots_dashes_and_digits_are_accepted() -> None:
+    @tool(name="text-tools.count_words2")
+    def count(text: str) -> int:
+        """Count words."""
+        return len(text.split())
+
+    assert count.name == "text-tools.count_words2"
+
+
+def test_a_generator_is_refused_as_a_tool() -> None:
+    with pytest.raises(ConfigError, match="a generator cannot be a tool"):
+
+        @tool
+        async def numbers(up_to: int) -> AsyncIterator[int]:
+            """Count up."""
+            for number in range(up_to):
+                yield number
 
 
 def test_a_function_without_type_hints_is_refused() -> None:

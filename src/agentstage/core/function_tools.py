@@ -24,7 +24,7 @@ from typing import Any, get_type_hints, overload
 
 from pydantic import BaseModel, ConfigDict, create_model
 
-from agentstage.core.tools import ToolContext, parse_arguments
+from agentstage.core.tools import ToolContext, check_tool_name, parse_arguments
 from agentstage.errors import ConfigError
 
 
@@ -42,6 +42,11 @@ class FunctionTool:
     ):
         self.function = function
         self.name = name or function.__name__
+        check_tool_name(self.name)
+        if inspect.isasyncgenfunction(function) or inspect.isgeneratorfunction(function):
+            raise ConfigError(
+                f"tool {self.name!r}: a generator cannot be a tool; return the whole result instead"
+            )
         self.version = version
         self.category = category
         self.description = description or _summary(function)

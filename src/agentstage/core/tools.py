@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
@@ -24,7 +25,7 @@ from agentstage.core.events import ErrorInfo
 from agentstage.core.jsonsafe import UnsafeOutput, json_safe
 from agentstage.core.messages import ToolCall
 from agentstage.core.model import ToolSpec
-from agentstage.errors import AgentstageError, ToolArgumentError, ToolError
+from agentstage.errors import AgentstageError, ConfigError, ToolArgumentError, ToolError
 
 
 @dataclass
@@ -67,6 +68,25 @@ class Tool(Protocol):
 
 
 ArgumentsModel = TypeVar("ArgumentsModel", bound=BaseModel)
+
+
+_TOOL_NAME = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
+MAX_WIRE_NAME = 64  # what OpenAI and Anthropic accept, once each "." is sent as "__"
+
+
+def check_tool_name(name: str) -> None:
+    """Refuse a name that no model API could be sent: letters, digits, ``_`` and ``-``, in parts
+    joined by dots (``math.calculate``); each dot travels as ``__``, so ``__`` itself is refused
+    (the name would come back changed)."""
+    problem = None
+    if not _TOOL_NAME.fullmatch(name):
+        problem = "use letters, digits, '_' and '-', in parts joined by '.'"
+    elif "__" in name:
+        problem = "'__' is how a '.' is sent to a model, so it cannot be part of a name"
+    elif len(name) + name.count(".") > MAX_WIRE_NAME:
+        problem = f"it is longer than the {MAX_WIRE_NAME} characters a model API accepts"
+    if problem is not None:
+        raise ConfigError(f"tool name {name!r} cannot be used: {problem}")
 
 
 def tool_id(tool: Tool) -> str:

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from importlib.metadata import entry_points
 from typing import Any
 
-from agentstage.core.tools import Tool
+from agentstage.core.tools import Tool, check_tool_name
 
 log = logging.getLogger("agentstage.tools")
 ENTRY_POINT_GROUP = "agentstage.tools"
@@ -22,7 +22,10 @@ def plugin_tools() -> list[Tool]:
     found: list[Tool] = []
     for entry in entry_points(group=ENTRY_POINT_GROUP):
         try:
-            found.extend(_tools_from(entry.load()))
+            tools = list(_tools_from(entry.load()))
+            for tool in tools:
+                check_tool_name(tool.name)
+            found.extend(tools)
         except Exception as error:  # a broken plugin must not break the product
             log.warning(
                 "tool plugin %r (%s) not loaded: %s: %s", entry.name, entry.value, type(error).__name__, error
