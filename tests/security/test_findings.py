@@ -97,6 +97,7 @@ def test_a_registered_server_gets_no_secrets_and_its_description_stays_data(
     with permissive.as_role("admin") as admin:
         registered = admin.post("/api/v1/tools/register", json=spec)
         assert registered.status_code == 201, registered.text
+        assert [t["name"] for t in registered.json()] == ["evil.lookup"]  # lookup__all is skipped
         tool = registered.json()[0]
         run = admin.post(
             "/api/v1/agent/run", json={"input": "look it up", "mode": "react", "options": {"max_steps": 2}}

@@ -26,7 +26,7 @@ import shutil
 from typing import Any, ClassVar, Protocol, TextIO
 
 from agentstage.core.tasks import wait_stopped
-from agentstage.core.tools import ToolContext
+from agentstage.core.tools import ToolContext, check_tool_name
 from agentstage.errors import ConfigError, ForbiddenError, ToolArgumentError, ToolError
 from agentstage.tools.egress import EgressPolicy, guarded_client
 
@@ -197,13 +197,18 @@ class McpServer:
     def _acceptable(self, remote: Any) -> bool:
         name = str(getattr(remote, "name", ""))
         size = len(json.dumps(getattr(remote, "input_schema", None) or {}, default=str))
-        if not _TOOL_NAME.match(name) or size > MAX_SCHEMA_BYTES:
-            log.warning(
-                "MCP server %r: tool %r skipped (bad name or schema over %d bytes)",
-                self.name,
-                name[:80],
-                MAX_SCHEMA_BYTES,
-            )
+        problem = None
+        if not _TOOL_NAME.match(name):
+            problem = "its name is not letters, digits, '_' and '-'"
+        elif size > MAX_SCHEMA_BYTES:
+            problem = f"its schema is over {MAX_SCHEMA_BYTES} bytes"
+        else:
+            try:
+                check_tool_name(f"{self.name}.{name}")
+            except ConfigError as error:
+                problem = error.message
+        if problem is not None:
+            log.warning("MCP server %r: tool %r skipped: %s", self.name, name[:80], problem)
             return False
         return True
 
