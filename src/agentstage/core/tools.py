@@ -71,19 +71,28 @@ ArgumentsModel = TypeVar("ArgumentsModel", bound=BaseModel)
 
 
 _TOOL_NAME = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
-MAX_WIRE_NAME = 64  # what OpenAI and Anthropic accept, once each "." is sent as "__"
+MAX_WIRE_NAME = 64  # what OpenAI and Anthropic accept in a tool name
+
+
+def to_wire_name(name: str) -> str:
+    """Model APIs allow only ``[A-Za-z0-9_-]`` in tool names, so ``math.calculate`` → ``math__calculate``."""
+    return name.replace(".", "__")
+
+
+def from_wire_name(name: str) -> str:
+    return name.replace("__", ".")
 
 
 def check_tool_name(name: str) -> None:
-    """Refuse a name that no model API could be sent: letters, digits, ``_`` and ``-``, in parts
-    joined by dots (``math.calculate``); each dot travels as ``__``, so ``__`` itself is refused
-    (the name would come back changed)."""
+    """Refuse a name that no model API could be sent, or that would come back from one changed:
+    letters, digits, ``_`` and ``-``, in parts joined by dots (``math.calculate``)."""
+    wire = to_wire_name(name)
     problem = None
     if not _TOOL_NAME.fullmatch(name):
         problem = "use letters, digits, '_' and '-', in parts joined by '.'"
-    elif "__" in name:
+    elif from_wire_name(wire) != name:
         problem = "'__' is how a '.' is sent to a model, so it cannot be part of a name"
-    elif len(name) + name.count(".") > MAX_WIRE_NAME:
+    elif len(wire) > MAX_WIRE_NAME:
         problem = f"it is longer than the {MAX_WIRE_NAME} characters a model API accepts"
     if problem is not None:
         raise ConfigError(f"tool name {name!r} cannot be used: {problem}")

@@ -14,15 +14,10 @@ from typing import Any
 
 from agentstage.core.messages import Message, ToolCall, Usage
 from agentstage.core.model import ModelChunk, ModelRequest, ModelResponse, TextDelta, ToolCallChunk
+from agentstage.core.tools import from_wire_name, to_wire_name
 from agentstage.errors import ModelError
 from agentstage.providers.sdk_clients import ClientCache
-from agentstage.providers.wire import (
-    from_wire_name,
-    parse_arguments,
-    resolve_secret,
-    to_wire_name,
-    translate_sdk_error,
-)
+from agentstage.providers.wire import parse_arguments, resolve_secret, translate_sdk_error
 
 STRUCTURED_TOOL = "structured_answer"
 SAMPLING_PARAMS = ("temperature", "top_p", "top_k")

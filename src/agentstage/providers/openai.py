@@ -14,16 +14,11 @@ from typing import Any
 
 from agentstage.core.messages import Message, ToolCall, Usage
 from agentstage.core.model import ModelChunk, ModelRequest, ModelResponse, TextDelta, ToolCallChunk
+from agentstage.core.tools import from_wire_name, to_wire_name
 from agentstage.errors import ModelError
 from agentstage.providers.pool import EndpointPool, refused_in_front
 from agentstage.providers.sdk_clients import ClientCache
-from agentstage.providers.wire import (
-    from_wire_name,
-    parse_arguments,
-    resolve_secret,
-    to_wire_name,
-    translate_sdk_error,
-)
+from agentstage.providers.wire import parse_arguments, resolve_secret, translate_sdk_error
 
 
 def _message_to_openai(message: Message) -> dict[str, Any]:

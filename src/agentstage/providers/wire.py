@@ -1,4 +1,5 @@
-"""Helpers shared by remote providers: tool names on the wire, secret references, SDK errors."""
+"""Helpers shared by remote providers: secret references, SDK errors. (Tool names on the wire are
+:func:`agentstage.core.tools.to_wire_name`, next to the rule that keeps them reversible.)"""
 
 from __future__ import annotations
 
@@ -8,16 +9,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from agentstage.errors import ConfigError, ModelError
-
-
-def to_wire_name(name: str) -> str:
-    """Remote APIs allow only ``[A-Za-z0-9_-]`` in tool names, so ``math.calculate`` → ``math__calculate``."""
-    return name.replace(".", "__")
-
-
-def from_wire_name(name: str) -> str:
-    return name.replace("__", ".")
-
 
 # The key a remote provider reads when its config names none and it talks to the vendor's own API.
 DEFAULT_KEY_REFERENCES = {"openai": "env:OPENAI_API_KEY", "anthropic": "env:ANTHROPIC_API_KEY"}

@@ -21,7 +21,6 @@ import contextlib
 import json
 import logging
 import os
-import re
 import shutil
 from typing import Any, ClassVar, Protocol, TextIO
 
@@ -34,7 +33,6 @@ log = logging.getLogger("agentstage.tools.mcp")
 CHILD_ENV = ("PATH", "HOME", "LANG")
 SCHEMA_TEXT_CHARS = 300
 MAX_SCHEMA_BYTES = 32_768
-_TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 class Policy(Protocol):
@@ -198,9 +196,7 @@ class McpServer:
         name = str(getattr(remote, "name", ""))
         size = len(json.dumps(getattr(remote, "input_schema", None) or {}, default=str))
         problem = None
-        if not _TOOL_NAME.match(name):
-            problem = "its name is not letters, digits, '_' and '-'"
-        elif size > MAX_SCHEMA_BYTES:
+        if size > MAX_SCHEMA_BYTES:
             problem = f"its schema is over {MAX_SCHEMA_BYTES} bytes"
         else:
             try:
