@@ -163,13 +163,7 @@ async def breakdown(runs: int, concurrency: int, rounds: int) -> None:
         "telemetry": lambda: through_service(runs, concurrency, telemetry=False),
         "all three": lambda: with_parts_off(runs, concurrency, store=False, masking=False, telemetry=False),
     }
-    rates: dict[str, list[float]] = {name: [] for name in sides}
-    cpu: dict[str, list[float]] = {name: [] for name in sides}
-    for _ in range(rounds):
-        for name, side in sides.items():
-            rate, seconds = await measured(side)
-            rates[name].append(rate)
-            cpu[name].append(seconds / runs * 1000)
+    rates, cpu = await alternating(sides, runs, rounds)
     ms = {name: statistics.median(values) for name, values in cpu.items()}
     speed = {name: statistics.median(values) for name, values in rates.items()}
     parts = " · ".join(
@@ -192,12 +186,11 @@ async def measured(run: Callable[[], Awaitable[float]]) -> tuple[float, float]:
     return rate, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
 
 
-async def compare(runs: int, concurrency: int, rounds: int) -> None:
-    sides: dict[str, Callable[[], Awaitable[float]]] = {
-        "bare": lambda: bare_loop(runs, concurrency),
-        "service": lambda: through_service(runs, concurrency),
-        "no telemetry": lambda: through_service(runs, concurrency, telemetry=False),
-    }
+async def alternating(
+    sides: dict[str, Callable[[], Awaitable[float]]], runs: int, rounds: int
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Each side once per round, in turn (a shared machine's noise hits them alike): runs/s and
+    CPU milliseconds per run, by side, one value per round."""
     rates: dict[str, list[float]] = {name: [] for name in sides}
     cpu: dict[str, list[float]] = {name: [] for name in sides}
     for _ in range(rounds):
@@ -205,6 +198,16 @@ async def compare(runs: int, concurrency: int, rounds: int) -> None:
             rate, seconds = await measured(side)
             rates[name].append(rate)
             cpu[name].append(seconds / runs * 1000)
+    return rates, cpu
+
+
+async def compare(runs: int, concurrency: int, rounds: int) -> None:
+    sides: dict[str, Callable[[], Awaitable[float]]] = {
+        "bare": lambda: bare_loop(runs, concurrency),
+        "service": lambda: through_service(runs, concurrency),
+        "no telemetry": lambda: through_service(runs, concurrency, telemetry=False),
+    }
+    rates, cpu = await alternating(sides, runs, rounds)
     ratios = [full / bare for full, bare in zip(rates["service"], rates["bare"], strict=True)]
     med = {name: statistics.median(values) for name, values in rates.items()}
     ms = {name: statistics.median(values) for name, values in cpu.items()}
