@@ -45,6 +45,12 @@ def execute(path: Path, *statements: str) -> None:
             connection.execute(statement)
 
 
+def refusal(name: str, writes: str, when: str, reason: str) -> str:
+    """A real trigger: the database refuses ``writes`` (``INSERT ON runs``) ``when`` a condition on
+    the new row holds, with ``reason`` as its error."""
+    return f"CREATE TRIGGER {name} BEFORE {writes} WHEN {when} BEGIN SELECT RAISE(ABORT, '{reason}'); END"
+
+
 def gap_free(events: Sequence[RunEvent]) -> bool:
     return [e.seq for e in events] == list(range(1, len(events) + 1))
 
@@ -66,8 +72,7 @@ async def test_rows_the_store_refuses_fail_only_their_own_run(
     async with make_service(STREAMING) as service:
         execute(
             store_file(service),
-            f"CREATE TRIGGER poison BEFORE INSERT ON run_events WHEN instr(NEW.data, '{POISON}') > 0 "
-            "BEGIN SELECT RAISE(ABORT, 'injected fault'); END",
+            refusal("poison", "INSERT ON run_events", f"instr(NEW.data, '{POISON}') > 0", "injected fault"),
         )
         batches = BatchLog()
         service.add_sink(batches)
@@ -101,8 +106,12 @@ async def test_an_ending_the_store_cannot_take_is_reported_then_repaired(
         execute(
             path,
             "CREATE TABLE doomed (id TEXT)",
-            "CREATE TRIGGER refuse BEFORE INSERT ON run_events WHEN NEW.run_id IN (SELECT id FROM doomed) "
-            "BEGIN SELECT RAISE(ABORT, 'refused for this run'); END",
+            refusal(
+                "refuse",
+                "INSERT ON run_events",
+                "NEW.run_id IN (SELECT id FROM doomed)",
+                "refused for this run",
+            ),
         )
         record = await service.start(RunRequest(input="go", mode="chat"))
         seen: list[RunEvent] = []
@@ -203,9 +212,12 @@ async def test_a_refused_final_record_fails_that_run_alone_with_its_log_gap_free
     async with make_service(STREAMING) as service:
         execute(
             store_file(service),
-            "CREATE TRIGGER refuse_end BEFORE UPDATE ON runs "
-            "WHEN NEW.status = 'completed' AND instr(NEW.input, 'doomed') > 0 "
-            "BEGIN SELECT RAISE(ABORT, 'no ending for this run'); END",
+            refusal(
+                "refuse_end",
+                "UPDATE ON runs",
+                "NEW.status = 'completed' AND instr(NEW.input, 'doomed') > 0",
+                "no ending for this run",
+            ),
         )
         healthy = [await service.start(RunRequest(input=f"hello {i}", mode="chat")) for i in range(20)]
         doomed = await service.start(RunRequest(input="a doomed run", mode="chat"))
@@ -228,8 +240,7 @@ async def test_a_run_the_store_refuses_to_create_is_refused_at_start_and_no_othe
     async with make_service(STREAMING) as service:
         execute(
             store_file(service),
-            "CREATE TRIGGER refuse_run BEFORE INSERT ON runs WHEN instr(NEW.input, 'doomed') > 0 "
-            "BEGIN SELECT RAISE(ABORT, 'no such run here'); END",
+            refusal("refuse_run", "INSERT ON runs", "instr(NEW.input, 'doomed') > 0", "no such run here"),
         )
 
         async def start(text: str) -> RunRecord:
@@ -259,8 +270,12 @@ async def test_a_refused_message_fails_its_run_and_leaves_its_conversation_usabl
     async with make_service({"responses": [{"text": "an answer"}]}) as service:
         execute(
             store_file(service),
-            "CREATE TRIGGER refuse_message BEFORE INSERT ON conversation_messages "
-            "WHEN instr(NEW.content, 'doomed') > 0 BEGIN SELECT RAISE(ABORT, 'no message here'); END",
+            refusal(
+                "refuse_message",
+                "INSERT ON conversation_messages",
+                "instr(NEW.content, 'doomed') > 0",
+                "no message here",
+            ),
         )
         conversations = ConversationService(service)
         first, second = await conversations.create(), await conversations.create()
