@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from agentstage.core.function_tools import tool
 from agentstage.errors import ToolArgumentError
 from agentstage.resources import sample_database
 from agentstage.runtime.catalog import ToolCatalog
@@ -101,3 +102,34 @@ def test_catalog_lists_by_category(catalog: ToolCatalog) -> None:
     assert [f"{t.name}:{t.version}" for t in catalog.list_tools()] == ["math.calculate:v1", "sql.query:v1"]
     assert [t.name for t in catalog.list_tools("data")] == ["sql.query"]
     assert catalog.categories() == ["data", "math"]
+
+
+def versions_of(name: str, versions: list[str]) -> ToolCatalog:
+    catalog = ToolCatalog()
+    for version in versions:
+
+        def answer(question: str) -> str:
+            """Answer a question."""
+            return question
+
+        catalog.register(tool(name=name, version=version)(answer))
+    return catalog
+
+
+@pytest.mark.parametrize(
+    ("versions", "newest"),
+    [
+        (["v9", "v10", "v2"], "v10"),
+        (["1.9.2", "1.10.0", "1.10.0-rc1"], "1.10.0"),
+        (["v2", "v2-beta", "v1"], "v2"),  # a pre-release is older than its release
+        (["v2-rc1", "v2-beta.10", "v2-beta.2", "v2.dev3"], "v2-rc1"),
+        (["v2-post1", "v2", "v2-rc1"], "v2-post1"),
+        (["2025-12-31", "2026-01-05", "2026-01-04"], "2026-01-05"),
+        (["v2-beta.x", "v2-beta.2"], "v2-beta.x"),  # mixed words and numbers still compare
+    ],
+)
+def test_a_bare_tool_name_finds_the_newest_version(versions: list[str], newest: str) -> None:
+    catalog = versions_of("answer", versions)
+    assert catalog.get("answer").version == newest
+    (chosen,) = catalog.toolset()
+    assert chosen.version == newest

@@ -75,10 +75,28 @@ class ToolSource(Protocol):
 Connector = Callable[[ToolServerSpec], Awaitable[ToolSource]]
 
 
-def version_order(version: str) -> tuple[tuple[int, int | str], ...]:
-    """Sort key for versions like ``v1``, ``v10``, ``1.2.0``: numbers compare as numbers."""
-    parts = re.findall(r"\d+|[^\d.\-_]+", version)
-    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in parts)
+VersionKey = tuple[str, tuple[int, ...], int, tuple[tuple[int, int | str], ...]]
+_PRE_RELEASE, _RELEASE = 1, 2
+_STAGES = {"dev": 0, "post": 3, "rev": 3}  # any other word marks a pre-release (alpha, beta, rc…)
+
+
+def version_order(version: str) -> VersionKey:
+    """Sort key that makes a bare tool name resolve to the version a user would call newest.
+
+    Numbers compare as numbers (``v10`` after ``v9``, ``1.10.0`` after ``1.9.2``; a date such as
+    ``2026-01-05`` is all numbers). A word after the first number marks a stage, as in semver and
+    PEP 440: ``v2.dev1`` < ``v2-beta`` < ``v2-rc1`` < ``v2`` < ``v2-post1`` < ``v2.1``. A word
+    before it (``v`` in ``v2``) names the scheme and is compared first."""
+    tokens = re.findall(r"\d+|[^\W\d_]+", version.lower())
+    scheme = ""
+    while tokens and not tokens[0].isdigit():
+        scheme += tokens.pop(0)
+    release: list[int] = []
+    while tokens and tokens[0].isdigit():
+        release.append(int(tokens.pop(0)))
+    stage = _STAGES.get(tokens[0], _PRE_RELEASE) if tokens else _RELEASE
+    rest = tuple((0, int(t)) if t.isdigit() else (1, t) for t in tokens[0 if stage == _PRE_RELEASE else 1 :])
+    return scheme, tuple(release), stage, rest
 
 
 class ToolCatalog:
