@@ -924,7 +924,10 @@ class RunService:
 
 
 async def _acquire_unless(lock: Lock, stop: asyncio.Event) -> bool:
-    """Acquire ``lock``, unless ``stop`` is set first (then nothing is held)."""
+    """Acquire ``lock``, unless ``stop`` is set first (then nothing is held). If the caller itself
+    is cancelled while it waits, nothing is held either: an acquisition that completes after the
+    caller left gives the lock back at once, so no later run of the conversation or tenant waits
+    for a holder that is gone."""
     if stop.is_set():
         return False
     if not lock.locked():
@@ -932,15 +935,21 @@ async def _acquire_unless(lock: Lock, stop: asyncio.Event) -> bool:
         return True
     acquiring = asyncio.ensure_future(lock.acquire())
     stopping = asyncio.ensure_future(stop.wait())
+    acquired = False
     try:
         await asyncio.wait({acquiring, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        acquired = acquiring.done() and not acquiring.cancelled() and not stop.is_set()
+        return acquired
     finally:
         stopping.cancel()
-    if not acquiring.done():
-        await stop_task(acquiring)
-    if acquiring.cancelled():
-        return False
-    if stop.is_set():
+        if not acquired:  # stopped, or the caller was cancelled: whatever was acquired goes back
+            if acquiring.done():
+                _release_if_acquired(lock, acquiring)
+            else:
+                acquiring.add_done_callback(functools.partial(_release_if_acquired, lock))
+                acquiring.cancel()
+
+
+def _release_if_acquired(lock: Lock, acquiring: asyncio.Future[Any]) -> None:
+    if not acquiring.cancelled() and acquiring.exception() is None:
         lock.release()
-        return False
-    return True
