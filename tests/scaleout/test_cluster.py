@@ -517,6 +517,51 @@ def test_a_config_change_the_database_refuses_is_applied_nowhere_and_the_next_sp
         assert status["profile"] == "after-p", status
 
 
+def test_a_config_change_is_checked_against_the_shared_document_as_it_is_when_written(
+    cluster: Running,
+) -> None:
+    """Two nodes change the configuration at once: the later change is checked, under the
+    document's lock, against the document that already holds the earlier one (not against the copy
+    it read before), and a change its check refuses leaves the document as it was."""
+    import asyncio
+
+    from agentstage.distributed.queue import libpq_url
+    from agentstage.distributed.shared_config import SharedConfig
+    from agentstage.errors import ConfigError
+    from agentstage.store.sql import SqlRunStore
+
+    url = cluster.cluster.postgres.url
+    profile = {"chain": [{"provider": "s"}]}
+
+    async def two_nodes() -> None:
+        store = SqlRunStore(url)
+        await store.open()
+        try:
+            node_a, node_b = SharedConfig(store, libpq_url(url)), SharedConfig(store, libpq_url(url))
+            read_by_a = (await node_a.current())[1]
+            await node_b.publish({"profiles": {"race-b": profile}})  # lands after A read
+            seen: list[dict[str, Any]] = []
+            merged = await node_a.publish({"profiles": {"race-a": profile}}, seen.append)
+            assert "race-b" not in read_by_a.get("profiles", {})
+            assert "race-b" in seen[0]["profiles"] and "race-a" not in seen[0]["profiles"]
+            assert {"race-a", "race-b"} <= set(merged["profiles"])
+
+            revision, _ = await node_a.current()
+
+            def refuse(document: dict[str, Any]) -> None:
+                raise ConfigError("race-c would not work with " + ", ".join(sorted(document["profiles"])))
+
+            with pytest.raises(ConfigError, match=r"race-c would not work with .*race-b"):
+                await node_a.publish({"profiles": {"race-c": profile}}, refuse)
+            after, document = await node_a.current()
+            assert after == revision and "race-c" not in document["profiles"]
+        finally:
+            await store.close()
+
+    asyncio.run(two_nodes())
+    wait_until(lambda: {"race-a", "race-b"} <= profiles_of(cluster.api(1)), "node B applies both changes")
+
+
 def test_a_shared_document_a_process_cannot_use_leaves_its_configuration_as_it_was(cluster: Running) -> None:
     """A document every process but the one that wrote it would refuse (written here by hand, as a
     node with other local layers could): each process says so in its log and keeps serving with

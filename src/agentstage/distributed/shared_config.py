@@ -39,6 +39,7 @@ ROW = 1
 LISTEN_RETRY_SECONDS = 0.5
 
 Adopt = Callable[[dict[str, Any]], Awaitable[None]]
+Check = Callable[[dict[str, Any]], None]
 
 
 class SharedConfig:
@@ -63,12 +64,17 @@ class SharedConfig:
             await stop_task(self._listener)
             self._listener = None
 
-    async def publish(self, changes: dict[str, Any]) -> dict[str, Any]:
+    async def publish(self, changes: dict[str, Any], check: Check | None = None) -> dict[str, Any]:
         """Merge ``changes`` into the shared document and announce it; returns the whole document.
         Two nodes changing the configuration at once are serialised by the row's lock; a store
-        that cannot take it refuses the change (a StoreError), so no process applies it."""
+        that cannot take it refuses the change (a StoreError), so no process applies it.
+
+        ``check(document)`` runs under that lock with the document as stored, before the change
+        is written; whatever it raises refuses the change. So a change is checked against the
+        changes other nodes made a moment before, not against a copy read earlier, and two
+        changes each valid alone cannot be merged into a document no process can use."""
         try:
-            revision, document = await self._merge(changes)
+            revision, document = await self._merge(changes, check)
         except SQLAlchemyError as error:
             cause = classify(error)
             raise StoreError(
@@ -81,7 +87,7 @@ class SharedConfig:
             self.revision = max(self.revision, revision)
         return document
 
-    async def _merge(self, changes: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    async def _merge(self, changes: dict[str, Any], check: Check | None) -> tuple[int, dict[str, Any]]:
         async with self.store.engine.begin() as connection:
             await connection.execute(
                 insert(shared_config)
@@ -95,7 +101,10 @@ class SharedConfig:
                     .with_for_update()
                 )
             ).one()
-            document = deep_merge(json.loads(row.document), changes)
+            stored = json.loads(row.document)
+            if check is not None:
+                check(stored)  # raises: the transaction is rolled back, the row stays as it was
+            document = deep_merge(stored, changes)
             revision = int(row.revision) + 1
             await connection.execute(
                 update(shared_config)

@@ -126,9 +126,14 @@ async def reconfigure(service: RunService, changes: dict[str, Any]) -> list[str]
     feed = service.config_feed
     if feed is None:
         settings, restart = apply_changes(service.settings, changes)
-    else:  # checked first, then shared (refused whole if the store cannot take it), then kept here
-        _, restart = check_changes(changes, shared=(await feed.current())[1])
-        settings = validate_settings(deep_merge(load_layers(), await feed.publish(changes)))
+    else:  # checked and shared under the document's lock (refused whole if either fails), then kept here
+        restart = []
+
+        def check(shared: dict[str, Any]) -> None:
+            nonlocal restart
+            _, restart = check_changes(changes, shared=shared)
+
+        settings = validate_settings(deep_merge(load_layers(), await feed.publish(changes, check)))
         persist_changes(service.settings, changes)
     _use(service, settings)
     return restart

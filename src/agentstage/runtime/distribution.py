@@ -10,6 +10,7 @@ implemented in ``agentstage.distributed``; the service sees only these protocols
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from agentstage.core.events import RunEvent
@@ -68,8 +69,12 @@ class ConfigFeed(Protocol):
         """The shared changes, merged, and their revision."""
         ...
 
-    async def publish(self, changes: dict[str, Any]) -> dict[str, Any]:
-        """Add ``changes`` for every process; returns all the shared changes, merged."""
+    async def publish(
+        self, changes: dict[str, Any], check: Callable[[dict[str, Any]], None] | None = None
+    ) -> dict[str, Any]:
+        """Add ``changes`` for every process; returns all the shared changes, merged. ``check``
+        sees the shared changes as they are when this change is added (no other change comes in
+        between) and refuses it by raising."""
         ...
 
 
