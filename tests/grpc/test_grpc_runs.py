@@ -199,6 +199,15 @@ async def test_bad_requests_get_the_right_codes_naming_the_field(server: GrpcSer
             agent.Execute(chat("hi", options=pb.RunOptions(params_json="{nope")), metadata=md),
         )
         assert "options.params_json" in params["fields"]
+        for not_json, says in (
+            ('{"temperature": NaN}', "NaN is not a JSON number"),
+            ('{"stop": "\\ud800"}', "unpaired surrogate"),
+        ):
+            refused = await expect(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                agent.Execute(chat("hi", options=pb.RunOptions(params_json=not_json)), metadata=md),
+            )
+            assert "options.params_json" in refused["fields"] and says in refused["message"], refused
         no_id = await expect(
             grpc.StatusCode.INVALID_ARGUMENT, agent.GetStatus(pb.GetStatusRequest(), metadata=md)
         )

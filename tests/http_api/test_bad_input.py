@@ -35,6 +35,32 @@ def assert_problem(response: httpx.Response, status: int, code: str, mentions: s
         (b"[1, 2]", 422, "invalid_request", ""),
         (b'{"input": "' + b"x" * 100_001 + b'"}', 422, "input_too_long", "100000"),
         (b'{"input": "a\\u0000b"}', 422, "input_has_nul", "U+0000"),
+        # JSON Python reads but no store can keep: refused when the body is read, saying where.
+        (
+            b'{"input": "half \\ud83d a pair"}',
+            400,
+            "malformed_json",
+            "the string at input holds an unpaired surrogate",
+        ),
+        (b'{"input": "raw \xed\xa0\x80 bytes"}', 400, "malformed_json", "unpaired surrogate (\\ud800)"),
+        (
+            b'{"input": "hi", "options": {"params": {"stop": ["ok", "\\udc80"]}}}',
+            400,
+            "malformed_json",
+            "options.params.stop[1]",
+        ),
+        (
+            b'{"input": "hi", "options": {"params": {"temperature": NaN}}}',
+            400,
+            "malformed_json",
+            "NaN is not a JSON number",
+        ),
+        (
+            b'{"input": "hi", "options": {"max_duration": Infinity}}',
+            400,
+            "malformed_json",
+            "Infinity is not a JSON number",
+        ),
     ],
 )
 def test_bad_run_requests(http: httpx.Client, content: bytes, status: int, code: str, mentions: str) -> None:
@@ -104,3 +130,33 @@ def test_numbers_beyond_any_log_are_refused_not_crashed(http: httpx.Client) -> N
     run_id = http.post("/api/v1/agent/run", json={"input": "hi", "mode": "chat"}).json()["run_id"]
     huge = http.get(f"/api/v1/agent/runs/{run_id}/events", headers={"Last-Event-ID": "9" * 30})
     assert_problem(huge, 422, "invalid_request", "Last-Event-ID")
+
+
+def test_unicode_outside_the_bmp_escaped_as_a_pair_is_text(http: httpx.Client) -> None:
+    """The control for the refusals above: a surrogate *pair* is one character, and runs."""
+    done = http.post(
+        "/api/v1/agent/run",
+        content=b'{"input": "smile \\ud83d\\ude00", "mode": "chat"}',
+        headers={"content-type": "application/json"},
+    )
+    assert done.status_code == 200, done.text
+    status = http.get(f"/api/v1/agent/status/{done.json()['run_id']}").json()
+    assert status["status"] == "completed" and status["input"] == "smile \U0001f600", status
+
+
+def test_text_no_store_can_keep_is_refused_before_a_conversation_changes(http: httpx.Client) -> None:
+    json_headers = {"content-type": "application/json"}
+    created = http.post(
+        "/api/v1/conversations", content=b'{"title": "t", "metadata": {"k": "\\ud800"}}', headers=json_headers
+    )
+    assert_problem(created, 400, "malformed_json", "metadata.k")
+    conversation = http.post("/api/v1/conversations", json={"title": "kept"}).json()["id"]
+    refused = http.post(
+        f"/api/v1/conversations/{conversation}/messages",
+        content=b'{"input": "\\udfff"}',
+        headers=json_headers,
+    )
+    assert_problem(refused, 400, "malformed_json", "the string at input")
+    assert http.get(f"/api/v1/conversations/{conversation}/history").json()["messages"] == []
+    answered = http.post(f"/api/v1/conversations/{conversation}/messages", json={"input": "hi"})
+    assert answered.status_code == 200 and answered.json()["status"] == "completed", answered.text

@@ -66,6 +66,21 @@ async def test_a_frame_that_is_not_json_closes_with_1003(server: Server) -> None
     assert "JSON" in closed.value.rcvd.reason
 
 
+@pytest.mark.parametrize(
+    ("frame", "says"),
+    [('{"type": "run", "input": "\\ud800"}', "unpaired surrogate"), ('{"type": "ping", "n": NaN}', "NaN")],
+)
+async def test_a_frame_python_reads_but_json_does_not_allow_closes_with_1003(
+    server: Server, frame: str, says: str
+) -> None:
+    async with connect(ws_url(server, "/ws/agent/stream"), additional_headers=server.headers) as socket:
+        await socket.send(frame)
+        with pytest.raises(ConnectionClosed) as closed:
+            await socket.recv()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1003
+    assert says in closed.value.rcvd.reason, closed.value.rcvd.reason
+
+
 async def test_bad_frames_get_errors_and_the_socket_stays_open(server: Server) -> None:
     async with connect(ws_url(server, "/ws/agent/stream"), additional_headers=server.headers) as socket:
         for frame, code in [

@@ -106,6 +106,23 @@ def test_an_unreadable_input_file_is_a_usage_error(cli: Cli, tmp_path: Path) -> 
     assert done.returncode == 2 and "is a directory" in one_red_line(done.stderr)
 
 
+def test_an_argument_the_locale_could_not_decode_is_a_usage_error(cli: Cli) -> None:
+    """Bytes that are not UTF-8 reach the program as lone surrogates; no store or model takes them."""
+    cli.script(ANSWER)
+    for args in (
+        ["run", "caf\udce9 au lait"],
+        ["runs", "show", "\udce9"],
+        ["run", "hi", "--profile", "\udcff"],
+    ):
+        done = cli(*args)
+        assert done.returncode == 2, (args, done.stdout, done.stderr)
+        line = one_red_line(done.stderr)
+        assert "is not UTF-8 text" in line and ("\\xe9" in line or "\\xff" in line), line
+        assert done.stdout == ""
+    listed = cli("runs", "list", "--json")  # one object per run: nothing was started
+    assert listed.returncode == 0 and listed.stdout.strip() == "", listed
+
+
 def test_an_invalid_config_is_refused_with_the_key(cli: Cli) -> None:
     cli.configure({"runtime": {"max_concurrent_runs": 0}})
     done = cli("run", "hi")

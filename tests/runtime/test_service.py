@@ -188,6 +188,7 @@ async def test_batch_keeps_input_order_and_reports_rejections(
     ("request_fields", "error_type", "code"),
     [
         ({"input": ""}, InvalidInputError, "empty_input"),
+        ({"input": "caf\udce9"}, InvalidInputError, "input_not_unicode"),  # undecoded bytes, from any door
         ({"input": "hi", "mode": "telepathy"}, UnknownModeError, "unknown_mode"),
         ({"input": "hi", "profile": "nope"}, UnknownProfileError, "unknown_profile"),
         ({"input": "hi", "conversation_id": "missing"}, NotFoundError, "conversation_not_found"),

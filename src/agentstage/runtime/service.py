@@ -17,6 +17,7 @@ import contextlib
 import functools
 import logging
 import os
+import re
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -72,6 +73,7 @@ REPAIR_INTERVAL = 0.25
 SWEEP_EVERY_BEATS = 5
 
 Lock = asyncio.Semaphore | asyncio.Lock
+_UNPAIRED_SURROGATE = re.compile(r"[\ud800-\udfff]")
 T = TypeVar("T")
 
 
@@ -342,6 +344,13 @@ class RunService:
             raise InvalidInputError(
                 f"the input contains a NUL character (U+0000) at position {nul}; remove it",
                 code="input_has_nul",
+            )
+        odd = _UNPAIRED_SURROGATE.search(text)
+        if odd is not None:  # undecodable bytes or half an escaped pair: UTF-8 cannot store it
+            raise InvalidInputError(
+                f"the input holds an unpaired surrogate (\\u{ord(odd.group()):04x}) at position "
+                f"{odd.start()}, which is not Unicode text; send the text as UTF-8",
+                code="input_not_unicode",
             )
         limit = self.settings.runtime.max_input_chars
         if len(text) > limit:

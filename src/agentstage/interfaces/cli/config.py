@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from agentstage.interfaces.cli.common import command_group, fail, load_settings, note
+from agentstage.interfaces.cli.options import json_or_text
 from agentstage.interfaces.cli.output import JsonFlag, choose_format, print_columns
 from agentstage.interfaces.cli.suggest import complete_formats, complete_profiles
 
@@ -71,9 +72,9 @@ def set_value(
     Secrets are never stored: give them as references, e.g. `agent config set
     providers.openai.api_key env:OPENAI_API_KEY`.
     """
-    change = _nested(key, _json_or_text(value))
+    change = _nested(key, json_or_text(value))
     restart = _apply(change)
-    shown = value if not isinstance(_json_or_text(value), str) else repr(value)
+    shown = value if not isinstance(json_or_text(value), str) else repr(value)
     later = f"; a running agent serve applies {', '.join(restart)} after a restart" if restart else ""
     note(f"set {key} = {shown} in {_config_file()}{later}")
 
@@ -92,13 +93,6 @@ def _nested(key: str, value: Any) -> dict[str, Any]:
     for part in reversed(parts[:-1]):
         change = {part: change}
     return change
-
-
-def _json_or_text(raw: str) -> Any:
-    try:
-        return json.loads(raw)
-    except json.JSONDecodeError:
-        return raw
 
 
 def _apply(change: dict[str, Any]) -> list[str]:

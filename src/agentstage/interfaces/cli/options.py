@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from agentstage.core import strict_json
 from agentstage.interfaces.cli.common import fail
 from agentstage.interfaces.cli.suggest import complete_modes, complete_profiles
 
@@ -104,7 +105,7 @@ def parse_model_params(pairs: list[Any] | None, system: str | None) -> dict[str,
     for name, raw in pairs or []:
         if name not in MODEL_PARAMS:
             fail(f"unknown model option {name!r} (known: {', '.join(MODEL_PARAMS)})")
-        value = _json_or_text(raw)
+        value = json_or_text(raw)
         allowed, expected = MODEL_PARAMS[name]
         if isinstance(value, bool) or not isinstance(value, allowed):
             fail(f"model option {name} needs {expected}, got {raw!r}")
@@ -116,9 +117,11 @@ def parse_model_params(pairs: list[Any] | None, system: str | None) -> dict[str,
     return params
 
 
-def _json_or_text(raw: str) -> Any:
+def json_or_text(raw: str) -> Any:
+    """A command-line value: JSON when it reads as strict JSON (``0.2``, ``true``, ``["a"]``), else
+    the text itself (``NaN`` stays the text, not a number no store can keep)."""
     try:
-        return json.loads(raw)
+        return strict_json.loads(raw)
     except json.JSONDecodeError:
         return raw
 

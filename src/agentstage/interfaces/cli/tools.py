@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from agentstage.core import strict_json
 from agentstage.interfaces.cli.common import Exit, command_group, fail, load_settings, run_command
 from agentstage.interfaces.cli.output import JsonFlag, choose_format, print_columns
 from agentstage.interfaces.cli.suggest import complete_formats, complete_tools
@@ -79,7 +80,7 @@ def test(
 ) -> None:
     """Validate arguments against the tool's schema and run it once, printing its output as JSON."""
     try:
-        arguments = json.loads(input_json)
+        arguments = strict_json.loads(input_json)
     except json.JSONDecodeError as error:
         fail(f"--input is not valid JSON: {error.msg} at position {error.pos}")
     if not isinstance(arguments, dict):

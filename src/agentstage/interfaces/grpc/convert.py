@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from agentstage.core import strict_json
 from agentstage.core.events import RunEvent
 from agentstage.core.records import RunRecord
 from agentstage.core.tools import validation_details
@@ -52,7 +53,7 @@ def json_object(text: str, name: str) -> dict[str, Any]:
     if not text.strip():
         return {}
     try:
-        value = json.loads(text)
+        value = strict_json.loads(text)
     except json.JSONDecodeError as error:
         raise bad_field(name, f"is not valid JSON ({error.msg} at position {error.pos})") from None
     if not isinstance(value, dict):

@@ -41,6 +41,7 @@ FIELD_BY_CODE = {
     "empty_input": "input",
     "input_too_long": "input",
     "input_has_nul": "input",
+    "input_not_unicode": "input",
     "unknown_mode": "mode",
     "unknown_profile": "profile",
 }

@@ -53,8 +53,12 @@ async def on_validation_error(request: Request, error: Exception) -> Response:
             415, "unsupported_media_type", f"send the body as JSON (Content-Type: application/json), not {content_type!r}",
             instance=request.url.path, request_id=request_id(request),
         )  # fmt: skip
-    if any(d["type"] == "json_invalid" for d in details):
-        message = next(d["message"] for d in details if d["type"] == "json_invalid")
+    invalid_json = next((item for item in error.errors() if item.get("type") == "json_invalid"), None)
+    if invalid_json is not None:
+        message = str(invalid_json.get("ctx", {}).get("error") or invalid_json.get("msg", ""))
+        location = invalid_json.get("loc", ())
+        if len(location) > 1 and isinstance(location[1], int) and "position" not in message:
+            message += f" (at character {location[1]})"
         return problem(
             400, "malformed_json", f"the body is not valid JSON: {message}", instance=request.url.path,
             request_id=request_id(request),

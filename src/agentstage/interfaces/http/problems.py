@@ -50,6 +50,7 @@ _STATUS_BY_CODE = {
     "empty_input": 422,
     "input_too_long": 422,
     "input_has_nul": 422,
+    "input_not_unicode": 422,
     "invalid_input": 422,
     "empty_batch": 422,
     "invalid_parallel": 422,

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from agentstage.access.permissions import WEBSOCKET
 from agentstage.access.principals import Principal
+from agentstage.core import strict_json
 from agentstage.core.records import RunRecord
 from agentstage.core.tools import validation_details
 from agentstage.errors import AgentstageError, ForbiddenError, TooManyRequestsError
@@ -32,6 +33,14 @@ router = APIRouter()
 
 class NotJson(Exception):
     pass
+
+
+def _close_reason(message: str) -> str:
+    """A close frame's reason holds at most 123 bytes of UTF-8; a longer one would fail the close."""
+    encoded = message.encode("utf-8")
+    if len(encoded) <= 123:
+        return message
+    return encoded[:120].decode("utf-8", "ignore") + "..."
 
 
 class Session:
@@ -59,7 +68,7 @@ class Session:
         if text is None:
             raise NotJson("frames must be JSON text, not binary")
         try:
-            frame = json.loads(text)
+            frame = strict_json.loads(text)
         except json.JSONDecodeError as error:
             raise NotJson(f"frames must be JSON objects: {error.msg} at position {error.pos}") from None
         if not isinstance(frame, dict):
@@ -204,7 +213,7 @@ async def serve(socket: WebSocket, handle: Any) -> None:
                 await session.error("invalid_frame", f"unknown frame type {kind!r}")
     except NotJson as error:
         with contextlib.suppress(RuntimeError):
-            await socket.close(code=1003, reason=str(error))
+            await socket.close(code=1003, reason=_close_reason(str(error)))
     except WebSocketDisconnect:
         pass
     finally:

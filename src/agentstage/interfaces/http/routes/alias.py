@@ -14,6 +14,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import ValidationError
 from starlette.responses import JSONResponse, Response
 
+from agentstage.core import strict_json
 from agentstage.core.tools import validation_details
 from agentstage.errors import InvalidInputError
 from agentstage.interfaces.http.deps import owner_tenant, request_id, runtime
@@ -22,8 +23,9 @@ from agentstage.interfaces.http.routes import problems
 from agentstage.interfaces.http.routes.runs import SSE_RESPONSE
 from agentstage.interfaces.http.schemas import RunBody, RunResult
 from agentstage.interfaces.http.sse import event_stream
+from agentstage.interfaces.http.strict_body import StrictJSONRoute
 
-router = APIRouter(prefix="/api/agent", tags=["runs"])
+router = APIRouter(prefix="/api/agent", tags=["runs"], route_class=StrictJSONRoute)
 SSE = "text/event-stream"
 
 ANSWERS: dict[int | str, dict[str, Any]] = {
@@ -86,7 +88,7 @@ def _json_body(raw: bytes, query: dict[str, str | None]) -> RunBody:
             details={"errors": [{"field": name, "message": "belongs in the JSON body"} for name in given]},
         )
     try:
-        data = json.loads(raw)
+        data = strict_json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise InvalidInputError(f"the body is not valid JSON: {error}", code="malformed_json") from None
     if not isinstance(data, dict):

@@ -9,8 +9,9 @@ from fastapi import APIRouter, Query, Request
 
 from agentstage.interfaces.http.deps import runtime
 from agentstage.interfaces.http.routes import problems
+from agentstage.interfaces.http.strict_body import StrictJSONRoute
 
-router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
+router = APIRouter(prefix="/api/v1/audit", tags=["audit"], route_class=StrictJSONRoute)
 
 
 @router.get("", responses=problems(401, 403, 422, 429))

@@ -10,9 +10,10 @@ from agentstage.errors import ConflictError
 from agentstage.interfaces.http.deps import runtime
 from agentstage.interfaces.http.routes import problems
 from agentstage.interfaces.http.schemas import ProfileBody
+from agentstage.interfaces.http.strict_body import StrictJSONRoute
 from agentstage.runtime.config_view import masked_config, reconfigure_remote
 
-router = APIRouter(prefix="/api/v1/config", tags=["config"])
+router = APIRouter(prefix="/api/v1/config", tags=["config"], route_class=StrictJSONRoute)
 
 
 @router.get("", responses=problems(401, 429))

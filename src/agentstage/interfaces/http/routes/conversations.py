@@ -12,9 +12,10 @@ from agentstage.interfaces.http.routes import problems
 from agentstage.interfaces.http.routes.runs import SSE_RESPONSE
 from agentstage.interfaces.http.schemas import Conversation, ConversationBody, History, MessageBody, RunResult
 from agentstage.interfaces.http.sse import event_stream
+from agentstage.interfaces.http.strict_body import StrictJSONRoute
 from agentstage.runtime.requests import RunRequest
 
-router = APIRouter(prefix="/api/v1/conversations", tags=["conversations"])
+router = APIRouter(prefix="/api/v1/conversations", tags=["conversations"], route_class=StrictJSONRoute)
 
 
 def conversation_body(record: ConversationRecord) -> dict[str, Any]:

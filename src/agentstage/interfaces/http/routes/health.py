@@ -9,9 +9,10 @@ from fastapi.responses import JSONResponse
 
 from agentstage.interfaces.http.deps import runtime
 from agentstage.interfaces.http.schemas import Health
+from agentstage.interfaces.http.strict_body import StrictJSONRoute
 from agentstage.runtime.wiring import DEGRADED, readiness
 
-router = APIRouter(prefix="/health", tags=["health"])
+router = APIRouter(prefix="/health", tags=["health"], route_class=StrictJSONRoute)
 
 UNAVAILABLE: dict[int | str, dict[str, Any]] = {
     503: {"model": Health, "description": "Not ready; the checks say why."}

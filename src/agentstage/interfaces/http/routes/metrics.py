@@ -7,8 +7,9 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from agentstage.interfaces.http.deps import runtime
+from agentstage.interfaces.http.strict_body import StrictJSONRoute
 
-router = APIRouter(tags=["observability"])
+router = APIRouter(tags=["observability"], route_class=StrictJSONRoute)
 
 
 @router.get("/metrics", include_in_schema=False)

@@ -22,10 +22,11 @@ from agentstage.interfaces.http.schemas import (
     RunStatusBody,
 )
 from agentstage.interfaces.http.sse import event_stream
+from agentstage.interfaces.http.strict_body import StrictJSONRoute
 from agentstage.runtime.requests import RunRequest
 from agentstage.types import RunStatus
 
-router = APIRouter(prefix="/api/v1/agent", tags=["runs"])
+router = APIRouter(prefix="/api/v1/agent", tags=["runs"], route_class=StrictJSONRoute)
 MAX_SEQ = 2**53  # beyond any real log; keeps numbers inside what every database and JSON client holds
 
 SSE_EVENT_SCHEMA = {

@@ -12,8 +12,9 @@ from agentstage.interfaces.http.deps import request_id, runtime, tenant_scope
 from agentstage.interfaces.http.routes import problems
 from agentstage.interfaces.http.routes.runs import SSE_RESPONSE
 from agentstage.interfaces.http.sse import event_stream
+from agentstage.interfaces.http.strict_body import StrictJSONRoute
 
-router = APIRouter(prefix="/api/v1/snapshots", tags=["snapshots"])
+router = APIRouter(prefix="/api/v1/snapshots", tags=["snapshots"], route_class=StrictJSONRoute)
 RUN_ID = r"^[0-9A-Za-z-]{1,64}$"
 
 

@@ -11,10 +11,11 @@ from agentstage.errors import AgentstageError
 from agentstage.interfaces.http.deps import runtime
 from agentstage.interfaces.http.routes import problems
 from agentstage.interfaces.http.schemas import Tool, ToolExecuteBody, ToolResult
+from agentstage.interfaces.http.strict_body import StrictJSONRoute
 from agentstage.runtime.catalog import ToolServerSpec, describe
 from agentstage.runtime.config_view import remember_tool_servers
 
-router = APIRouter(prefix="/api/v1/tools", tags=["tools"])
+router = APIRouter(prefix="/api/v1/tools", tags=["tools"], route_class=StrictJSONRoute)
 
 
 @router.get("", response_model=list[Tool], responses=problems(401, 429))
