@@ -204,6 +204,63 @@ async def test_two_messages_at_once_to_one_conversation_are_both_kept_in_order(
     assert messages[-3:] == [first, answer[first], second]  # the later run saw the earlier exchange
 
 
+TOOL_RUN = {
+    "responses": [
+        {"tool_calls": [{"name": "math.calculate", "arguments": {"expression": "6*7"}}]},
+        {"text": "The answer is 42."},
+    ]
+}
+
+
+async def refuse_tool_results_of_doomed_runs(service: RunService) -> None:
+    """A real trigger, on SQLite or PostgreSQL, refusing the ``tool.result`` rows of runs whose
+    input says "doomed"."""
+    async with service.store.engine.begin() as connection:  # type: ignore[attr-defined]
+        found = (
+            "instr(input, 'doomed')" if connection.dialect.name == "sqlite" else "position('doomed' in input)"
+        )
+        condition = f"NEW.type = 'tool.result' AND NEW.run_id IN (SELECT id FROM runs WHERE {found} > 0)"
+        if connection.dialect.name == "sqlite":
+            await connection.exec_driver_sql(
+                refusal("refuse_result", "INSERT ON run_events", condition, "no result for this run")
+            )
+            return
+        await connection.exec_driver_sql(
+            "CREATE FUNCTION refuse_result() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            f"IF {condition} THEN RAISE EXCEPTION 'no result for this run'; END IF; RETURN NEW; END $$"
+        )
+        await connection.exec_driver_sql(
+            "CREATE TRIGGER refuse_result BEFORE INSERT ON run_events FOR EACH ROW EXECUTE FUNCTION refuse_result()"
+        )
+
+
+async def test_a_refused_row_keeps_the_events_before_it_even_in_the_same_commit(
+    make_service: Callable[..., RunService],
+) -> None:
+    """The tool's result is refused; the model's answer and the tool call, committed with it, are
+    still in the log: it shows the run up to the failure, then its failure."""
+    async with make_service(TOOL_RUN) as service:
+        await refuse_tool_results_of_doomed_runs(service)
+        batches = BatchLog()
+        service.add_sink(batches)
+        started = [
+            await service.start(RunRequest(input=f"what is 6*7? ({i})", mode="react")) for i in range(10)
+        ]
+        doomed = await service.start(RunRequest(input="a doomed 6*7", mode="react"))
+        finals = await asyncio.gather(*(service.wait(r.id) for r in [*started, doomed]))
+        logs = {r.id: await service.events(r.id) for r in finals}
+    *others, bad = finals
+    reference = [e.type for e in logs[others[0].id]]
+    assert all(r.status == "completed" and [e.type for e in logs[r.id]] == reference for r in others)
+    assert bad.status == "failed" and "no result for this run" in (bad.error_message or "")
+    bad_log = logs[bad.id]
+    assert gap_free(bad_log) and bad_log[-1].type == "run.failed"
+    assert [e.type for e in bad_log[:-1]] == reference[: reference.index("tool.result")], bad_log
+    assert "tool.call" in reference[: reference.index("tool.result")]
+    delivered = sum(1 for batch in batches.batches if bad.id in batch)
+    assert delivered >= 1  # the kept events reached the sinks like any committed ones
+
+
 @pytest.mark.sqlite_only  # poisons the SQLite file itself
 async def test_a_refused_final_record_fails_that_run_alone_with_its_log_gap_free(
     make_service: Callable[..., RunService],
@@ -230,6 +287,8 @@ async def test_a_refused_final_record_fails_that_run_alone_with_its_log_gap_free
     assert stored[bad.id].status == "failed"  # what wait() said is what the store holds
     assert gap_free(log) and log[-1].type == "run.failed"
     assert all(e.type != "run.completed" for e in log)
+    # Only its record was refused: every event before its ending is kept, all eight words.
+    assert [e.data["text"] for e in log if e.type == "message.delta"] == [f"w{i} " for i in range(8)]
     assert all(stored[r.id].status == "completed" for r in others)
 
 

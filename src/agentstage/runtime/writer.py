@@ -8,8 +8,9 @@ runs waiting on the commit are answered next; the other sinks (telemetry, the ev
 called after those runs have moved on, in commit order, so observation never sits on a run's path.
 
 A failure belongs to the run that caused it. When the database refuses some rows, the store keeps
-every other run of the batch and names the refused runs; each of those is told through ``on_lost``
-(and its later, uncommitted writes are dropped so its log stays gap-free). A locked database is
+every other run of the batch and names the refused runs, keeping of each its events up to the
+refused row; those are delivered like any, then the run is told through ``on_lost`` (and its later,
+uncommitted writes are dropped so its log stays gap-free). A locked database is
 retried with backoff for ``write_timeout`` seconds before the runs concerned are told. While the
 store cannot be written, :attr:`health` says so, new runs are refused at once, and a probe every
 second notices when it can be written again.
@@ -189,11 +190,16 @@ class EventWriter:
             lost: dict[str, StoreError] = (
                 dict.fromkeys(batch.runs, failure) if failure is not None else refused
             )
-            for run_id, error in lost.items():
+            events = [e for run_id, w in batch.runs.items() if run_id not in lost for e in w.events]
+            for run_id in refused:  # what the store kept of a refused run: its log up to the failure
+                writes = batch.runs[run_id]
+                events.extend(writes.events[: writes.kept_events])
+            self._deliver(
+                self._sinks[:1], events
+            )  # live followers at once (a recorder learns its durable seq)
+            for run_id, error in lost.items():  # then the runs that lost writes rewind to it and fail
                 self.discard(run_id)
                 self._on_lost(run_id, error)
-            events = [e for run_id, w in batch.runs.items() if run_id not in lost for e in w.events]
-            self._deliver(self._sinks[:1], events)  # live followers: at once
             self._answer(waiters, batch, lost, failure)
             if events and len(self._sinks) > 1:  # the others once the runs waiting here have moved on
                 asyncio.get_running_loop().call_soon(self._deliver, self._sinks[1:], events)

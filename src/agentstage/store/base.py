@@ -45,6 +45,9 @@ class RunWrites:
     # The attempt the writer holds: the store refuses these writes (``run_fenced``) unless the
     # run's stored attempt is still this one. None: unfenced (the embedded mode, a run's creation).
     fence: int | None = None
+    # Set by the store when it refused these writes: how many of ``events`` it kept anyway (those
+    # before the refused row, never an ending), so the run's log runs up to the failure.
+    kept_events: int = 0
 
     def __bool__(self) -> bool:
         return bool(self.new_run or self.events or self.updates or self.turns or self.snapshots)
@@ -111,7 +114,8 @@ class RunStore(Protocol):
 
     async def write(self, batch: Batch) -> dict[str, StoreError]:
         """Commit the batch. Returns the runs whose rows were refused (each with why), having
-        committed all the others; raises :class:`StoreError` (``store_unavailable`` or
+        committed all the others, and of each refused run the events before the refused row (its
+        ``kept_events``: a created run's log runs up to the failure, whichever row failed); raises :class:`StoreError` (``store_unavailable`` or
         ``storage_full``) when nothing could be written."""
         ...
 

@@ -32,7 +32,7 @@ from sqlalchemy.exc import (
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql import ColumnElement, Select
 
-from agentstage.core.events import RunEvent
+from agentstage.core.events import TERMINAL_EVENT_TYPES, RunEvent
 from agentstage.core.records import (
     ApiKeyRecord,
     BatchRecord,
@@ -326,9 +326,27 @@ class SqlRunStore(KeyMaintenance, SecurityTables, LeaseTables, SpanTables, Reads
                         if failure.code != "store_write_failed":
                             raise failure from None
                         refused[writes.run_id] = failure
+                        writes.kept_events = await self._salvage(connection, writes)
         except SQLAlchemyError as error:
             raise _classify(error) from None
         return refused
+
+    async def _salvage(self, connection: AsyncConnection, writes: RunWrites) -> int:
+        """As in :meth:`SqliteWrites._salvage`: the run's events up to the refused one (never its
+        ending), each in its own savepoint; how many were kept."""
+        if writes.new_run is not None:
+            return 0
+        kept = 0
+        for event_ in writes.events:
+            if event_.type in TERMINAL_EVENT_TYPES:
+                break
+            try:
+                async with connection.begin_nested():
+                    await _insert_events(connection, [RunWrites(writes.run_id, events=[event_])], self.keys)
+            except SQLAlchemyError:
+                break
+            kept += 1
+        return kept
 
     async def probe(self) -> None:
         from agentstage.core.events import utc_now

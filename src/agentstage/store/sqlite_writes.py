@@ -22,6 +22,7 @@ from typing import Any
 
 from sqlalchemy import JSON, Boolean, DateTime, Table
 
+from agentstage.core.events import TERMINAL_EVENT_TYPES
 from agentstage.core.records import SpanRecord, ToolTiming
 from agentstage.errors import StoreError
 from agentstage.store.base import Batch, RunWrites
@@ -259,8 +260,30 @@ class SqliteWrites:
                 if failure.code != "store_write_failed":
                     raise failure from None
                 refused[writes.run_id] = failure
+                writes.kept_events = self._salvage(connection, writes)
             else:
                 connection.execute("RELEASE run_writes")
+
+    def _salvage(self, connection: sqlite3.Connection, writes: RunWrites) -> int:
+        """A run's refused writes: keep its events up to the one the database refuses (or up to its
+        ending: the run ends failed now), each in its own savepoint; how many were kept. A run whose
+        creation was refused keeps nothing."""
+        if writes.new_run is not None:
+            return 0
+        kept = 0
+        for event, row in zip(writes.events, _event_rows(self.keys, writes), strict=True):
+            if event.type in TERMINAL_EVENT_TYPES:
+                break
+            connection.execute("SAVEPOINT salvage")
+            try:
+                connection.execute(_INSERT_EVENT, row)
+            except (sqlite3.Error, ValueError, TypeError, OverflowError):
+                connection.execute("ROLLBACK TO salvage")
+                connection.execute("RELEASE salvage")
+                break
+            connection.execute("RELEASE salvage")
+            kept += 1
+        return kept
 
     def classify(self, error: BaseException) -> StoreError:
         """Name what went wrong the way operators and clients act on it."""
