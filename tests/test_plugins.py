@@ -62,6 +62,21 @@ def test_a_plugin_adds_a_provider_and_a_tool(cli: Cli, plugin_site: Path) -> Non
     assert json.loads(answered.stdout)["output"] == "ECHO: HELLO THERE"
 
 
+def test_a_plugin_cannot_take_a_built_in_tools_name_and_says_why_it_is_skipped(
+    cli: Cli, plugin_site: Path
+) -> None:
+    cli.env["PYTHONPATH"] = str(plugin_site)
+    cli.script({"responses": [{"text": "ok"}]})
+    listed = cli("tool", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    ids = {t["id"] for t in json.loads(listed.stdout)}
+    assert "math.calculate:v1" in ids and "math.calculate:v99" not in ids and "word_count:v1" in ids
+    assert "'math.calculate' is the name of a built-in tool" in listed.stderr
+    assert "returned int, not a tool or a list of tools" in listed.stderr
+    computed = cli("tool", "test", "math.calculate", "--input", '{"expression": "6*7"}')
+    assert computed.returncode == 0 and "42" in computed.stdout and "HIJACKED" not in computed.stdout
+
+
 def test_without_the_plugin_its_provider_type_is_refused_clearly(cli: Cli) -> None:
     cli.configure({"providers": {"shout": {"type": "echo"}}})
     done = cli("profile", "list")

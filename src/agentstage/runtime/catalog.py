@@ -126,7 +126,10 @@ class ToolCatalog:
                 f"a tool server named {spec.name!r} is already registered", code="tool_server_exists"
             )
         source = await self.connector(spec)
-        clashes = [tool_id(t) for t in source.tools if tool_id(t) in self._tools]
+        # By name, not name:version: a server's "math.calculate" at another version would become
+        # the newest of a built-in and take over every run that calls it by name.
+        taken = {t.name for t in self._tools.values()}
+        clashes = sorted({t.name for t in source.tools if t.name in taken})
         if clashes:
             await source.close()
             raise ConflictError(f"tools already registered: {', '.join(clashes)}", code="tool_exists")
@@ -186,7 +189,8 @@ class ToolCatalog:
         self._toolsets.clear()
 
     def list_tools(self, category: str | None = None) -> list[Tool]:
-        tools = sorted(self._tools.values(), key=tool_id)
+        """By name, then oldest to newest version (``v2`` before ``v10``)."""
+        tools = sorted(self._tools.values(), key=lambda t: (t.name, version_order(t.version)))
         return [t for t in tools if category is None or t.category == category]
 
     def categories(self) -> list[str]:
@@ -214,7 +218,7 @@ class ToolCatalog:
     def _make_toolset(self, names: tuple[str, ...] | None) -> Toolset:
         if names is None:
             latest: dict[str, Tool] = {}
-            for tool in self.list_tools():
+            for tool in sorted(self._tools.values(), key=tool_id):  # the order models are shown
                 current = latest.get(tool.name)
                 if current is None or version_order(tool.version) > version_order(current.version):
                     latest[tool.name] = tool

@@ -167,7 +167,7 @@ def tool_catalog(settings: Settings) -> ToolCatalog:
         max_output_chars=settings.tools.max_output_chars,
         connector=connector,
     )
-    for tool in plugin_tools():
+    for tool in plugin_tools(reserved={tool.name for tool in tools}):
         catalog.register(instrument(tool))
     return catalog
 

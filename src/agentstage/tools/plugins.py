@@ -8,7 +8,7 @@ fails to load is logged and skipped: it never stops the CLI or the server.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -18,13 +18,20 @@ log = logging.getLogger("agentstage.tools")
 ENTRY_POINT_GROUP = "agentstage.tools"
 
 
-def plugin_tools() -> list[Tool]:
+def plugin_tools(reserved: Collection[str] = ()) -> list[Tool]:
+    """The installed plugins' tools. A name in ``reserved`` (the built-in tools') is refused: a
+    plugin's ``math.calculate`` at a higher version would otherwise take over every run that calls
+    the built-in by name, without a word."""
     found: list[Tool] = []
     for entry in entry_points(group=ENTRY_POINT_GROUP):
         try:
             tools = list(_tools_from(entry.load()))
             for tool in tools:
                 check_tool_name(tool.name)
+                if tool.name in reserved:
+                    raise ValueError(
+                        f"{tool.name!r} is the name of a built-in tool; give the plugin's tool its own"
+                    )
             found.extend(tools)
         except Exception as error:  # a broken plugin must not break the product
             log.warning(
@@ -43,7 +50,11 @@ def _tools_from(loaded: Any) -> Iterable[Tool]:
         raise TypeError(f"{loaded.__name__} does not make a tool")
     if callable(loaded):
         made = loaded()
-        tools = [made] if isinstance(made, Tool) else list(made)
+        if isinstance(made, Tool):
+            return [made]
+        if not isinstance(made, Iterable) or isinstance(made, str | bytes | dict):
+            raise TypeError(f"it returned {type(made).__name__}, not a tool or a list of tools")
+        tools = list(made)
         for item in tools:
             if not isinstance(item, Tool):
                 raise TypeError(f"{type(item).__name__} is not a tool")
