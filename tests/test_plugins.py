@@ -77,6 +77,30 @@ def test_a_plugin_cannot_take_a_built_in_tools_name_and_says_why_it_is_skipped(
     assert computed.returncode == 0 and "42" in computed.stdout and "HIJACKED" not in computed.stdout
 
 
+def test_a_plugin_provider_its_own_check_refuses_is_skipped_like_one_without_its_key(
+    cli: Cli, plugin_site: Path
+) -> None:
+    cli.env["PYTHONPATH"] = str(plugin_site)
+    cli.configure(
+        {
+            "providers": {
+                "quiet": {"type": "echo", "loud": False},  # EchoKind.check: "echo needs to be loud"
+                "s": {"type": "scripted", "script": {"responses": [{"text": "From the fallback."}]}},
+            },
+            "profiles": {
+                "fallback": {"chain": [{"provider": "quiet"}, {"provider": "s"}]},
+                "alone": {"chain": [{"provider": "quiet"}]},
+            },
+        }
+    )
+    done = cli("run", "hi", "-m", "chat", "--profile", "fallback")
+    assert done.returncode == 0 and done.stdout == "From the fallback.\n", done.stderr
+    assert "⇢ skipping quiet: echo needs to be loud; using s" in done.stderr.splitlines()
+    refused = cli("run", "hi", "-m", "chat", "--profile", "alone")
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert "profile 'alone' has no usable provider (quiet: echo needs to be loud)" in refused.stderr
+
+
 def test_without_the_plugin_its_provider_type_is_refused_clearly(cli: Cli) -> None:
     cli.configure({"providers": {"shout": {"type": "echo"}}})
     done = cli("profile", "list")

@@ -66,6 +66,13 @@ class RetryNotice(BaseModel):
     delay: float
 
 
+# Codes of a fallback past a provider the chain did not try: an env: secret it needs is not set,
+# or its kind's own check refused it. Every other code is a provider that was tried and failed.
+SKIPPED_CODE = "missing_secret"
+UNUSABLE_CODE = "provider_unusable"
+SKIP_CODES = frozenset({SKIPPED_CODE, UNUSABLE_CODE})
+
+
 class FallbackNotice(BaseModel):
     from_provider: str
     to_provider: str

@@ -15,7 +15,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-from agentstage.core.model import BaseProviderKind, Model, ProviderKind
+from agentstage.core.model import SKIPPED_CODE, UNUSABLE_CODE, BaseProviderKind, Model, ProviderKind
 from agentstage.errors import AgentstageError, ConfigError
 from agentstage.providers.wire import DEFAULT_KEY_REFERENCES, missing_secrets
 
@@ -189,6 +189,7 @@ BUILT_IN: tuple[ProviderKind, ...] = (
     ScriptedKind(),
     ReplayKind(),
 )
+_BUILT_IN_NAMES = frozenset(kind.name for kind in BUILT_IN)
 
 
 @functools.cache
@@ -229,6 +230,23 @@ def build_model(
     kind: str, name: str, model: str | None, options: dict[str, Any], params: dict[str, Any]
 ) -> Model:
     return provider_kind(kind, name).build(name, model, options, params)
+
+
+def skip_reason(kind: str, options: dict[str, Any]) -> tuple[str, str] | None:
+    """Why a run's chain skips this provider (falling back to the next), as (code, reason), or
+    None: an ``env:`` secret it needs that is not set (``missing_secret``), or what a plugin
+    kind's own ``check`` says (``provider_unusable``). A built-in kind's other problems (a missing
+    model file, a bad script) are errors of their own, raised when it is built."""
+    missing = missing_secrets(kind, options)
+    if missing:
+        return SKIPPED_CODE, f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set"
+    if kind in _BUILT_IN_NAMES:
+        return None
+    try:
+        problem = provider_kind(kind).check(options)
+    except Exception as error:  # a plugin's check that breaks says why, like one that refuses
+        problem = f"its check failed: {type(error).__name__}: {error}"
+    return None if problem is None else (UNUSABLE_CODE, problem)
 
 
 def check_provider(kind: str, options: dict[str, Any], name: str = "") -> str | None:

@@ -26,6 +26,7 @@ from pydantic import BaseModel, Field
 
 from agentstage.core.messages import Message
 from agentstage.core.model import (
+    SKIPPED_CODE,
     FallbackNotice,
     Model,
     ModelChunk,
@@ -35,8 +36,6 @@ from agentstage.core.model import (
     ToolCallChunk,
 )
 from agentstage.errors import ModelError
-
-SKIPPED_CODE = "missing_secret"
 
 
 class RetryPolicy(BaseModel):
@@ -173,13 +172,14 @@ class UnavailableModel:
 
     native_tools = True
 
-    def __init__(self, provider: str, model_name: str, reason: str):
+    def __init__(self, provider: str, model_name: str, reason: str, code: str = SKIPPED_CODE):
         self.provider = provider
         self.model_name = model_name
         self.reason = reason
+        self.code = code
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[ModelChunk]:
-        raise ModelError(f"{self.provider}: {self.reason}", code=SKIPPED_CODE, provider=self.provider)
+        raise ModelError(f"{self.provider}: {self.reason}", code=self.code, provider=self.provider)
         yield  # pragma: no cover  (makes this an async generator, like every model)
 
 
@@ -225,7 +225,7 @@ class ResilientModel:
         failure: ModelError | None = None
         for model in self.chain:
             if isinstance(model, UnavailableModel):
-                skipped = ModelError(model.reason, code=SKIPPED_CODE, provider=model.provider)
+                skipped = ModelError(model.reason, code=model.code, provider=model.provider)
                 pending.append((model.provider, skipped))
                 continue
             for from_provider, error in pending:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,10 +29,9 @@ from agentstage.observability import masking, metrics
 from agentstage.observability.logging import configure_logging as configure_log_lines
 from agentstage.observability.telemetry import Telemetry
 from agentstage.observability.tools import instrument
-from agentstage.providers.registry import build_model, check_provider
+from agentstage.providers.registry import build_model, check_provider, skip_reason
 from agentstage.providers.replay import ReplayModel
 from agentstage.providers.resilience import BreakerRegistry, ResilientModel, UnavailableModel
-from agentstage.providers.wire import missing_secrets
 from agentstage.runtime.batches import BatchService
 from agentstage.runtime.catalog import ToolCatalog, ToolServerSpec, ToolSource
 from agentstage.runtime.config_view import check_sql_database
@@ -50,6 +50,8 @@ from agentstage.tools.replay import replay_tools
 
 if TYPE_CHECKING:
     from agentstage.providers.host_supervisor import ModelHostSupervisor as ModelHost
+
+SKIP_CHECK_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,7 @@ class ModelChains:
         self.settings = settings
         self.breakers = breakers or BreakerRegistry(settings.retry)
         self.breakers.policy = settings.retry
+        self._skips: dict[str, tuple[float, tuple[str, str] | None]] = {}  # provider -> (when, why)
 
     def __call__(self, profile_name: str) -> Model:
         settings = self.settings
@@ -82,10 +85,10 @@ class ModelChains:
         chain: list[Model] = []
         for entry in profile.chain:
             provider = settings.providers[entry.provider]
-            missing = missing_secrets(provider.type, provider.options())
-            if missing:  # skipped with a fallback notice; only a chain with nothing usable fails
-                reason = f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set"
-                chain.append(UnavailableModel(entry.provider, entry.model or "", reason))
+            skipped = self._skip_reason(entry.provider)
+            if skipped is not None:  # skipped with a fallback notice; only a chain with nothing usable fails
+                code, reason = skipped
+                chain.append(UnavailableModel(entry.provider, entry.model or "", reason, code))
                 continue
             params = {**profile.params, **entry.params}
             chain.append(build_model(provider.type, entry.provider, entry.model, provider.options(), params))
@@ -97,6 +100,16 @@ class ModelChains:
                 code="no_usable_provider",
             )
         return ResilientModel(chain, settings.retry, self.breakers)
+
+    def _skip_reason(self, name: str) -> tuple[str, str] | None:
+        """:func:`skip_reason`, asked again at most once a second per provider: a plugin's check
+        may do real work, and runs of a busy profile start hundreds of times a second."""
+        now = time.monotonic()
+        checked = self._skips.get(name)
+        if checked is None or now - checked[0] >= SKIP_CHECK_SECONDS:
+            provider = self.settings.providers[name]
+            checked = self._skips[name] = (now, skip_reason(provider.type, provider.options()))
+        return checked[1]
 
     def check(self, profile_name: str) -> None:
         """Raise the first problem when no provider of the chain can work (a local model file that

@@ -30,6 +30,7 @@ from agentstage.core.events import (
     ToolCalled,
     ToolResulted,
 )
+from agentstage.core.model import SKIP_CODES
 from agentstage.core.records import RunRecord
 from agentstage.interfaces.cli.output import console
 
@@ -56,7 +57,7 @@ def describe_event(event: RunEvent) -> str | None:
         case ModelRetried(provider=provider, error=error, attempt=attempt, delay=delay):
             return f"↻ {provider} {error.code}; retry {attempt} in {delay:.2f}s"
         case ModelFellBack(from_provider=source, to_provider=target, reason=reason):
-            if reason.code == "missing_secret":
+            if reason.code in SKIP_CODES:
                 return f"⇢ skipping {source}: {reason.message}; using {target}"
             return f"⇢ {source} failed ({reason.code}); falling back to {target}"
         case StepFinished(status="failed", error=ErrorInfo(message=message), step_id=step_id, name=name):
