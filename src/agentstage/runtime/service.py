@@ -509,18 +509,23 @@ class RunService:
         payload = RunFailed(error=info, usage=live.record.usage, cost=live.record.cost)
         return payload, {"error_code": info.code, "error_message": info.message}
 
-    def _lost(self, run_id: str, error: StoreError) -> None:
-        """The writer could not store some of a run's writes: that run, and only it, fails."""
+    def _lost(self, run_id: str, error: StoreError, kept_through: int | None) -> None:
+        """The writer could not store some of a run's writes: that run, and only it, fails, its log
+        ending at what the store kept (``kept_through``, when it kept part of the lost commit)."""
         live = self._live.get(run_id)
-        if live is None:
+        recorder = live.recorder if live is not None else None
+        if recorder is None:
             # A run whose ending waits for repair is no longer live; its recorder must still
             # rewind, or the next repair would take the lost ending for a stored one.
             pending = self._repairs.get(run_id)
-            if pending is not None:
-                pending[0].lose(error)
+            recorder = pending[0] if pending is not None else None
+        if recorder is None:
             return
-        live.recorder.lose(error)
-        live.control.fail(ErrorInfo(code=error.code, message=error.message))
+        if kept_through is not None:
+            recorder.committed(kept_through)
+        recorder.lose(error)
+        if live is not None:
+            live.control.fail(ErrorInfo(code=error.code, message=error.message))
 
     def _dependencies(self, plan: RunPlan | None = None) -> ExecutionDeps:
         if plan is not None:  # its own settings and tools: its snapshot is not shared with other runs

@@ -37,7 +37,8 @@ log = logging.getLogger("agentstage.runtime")
 PROBE_INTERVAL = 1.0
 MAX_BACKOFF = 1.0
 
-LostHandler = Callable[[str, StoreError], None]
+# (run id, why, the seq its log now ends at when the store kept some of the lost commit's events)
+LostHandler = Callable[[str, StoreError, int | None], None]
 
 
 def _retrieve(future: asyncio.Future[None]) -> None:
@@ -90,7 +91,7 @@ class EventWriter:
     ):
         self._store = store
         self._sinks = list(sinks)
-        self._on_lost = on_lost or (lambda _run_id, _error: None)
+        self._on_lost = on_lost or (lambda _run_id, _error, _kept: None)
         self.write_timeout = write_timeout
         self.health = StoreHealth()
         self._pending = Batch()
@@ -191,15 +192,18 @@ class EventWriter:
                 dict.fromkeys(batch.runs, failure) if failure is not None else refused
             )
             events = [e for run_id, w in batch.runs.items() if run_id not in lost for e in w.events]
+            kept_through: dict[str, int] = {}
             for run_id in refused:  # what the store kept of a refused run: its log up to the failure
-                writes = batch.runs[run_id]
-                events.extend(writes.events[: writes.kept_events])
-            self._deliver(
-                self._sinks[:1], events
-            )  # live followers at once (a recorder learns its durable seq)
-            for run_id, error in lost.items():  # then the runs that lost writes rewind to it and fail
+                kept = batch.runs[run_id].events[: batch.runs[run_id].kept_events]
+                if kept:
+                    events.extend(kept)
+                    kept_through[run_id] = kept[-1].seq
+            # Live followers at once, then the runs that lost writes are told (they end after what
+            # was kept).
+            self._deliver(self._sinks[:1], events)
+            for run_id, error in lost.items():
                 self.discard(run_id)
-                self._on_lost(run_id, error)
+                self._on_lost(run_id, error, kept_through.get(run_id))
             self._answer(waiters, batch, lost, failure)
             if events and len(self._sinks) > 1:  # the others once the runs waiting here have moved on
                 asyncio.get_running_loop().call_soon(self._deliver, self._sinks[1:], events)
