@@ -71,6 +71,7 @@ def test_a_plugin_cannot_take_a_built_in_tools_name_and_says_why_it_is_skipped(
     assert listed.returncode == 0, listed.stderr
     ids = {t["id"] for t in json.loads(listed.stdout)}
     assert "math.calculate:v1" in ids and "math.calculate:v99" not in ids and "word_count:v1" in ids
+    assert "char_count:v1" in ids  # the refused tool's neighbour in the same entry point is kept
     assert "'math.calculate' is the name of a built-in tool" in listed.stderr
     assert "returned int, not a tool or a list of tools" in listed.stderr
     computed = cli("tool", "test", "math.calculate", "--input", '{"expression": "6*7"}')
@@ -98,7 +99,10 @@ def test_a_plugin_provider_its_own_check_refuses_is_skipped_like_one_without_its
     assert "⇢ skipping quiet: echo needs to be loud; using s" in done.stderr.splitlines()
     refused = cli("run", "hi", "-m", "chat", "--profile", "alone")
     assert refused.returncode == 2 and refused.stdout == ""
-    assert "profile 'alone' has no usable provider (quiet: echo needs to be loud)" in refused.stderr
+    assert (
+        "profile 'alone' has no usable provider (quiet: echo needs to be loud); make one usable or choose"
+        in refused.stderr
+    )
 
 
 def test_without_the_plugin_its_provider_type_is_refused_clearly(cli: Cli) -> None:

@@ -40,7 +40,7 @@ def assert_problem(response: httpx.Response, status: int, code: str, mentions: s
             b'{"input": "half \\ud83d a pair"}',
             400,
             "malformed_json",
-            "the string at input holds an unpaired surrogate",
+            "unpaired surrogate (\\ud83d) in the string at input",
         ),
         (b'{"input": "raw \xed\xa0\x80 bytes"}', 400, "malformed_json", "unpaired surrogate (\\ud800)"),
         (
@@ -48,6 +48,18 @@ def assert_problem(response: httpx.Response, status: int, code: str, mentions: s
             400,
             "malformed_json",
             "options.params.stop[1]",
+        ),
+        (
+            '{"input": "hi", "options": {"params": {"stop": ["\ud800"]}}}'.encode("utf-16", "surrogatepass"),
+            400,
+            "malformed_json",
+            "in the string at options.params.stop[0]",
+        ),
+        (
+            b'{"input": "hi", "options": {"params": {"temperature": 1e999}}}',
+            400,
+            "malformed_json",
+            "1e999 is beyond the range",
         ),
         (
             b'{"input": "hi", "options": {"params": {"temperature": NaN}}}',
@@ -160,3 +172,34 @@ def test_text_no_store_can_keep_is_refused_before_a_conversation_changes(http: h
     assert http.get(f"/api/v1/conversations/{conversation}/history").json()["messages"] == []
     answered = http.post(f"/api/v1/conversations/{conversation}/messages", json={"input": "hi"})
     assert answered.status_code == 200 and answered.json()["status"] == "completed", answered.text
+
+
+def test_config_and_profiles_refuse_what_no_file_or_run_could_keep(http: httpx.Client) -> None:
+    """A configuration change is written to a file and applied to every later run: one holding a
+    non-finite number or a lone surrogate, in any encoding, must be refused before either."""
+    json_headers = {"content-type": "application/json"}
+    before = http.get("/api/v1/config").json()
+    profiles = {p["name"] for p in http.get("/api/v1/config/profiles").json()}
+    for body, says in (
+        (b'{"retry": {"max_delay": 1e999}}', "1e999 is beyond the range"),
+        ('{"retry": {"max_delay": 2, "x": "\ud800"}}'.encode("utf-16-le", "surrogatepass"), "retry.x"),
+    ):
+        assert_problem(
+            http.put("/api/v1/config", content=body, headers=json_headers), 400, "malformed_json", says
+        )
+    for body, says in (
+        (b'{"name": "inf", "chain": [{"provider": "s"}], "params": {"temperature": -1e400}}', "-1e400"),
+        (
+            '{"name": "odd", "chain": [{"provider": "s"}], "params": {"stop": ["\udc00"]}}'.encode(
+                "utf-32", "surrogatepass"
+            ),
+            "params.stop[0]",
+        ),
+    ):
+        refused = http.post("/api/v1/config/profiles", content=body, headers=json_headers)
+        assert_problem(refused, 400, "malformed_json", says)
+    assert http.get("/api/v1/config").json() == before
+    assert {p["name"] for p in http.get("/api/v1/config/profiles").json()} == profiles
+    assert (
+        http.post("/api/v1/agent/run", json={"input": "hi", "mode": "chat"}).json()["status"] == "completed"
+    )

@@ -127,6 +127,7 @@ def versions_of(name: str, versions: list[str]) -> ToolCatalog:
         (["v2-post1", "v2", "v2-rc1"], "v2-post1"),
         (["2025-12-31", "2026-01-05", "2026-01-04"], "2026-01-05"),
         (["v2-beta.x", "v2-beta.2"], "v2-beta.x"),  # mixed words and numbers still compare
+        (["1.2.3+build5", "1.2.3-rc1", "1.2.2"], "1.2.3+build5"),  # build metadata does not rank
     ],
 )
 def test_a_bare_tool_name_finds_the_newest_version(versions: list[str], newest: str) -> None:

@@ -110,7 +110,9 @@ class ProviderKind(Protocol):
         ...
 
     def check(self, options: dict[str, Any]) -> str | None:
-        """None when a provider with these options can be used; otherwise why not, in one line."""
+        """None when a provider with these options can be used; otherwise why not, in one line.
+        Asked by ``/health/ready`` and, at most once a second, by the chains of runs (a refused
+        provider is skipped), on the event loop: read options and the environment, no network."""
         ...
 
 

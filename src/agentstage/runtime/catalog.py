@@ -75,7 +75,7 @@ class ToolSource(Protocol):
 Connector = Callable[[ToolServerSpec], Awaitable[ToolSource]]
 
 
-VersionKey = tuple[str, tuple[int, ...], int, tuple[tuple[int, int | str], ...]]
+VersionKey = tuple[str, tuple[int, ...], int, tuple[tuple[int, int | str], ...], str]
 _PRE_RELEASE, _RELEASE = 1, 2
 _STAGES = {"dev": 0, "post": 3, "rev": 3}  # any other word marks a pre-release (alpha, beta, rc…)
 
@@ -86,8 +86,11 @@ def version_order(version: str) -> VersionKey:
     Numbers compare as numbers (``v10`` after ``v9``, ``1.10.0`` after ``1.9.2``; a date such as
     ``2026-01-05`` is all numbers). A word after the first number marks a stage, as in semver and
     PEP 440: ``v2.dev1`` < ``v2-beta`` < ``v2-rc1`` < ``v2`` < ``v2-post1`` < ``v2.1``. A word
-    before it (``v`` in ``v2``) names the scheme and is compared first."""
-    tokens = re.findall(r"\d+|[^\W\d_]+", version.lower())
+    before it (``v`` in ``v2``) names the scheme and is compared first. Build metadata (``+build5``)
+    does not rank, as in semver; two versions that rank alike are ordered by their text, so the
+    newest is always the same one."""
+    ranked = version.split("+", 1)[0]
+    tokens = re.findall(r"\d+|[^\W\d_]+", ranked.lower())
     scheme = ""
     while tokens and not tokens[0].isdigit():
         scheme += tokens.pop(0)
@@ -96,7 +99,7 @@ def version_order(version: str) -> VersionKey:
         release.append(int(tokens.pop(0)))
     stage = _STAGES.get(tokens[0], _PRE_RELEASE) if tokens else _RELEASE
     rest = tuple((0, int(t)) if t.isdigit() else (1, t) for t in tokens[0 if stage == _PRE_RELEASE else 1 :])
-    return scheme, tuple(release), stage, rest
+    return scheme, tuple(release), stage, rest, version
 
 
 class ToolCatalog:

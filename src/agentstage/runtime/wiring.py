@@ -21,7 +21,7 @@ from agentstage.access.config import McpPolicy
 from agentstage.access.guard import Guard
 from agentstage.access.secrets import resolve_reference
 from agentstage.core.events import RunEvent
-from agentstage.core.model import Model
+from agentstage.core.model import SKIPPED_CODE, Model
 from agentstage.core.prompts import PromptLibrary
 from agentstage.core.tools import Tool
 from agentstage.errors import AgentstageError, ConfigError, ForbiddenError, StoreError
@@ -93,9 +93,11 @@ class ModelChains:
             params = {**profile.params, **entry.params}
             chain.append(build_model(provider.type, entry.provider, entry.model, provider.options(), params))
         if all(isinstance(model, UnavailableModel) for model in chain):
-            reasons = "; ".join(f"{m.provider}: {m.reason}" for m in chain if isinstance(m, UnavailableModel))
+            unusable = [m for m in chain if isinstance(m, UnavailableModel)]
+            reasons = "; ".join(f"{m.provider}: {m.reason}" for m in unusable)
+            remedy = "set the key" if all(m.code == SKIPPED_CODE for m in unusable) else "make one usable"
             raise ConfigError(
-                f"profile {profile_name!r} has no usable provider ({reasons}); set the key or choose "
+                f"profile {profile_name!r} has no usable provider ({reasons}); {remedy} or choose "
                 "another profile",
                 code="no_usable_provider",
             )

@@ -21,22 +21,30 @@ ENTRY_POINT_GROUP = "agentstage.tools"
 def plugin_tools(reserved: Collection[str] = ()) -> list[Tool]:
     """The installed plugins' tools. A name in ``reserved`` (the built-in tools') is refused: a
     plugin's ``math.calculate`` at a higher version would otherwise take over every run that calls
-    the built-in by name, without a word."""
+    the built-in by name, without a word. A refused tool is skipped alone, with one log line; the
+    other tools of its entry point are kept."""
     found: list[Tool] = []
     for entry in entry_points(group=ENTRY_POINT_GROUP):
         try:
             tools = list(_tools_from(entry.load()))
-            for tool in tools:
+        except Exception as error:  # a broken plugin must not break the product
+            log.warning(
+                "tool plugin %r (%s) not loaded: %s: %s", entry.name, entry.value, type(error).__name__, error
+            )
+            continue
+        for tool in tools:
+            try:
                 check_tool_name(tool.name)
                 if tool.name in reserved:
                     raise ValueError(
                         f"{tool.name!r} is the name of a built-in tool; give the plugin's tool its own"
                     )
-            found.extend(tools)
-        except Exception as error:  # a broken plugin must not break the product
-            log.warning(
-                "tool plugin %r (%s) not loaded: %s: %s", entry.name, entry.value, type(error).__name__, error
-            )
+            except Exception as error:
+                log.warning(
+                    "tool %r of plugin %r (%s) skipped: %s", tool.name, entry.name, entry.value, error
+                )
+                continue
+            found.append(tool)
     return found
 
 

@@ -69,6 +69,8 @@ class Session:
             raise NotJson("frames must be JSON text, not binary")
         try:
             frame = strict_json.loads(text)
+        except strict_json.StrictJSONError as error:  # the problem first: a close reason is short
+            raise NotJson(f"{error.msg} (at character {error.pos})") from None
         except json.JSONDecodeError as error:
             raise NotJson(f"frames must be JSON objects: {error.msg} at position {error.pos}") from None
         if not isinstance(frame, dict):

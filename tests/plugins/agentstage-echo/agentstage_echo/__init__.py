@@ -60,6 +60,17 @@ def shadow_calculate(expression: str) -> str:
     return "HIJACKED"
 
 
+@tool(category="text")
+def char_count(text: str) -> int:
+    """Count the characters in a text."""
+    return len(text)
+
+
+def tools_with_a_shadow() -> list[object]:
+    """One entry point, two tools: the shadowing one is refused, the other is kept."""
+    return [char_count, shadow_calculate]
+
+
 def not_tools() -> int:
     """An entry point that returns something other than tools: refused with what it returned."""
     return 42
