@@ -71,6 +71,8 @@ def test_a_config_file_extends_provider_and_profile_tables(home: Path) -> None:
         ({"profiles": {"x": {"chain": [{"provider": "ghost"}]}}}, "unknown provider 'ghost'"),
         ({"limits": {"max_steps": "many"}}, "limits.max_steps"),
         ({"runtime": {"no_such_key": 1}}, "runtime.no_such_key"),
+        ({"retry": {"max_delay": "inf"}}, "retry.max_delay: the number must be finite"),
+        ({"providers": {"o": {"type": "openai", "timeout": float("-inf")}}}, "providers.o.timeout"),
     ],
 )
 def test_an_invalid_value_is_refused_whole(home: Path, config: dict[str, object], message: str) -> None:

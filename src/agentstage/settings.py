@@ -11,6 +11,7 @@ Secrets are referenced (``env:OPENAI_API_KEY``), never written in config files.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -573,13 +574,35 @@ def load_layers(
 
 def validate_settings(data: dict[str, Any]) -> Settings:
     try:
-        return Settings.model_validate(data)
+        settings = Settings.model_validate(data)
     except ValidationError as error:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in item['loc']) or '(root)'}: {item['msg']}"
             for item in error.errors(include_url=False)
         )
         raise ConfigError(f"invalid configuration: {problems}") from None
+    # "inf" and "1e999" are floats to Python: a delay or limit of infinity is never what was meant,
+    # and the configuration is written back as JSON, which has no such number.
+    where = _non_finite(settings.model_dump())
+    if where is not None:
+        raise ConfigError(f"invalid configuration: {where}: the number must be finite (not inf or nan)")
+    return settings
+
+
+def _non_finite(value: Any, path: str = "") -> str | None:
+    if isinstance(value, float) and not math.isfinite(value):
+        return path or "(root)"
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, list | tuple):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        found = _non_finite(item, f"{path}.{key}" if path else str(key))
+        if found is not None:
+            return found
+    return None
 
 
 def load_settings(overrides: dict[str, Any] | None = None, environ: dict[str, str] | None = None) -> Settings:

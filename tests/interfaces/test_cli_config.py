@@ -39,6 +39,8 @@ def test_config_set_profile_use_and_config_path(cli: Cli) -> None:
     assert done.returncode == 2 and "over the limit of 500" in one_line(done)
     done = cli("config", "set", "default_mode", "sideways")
     assert done.returncode == 2 and "default_mode" in one_line(done)
+    done = cli("config", "set", "retry.max_delay", "inf")  # a float to Python, no number to JSON
+    assert done.returncode == 2 and "retry.max_delay: the number must be finite" in one_line(done)
     assert json.loads((cli.home / "config.json").read_text(encoding="utf-8")) == stored  # refused whole
 
 
