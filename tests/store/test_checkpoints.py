@@ -97,3 +97,29 @@ def test_stop_leaves_everything_in_the_database_file(tmp_path: Path) -> None:
     with sqlite3.connect(alone) as copy:
         assert copy.execute("SELECT v FROM t").fetchall() == [("kept",)]
     connection.close()
+
+
+def test_a_rewind_without_a_quiet_moment_waits_for_the_write_lock_only_briefly(tmp_path: Path) -> None:
+    """While a RESTART waits for the write lock it holds the log's checkpoint lock, refusing the
+    writer's own hard-bound checkpoint: made without a quiet moment, it must give up soon and try
+    again later, not wait out its whole busy timeout behind a writer that never pauses."""
+    from agentstage.store.checkpoints import FORCED_RESTART_WAIT_MS
+
+    path = tmp_path / "r.db"
+    connection = writer(path)
+    connection.execute("INSERT INTO t VALUES ('x')")
+    checkpointer = WalCheckpointer(path, busy_timeout_ms=2000, delay=3600)
+    own = checkpointer._connect()
+    connection.execute("BEGIN IMMEDIATE")  # a writer holding the write lock
+    try:
+        started = time.monotonic()
+        row = checkpointer._restart(own, FORCED_RESTART_WAIT_MS)
+        waited = time.monotonic() - started
+        assert row is not None and row[0] == 1  # busy: not rewound this time
+        assert waited < 1.0, f"waited {waited:.2f}s for the write lock"
+        assert own.execute("PRAGMA busy_timeout").fetchone() == (2000,)  # its own timeout is back
+    finally:
+        connection.execute("ROLLBACK")
+        own.close()
+        checkpointer.stop()
+        connection.close()

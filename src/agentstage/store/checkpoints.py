@@ -28,6 +28,8 @@ RESTART_FRAMES = 1000
 FORCE_RESTART_FRAMES = 10_000
 # PASSIVE checkpoints tried, each copying what came in during the one before, for a quiet moment.
 QUIET_TRIES = 3
+# How long a RESTART made without a quiet moment waits for the write lock before trying later.
+FORCED_RESTART_WAIT_MS = 20
 
 
 class WalCheckpointer:
@@ -108,12 +110,15 @@ class WalCheckpointer:
             # RESTART holds the write lock while it copies what is left and syncs the database
             # file, so it is run when a PASSIVE one saw no commit come in (nothing left: no commit
             # waits at all); each try copies only what came in during the one before.
+            quiet = False
             for _ in range(QUIET_TRIES):
                 if not self._pending.is_set():
+                    quiet = True
                     break
                 self._pending.clear()
                 frames = self._passive(connection)
-            else:
+            wait_ms = self.busy_timeout_ms
+            if not quiet:
                 if frames < self.force_restart_frames // 2:
                     self._pending.set()  # no quiet moment yet: look again after the delay
                     return
@@ -121,11 +126,26 @@ class WalCheckpointer:
                 # moment. Waiting for the hard bound would send every write past half of it to
                 # the write thread (see ``keeping_up``), a third to half of them; rewinding now
                 # makes only the commits that come in during the RESTART wait, on that thread.
-            row = connection.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+                # It waits for the write lock only briefly: while it waits it holds the log's
+                # checkpoint lock, so a writer that never pauses would keep it waiting with the
+                # writer's own hard-bound checkpoint (see ``attach``) refused all along.
+                wait_ms = FORCED_RESTART_WAIT_MS
+            row = self._restart(connection, wait_ms)
             if row is not None and not row[0]:  # not busy: the log starts over
                 self.keeping_up = True
         except sqlite3.Error as error:  # the next write tries again; the log only grows meanwhile
             log.warning("checkpoint of %s failed (retried after the next write): %s", self.path, error)
+
+    def _restart(self, connection: sqlite3.Connection, wait_ms: int) -> tuple[int, ...] | None:
+        """A RESTART checkpoint that waits at most ``wait_ms`` for the write lock; SQLite's row."""
+        if wait_ms != self.busy_timeout_ms:
+            connection.execute(f"PRAGMA busy_timeout={wait_ms}")
+        try:
+            row = connection.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+        finally:
+            if wait_ms != self.busy_timeout_ms:
+                connection.execute(f"PRAGMA busy_timeout={self.busy_timeout_ms}")
+        return None if row is None else tuple(int(value) for value in row)
 
     def _passive(self, connection: sqlite3.Connection) -> int:
         """Copy what the log holds without waiting for anyone; the log's size in pages."""
