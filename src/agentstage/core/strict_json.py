@@ -24,6 +24,14 @@ from typing import Any
 # escaped as a pair is one too) or with a surrogate itself (decoded from its raw bytes).
 _MAY_HOLD_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]|[\ud800-\udfff]")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def unpaired_surrogate_in(text: str) -> re.Match[str] | None:
+    """The first surrogate in decoded text: half an escaped pair, or bytes the locale could not
+    decode (Python keeps those as surrogates, PEP 383). No UTF-8 store can keep it."""
+    return _SURROGATE.search(text)
+
+
 # The tokens a position is looked for among, once a document is refused: strings (skipped over,
 # or searched for a surrogate), the non-finite constants, and numbers.
 _TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|-?Infinity|NaN|-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?', re.DOTALL)

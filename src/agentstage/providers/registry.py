@@ -17,7 +17,7 @@ from typing import Any
 
 from agentstage.core.model import SKIPPED_CODE, UNUSABLE_CODE, BaseProviderKind, Model, ProviderKind
 from agentstage.errors import AgentstageError, ConfigError
-from agentstage.providers.wire import DEFAULT_KEY_REFERENCES, missing_secrets
+from agentstage.providers.wire import DEFAULT_KEY_REFERENCES, missing_secrets, not_set
 
 log = logging.getLogger("agentstage.providers")
 ENTRY_POINT_GROUP = "agentstage.providers"
@@ -46,7 +46,7 @@ class _KeyedKind(BaseProviderKind):
 
     def check(self, options: dict[str, Any]) -> str | None:
         missing = missing_secrets(self.name, options)  # the one rule for every env: reference
-        return f"{' and '.join(missing)} is not set" if missing else None
+        return not_set(missing) if missing else None
 
     def _implied_key(self, options: dict[str, Any]) -> str | None:
         """The vendor's key when the vendor's own API is used; none for a server of one's own
@@ -239,7 +239,7 @@ def skip_reason(kind: str, options: dict[str, Any]) -> tuple[str, str] | None:
     model file, a bad script) are errors of their own, raised when it is built."""
     missing = missing_secrets(kind, options)
     if missing:
-        return SKIPPED_CODE, f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set"
+        return SKIPPED_CODE, not_set(missing)
     if kind in _BUILT_IN_NAMES:
         return None
     try:

@@ -35,6 +35,11 @@ def missing_secrets(
     return [name for name in env_references(kind, options) if not source.get(name)]
 
 
+def not_set(missing: list[str]) -> str:
+    """How a provider's unset secrets are named, wherever it is said."""
+    return f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set"
+
+
 def resolve_secret(reference: str | None, *, provider: str) -> str | None:
     """The value behind an ``env:NAME`` reference (a literal value is returned as it is; ``None``
     means the provider sends no key). An unset variable is refused the same way for every name."""

@@ -17,7 +17,6 @@ import contextlib
 import functools
 import logging
 import os
-import re
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from typing import Any, TypeVar
 
 from uuid6 import uuid7
 
+from agentstage.core import strict_json
 from agentstage.core.events import (
     ErrorInfo,
     RunCancelled,
@@ -73,7 +73,6 @@ REPAIR_INTERVAL = 0.25
 SWEEP_EVERY_BEATS = 5
 
 Lock = asyncio.Semaphore | asyncio.Lock
-_UNPAIRED_SURROGATE = re.compile(r"[\ud800-\udfff]")
 T = TypeVar("T")
 
 
@@ -345,7 +344,7 @@ class RunService:
                 f"the input contains a NUL character (U+0000) at position {nul}; remove it",
                 code="input_has_nul",
             )
-        odd = _UNPAIRED_SURROGATE.search(text)
+        odd = strict_json.unpaired_surrogate_in(text)
         if odd is not None:  # undecodable bytes or half an escaped pair: UTF-8 cannot store it
             raise InvalidInputError(
                 f"the input holds an unpaired surrogate (\\u{ord(odd.group()):04x}) at position "

@@ -7,22 +7,21 @@ and the line says so.
 
 from __future__ import annotations
 
-import re
 import sys
 from typing import Any
 
 import typer
 
+from agentstage.core.strict_json import unpaired_surrogate_in
+
 # Typer cannot declare a repeatable option that takes two values (``-o NAME VALUE``); such options
 # are declared as lists and widened to two values per use once the command tree is built.
 PAIR_OPTIONS = frozenset({"model_params"})
-# Bytes the locale could not decode reach ``sys.argv`` as lone surrogates (PEP 383).
-_UNDECODED = re.compile(r"[\ud800-\udfff]")
 
 
 def run(app: typer.Typer, args: list[str] | None = None) -> int:
     for position, argument in enumerate(sys.argv[1:] if args is None else args, start=1):
-        if _UNDECODED.search(argument):  # no store, model or terminal can take such text
+        if unpaired_surrogate_in(argument):  # no store, model or terminal can take such text
             shown = argument.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
             typer.secho(
                 f"error: argument {position} ('{shown}') is not UTF-8 text; convert it first "
